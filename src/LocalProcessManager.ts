@@ -1,0 +1,183 @@
+/**
+ * The ProcessManager on the local machine, built on `@effect/platform`'s
+ * `CommandExecutor`.
+ *
+ * Each process is its own process group. When its scope closes the group gets
+ * SIGTERM, then SIGKILL after the grace; `CommandExecutor` alone would wait
+ * for the exit forever.
+ *
+ * @since 0.1.0
+ */
+import { Command, CommandExecutor } from "@effect/platform"
+import type { PlatformError } from "@effect/platform/Error"
+import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
+import { Deferred, Duration, Effect, Layer, Option, Stream } from "effect"
+import { BinaryNotFound, SpawnFailed } from "./errors.js"
+import { resolveExecutable } from "./internal/executable.js"
+import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"
+import {
+  DEFAULT_KILL_GRACE,
+  DEFAULT_TAIL_LINES,
+  type ExecOptions,
+  type ProcessHandle,
+  ProcessManager,
+  type SignalName
+} from "./ProcessManager.js"
+import { Exited, type ExitStatus, Running, Signaled } from "./ProcessStatus.js"
+
+/** How long to wait for the pipes to drain once the process has exited. */
+const DRAIN_AFTER_EXIT = Duration.millis(50)
+/** How long to wait for the exit after SIGKILL before giving up. */
+const WAIT_AFTER_KILL = Duration.seconds(5)
+
+/**
+ * Sends `signal` to the process group of `pid`, or to `pid` alone when it has
+ * no group of its own. `false` when nothing was there to receive it.
+ *
+ * @since 0.1.0
+ * @category signals
+ */
+export const signalProcessGroup = (pid: number, signal: SignalName): Effect.Effect<boolean> =>
+  Effect.sync(() => {
+    for (const target of [-pid, pid]) {
+      try {
+        process.kill(target, signal)
+        return true
+      } catch {
+        // ESRCH: no such group or process; try the next target.
+      }
+    }
+    return false
+  })
+
+const statusFromExit = (exit: Effect.Effect<number, PlatformError>): Effect.Effect<ExitStatus> =>
+  exit.pipe(
+    Effect.map((code): ExitStatus => new Exited({ code })),
+    Effect.catchAll((error) => {
+      const signal = /signal: (\w+)/.exec(error.message)?.[1] ?? "unknown"
+      return Effect.succeed(new Signaled({ signal }))
+    })
+  )
+
+const toSpawnError = (
+  argv: ReadonlyArray<string>,
+  error: PlatformError
+): BinaryNotFound | SpawnFailed =>
+  error._tag === "SystemError" && error.reason === "NotFound" && error.method === "spawn"
+    ? new BinaryNotFound({ binary: argv[0] ?? "", searched: [] })
+    : new SpawnFailed({ argv, reason: error.message })
+
+const exec = (executor: CommandExecutor.CommandExecutor) =>
+  Effect.fn("LocalProcessManager.exec")(function* (
+    argv: readonly [string, ...Array<string>],
+    options: ExecOptions = {}
+  ) {
+    const env = { ...process.env, ...options.env }
+    const binary = yield* resolveExecutable(argv[0], env.PATH)
+    let command = Command.make(binary, ...argv.slice(1)).pipe(
+      Command.env(options.env ?? {}),
+      Command.feed(options.stdin ?? "")
+    )
+    if (options.cwd !== undefined) command = Command.workingDirectory(command, options.cwd)
+
+    const child = yield* executor
+      .start(command)
+      .pipe(Effect.mapError((error) => toSpawnError(argv, error)))
+    const pid = child.pid
+    const output = yield* makeOutputBuffer(options.tailLines ?? DEFAULT_TAIL_LINES)
+    const exited = yield* Deferred.make<ExitStatus>()
+    let exitStatus: ExitStatus | undefined
+
+    const pump = (source: OutputSource, stream: Stream.Stream<Uint8Array, PlatformError>) =>
+      stream.pipe(
+        Stream.decodeText(),
+        Stream.runForEach((text) => output.publish({ source, text })),
+        Effect.ignore
+      )
+    const pumps = yield* Effect.all([pump("stdout", child.stdout), pump("stderr", child.stderr)], {
+      concurrency: 2,
+      discard: true
+    }).pipe(Effect.forkScoped)
+
+    yield* statusFromExit(child.exitCode).pipe(
+      // Let the pipes drain so the tail holds the last words, without waiting
+      // on grandchildren that may keep a pipe open.
+      Effect.tap(() => pumps.await.pipe(Effect.timeout(DRAIN_AFTER_EXIT), Effect.ignore)),
+      Effect.tap(() => output.end),
+      Effect.flatMap((status) => {
+        exitStatus = status
+        return Deferred.succeed(exited, status)
+      }),
+      Effect.forkScoped
+    )
+
+    const signal = (name: SignalName) =>
+      Effect.flatMap(Deferred.isDone(exited), (done) =>
+        done ? Effect.succeed(false) : signalProcessGroup(pid, name)
+      )
+    const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
+    const awaitExitWithin = (limit: Duration.Duration) =>
+      Deferred.await(exited).pipe(Effect.interruptible, Effect.timeout(limit))
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        if (!(yield* Deferred.isDone(exited))) {
+          yield* signal("SIGTERM")
+          const stopped = yield* Effect.option(awaitExitWithin(grace))
+          if (Option.isNone(stopped)) {
+            yield* Effect.logWarning("process ignored SIGTERM; sending SIGKILL").pipe(
+              Effect.annotateLogs({ pid, graceMs: Duration.toMillis(grace) })
+            )
+            yield* signalProcessGroup(pid, "SIGKILL")
+            yield* Effect.ignore(awaitExitWithin(WAIT_AFTER_KILL))
+          }
+        }
+        // Whatever the leader left behind in its group goes too.
+        yield* killGroupRemains(pid)
+      })
+    )
+
+    const handle: ProcessHandle = {
+      pid,
+      argv,
+      status: Effect.sync(() => exitStatus ?? new Running()),
+      awaitExit: Deferred.await(exited),
+      output: output.stream,
+      logTail: output.tail,
+      signal
+    }
+    return handle
+  })
+
+/** SIGKILL for what is left of the group led by `pid` (nothing, usually). */
+const killGroupRemains = (pid: number): Effect.Effect<void> =>
+  Effect.sync(() => {
+    try {
+      process.kill(-pid, "SIGKILL")
+    } catch {
+      // ESRCH: the group is empty.
+    }
+  })
+
+/**
+ * Builds the local ProcessManager from a `CommandExecutor`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<
+  typeof ProcessManager.Service,
+  never,
+  CommandExecutor.CommandExecutor
+> = Effect.map(CommandExecutor.CommandExecutor, (executor) => ({ exec: exec(executor) }))
+
+/**
+ * The local ProcessManager, with Node's `CommandExecutor` included.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<ProcessManager> = Layer.effect(ProcessManager, make).pipe(
+  Layer.provide(NodeCommandExecutor.layer),
+  Layer.provide(NodeFileSystem.layer)
+)

@@ -1,0 +1,323 @@
+/**
+ * A probe is a named check with its own timeout. Probes compose: `all` runs
+ * several in order and stops at the first failure, `firstOf` takes the first
+ * that succeeds. Every failure says which kind it was: not yet, timed out, or
+ * failed with a reason.
+ *
+ * @since 0.1.0
+ */
+import { stat } from "node:fs/promises"
+import { Clock, Duration, Effect, Option, Schema } from "effect"
+import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
+import { ProbeFailed, type ProbeFailure, ProbeNotYet, ProbeTimedOut } from "./errors.js"
+import { ProcessManager } from "./ProcessManager.js"
+import { describe as describeStatus } from "./ProcessStatus.js"
+
+/**
+ * One probe that answered.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class ProbeSucceeded extends Schema.TaggedClass<ProbeSucceeded>()("ProbeSucceeded", {
+  probe: Schema.String,
+  elapsedMs: Schema.Number,
+  value: Schema.Unknown
+}) {}
+
+/**
+ * The last result of one probe: its success or why it failed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ProbeOutcome = ProbeSucceeded | ProbeFailure
+
+/**
+ * A single check.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Check {
+  readonly _tag: "Check"
+  readonly name: string
+  /** Its own timeout; when absent the policy's probe timeout applies. */
+  readonly timeout: Option.Option<Duration.Duration>
+  readonly run: Effect.Effect<unknown, ProbeFailure>
+}
+
+/**
+ * Several probes in order; the first failure ends the attempt.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface All {
+  readonly _tag: "All"
+  readonly probes: ReadonlyArray<Probe>
+}
+
+/**
+ * Several probes in order; the first success ends the attempt.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FirstOf {
+  readonly _tag: "FirstOf"
+  readonly probes: ReadonlyArray<Probe>
+}
+
+/**
+ * A probe: a check or a composition of probes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Probe = Check | All | FirstOf
+
+/**
+ * Options shared by the probe constructors.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProbeOptions {
+  /** The probe's name in reports, logs and events. */
+  readonly name?: string | undefined
+  /** The probe's own timeout, overriding the policy's. */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * A probe from any effect. Its failure must say which kind it is.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  name: string,
+  run: Effect.Effect<unknown, ProbeFailure>,
+  options: { readonly timeout?: Duration.DurationInput | undefined } = {}
+): Check => ({
+  _tag: "Check",
+  name,
+  timeout: Option.map(Option.fromNullable(options.timeout), Duration.decode),
+  run
+})
+
+/**
+ * All of `probes`, in order.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const all = (probes: ReadonlyArray<Probe>): All => ({ _tag: "All", probes })
+
+/**
+ * The first of `probes` that succeeds.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const firstOf = (probes: ReadonlyArray<Probe>): FirstOf => ({ _tag: "FirstOf", probes })
+
+/**
+ * The path exists and is a unix socket.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
+  const name = options.name ?? "socket"
+  return make(
+    name,
+    Effect.tryPromise({
+      try: () => stat(path),
+      catch: (error) => {
+        const code = (error as NodeJS.ErrnoException).code ?? "unknown"
+        return code === "ENOENT"
+          ? new ProbeNotYet({ probe: name, reason: `no socket at ${path}` })
+          : new ProbeFailed({ probe: name, reason: `cannot stat ${path}: ${code}` })
+      }
+    }).pipe(
+      Effect.filterOrFail(
+        (info) => info.isSocket(),
+        (info) =>
+          new ProbeFailed({
+            probe: name,
+            reason: `${path} is a ${info.isDirectory() ? "directory" : "file"}, not a socket`
+          })
+      ),
+      Effect.as(path)
+    ),
+    options
+  )
+}
+
+const fromEngine =
+  (name: string) =>
+  <A>(request: Effect.Effect<A, EngineError>): Effect.Effect<A, ProbeFailure> =>
+    Effect.mapError(request, (error) =>
+      error._tag === "EngineUnreachable"
+        ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` })
+        : new ProbeFailed({ probe: name, reason: error.reason })
+    )
+
+/**
+ * Docker Engine `GET /_ping` answers `OK`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const enginePing = (client: DockerEngineClient, options: ProbeOptions = {}): Check => {
+  const name = options.name ?? "ping"
+  return make(name, fromEngine(name)(client.ping), options)
+}
+
+/**
+ * Docker Engine `GET /info` answers and decodes. `/_ping` can be OK while
+ * `/info` hangs (containerd gone), so this is the stronger check.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const engineInfo = (client: DockerEngineClient, options: ProbeOptions = {}): Check => {
+  const name = options.name ?? "info"
+  return make(name, fromEngine(name)(client.info), options)
+}
+
+/**
+ * Output that means "the daemon is not listening (yet)" when a Docker client
+ * says it.
+ */
+const NOT_YET_OUTPUT =
+  /Cannot connect to the Docker daemon|connection refused|no such file or directory/i
+
+/**
+ * Options of {@link command}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CommandProbeOptions extends ProbeOptions {
+  readonly cwd?: string | undefined
+  readonly env?: Readonly<Record<string, string>> | undefined
+  /** Grace between SIGTERM and SIGKILL when the probe times out. Default 100ms. */
+  readonly killGrace?: Duration.DurationInput | undefined
+}
+
+/**
+ * A command run through the ProcessManager (for example `docker info` in a
+ * sandbox) that must exit 0. When the probe times out, its process is killed:
+ * never left behind.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const command = (
+  argv: readonly [string, ...Array<string>],
+  options: CommandProbeOptions = {}
+): Effect.Effect<Check, never, ProcessManager> =>
+  Effect.map(ProcessManager, (manager) => {
+    const name = options.name ?? argv.join(" ")
+    const run = Effect.scoped(
+      Effect.gen(function* () {
+        const handle = yield* manager
+          .exec(argv, {
+            cwd: options.cwd,
+            env: options.env,
+            killGrace: options.killGrace ?? "100 millis",
+            tailLines: 20
+          })
+          .pipe(
+            Effect.mapError(
+              (error) =>
+                new ProbeFailed({
+                  probe: name,
+                  reason: error.message
+                })
+            )
+          )
+        const status = yield* handle.awaitExit
+        if (status._tag === "Exited" && status.code === 0) return status
+        const tail = yield* handle.logTail
+        const said = tail.slice(-3).join(" | ")
+        return yield* NOT_YET_OUTPUT.test(said)
+          ? new ProbeNotYet({ probe: name, reason: said })
+          : new ProbeFailed({
+              probe: name,
+              reason: `${describeStatus(status)}${said ? `: ${said}` : ""}`
+            })
+      })
+    )
+    return make(name, run, options)
+  })
+
+/**
+ * The names of the checks in a probe, in order.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const names = (probe: Probe): ReadonlyArray<string> =>
+  probe._tag === "Check" ? [probe.name] : probe.probes.flatMap(names)
+
+/**
+ * How {@link run} times and reports each check.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunOptions {
+  /** The timeout of a check without its own, by the check's name. */
+  readonly timeoutFor: (name: string) => Duration.Duration
+  /** Called with the outcome of every check that ran. */
+  readonly onOutcome?: ((outcome: ProbeOutcome) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * Runs a probe once, each check under its own timeout. Succeeds with the
+ * successes of the checks that decided the outcome; fails with the failure
+ * that decided it.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const run = (
+  probe: Probe,
+  options: RunOptions
+): Effect.Effect<ReadonlyArray<ProbeSucceeded>, ProbeFailure> => {
+  const report = (outcome: ProbeOutcome) => options.onOutcome?.(outcome) ?? Effect.void
+  switch (probe._tag) {
+    case "Check": {
+      const timeout = Option.getOrElse(probe.timeout, () => options.timeoutFor(probe.name))
+      return Effect.gen(function* () {
+        const started = yield* Clock.currentTimeMillis
+        const result = yield* probe.run.pipe(
+          Effect.timeoutFail({
+            duration: timeout,
+            onTimeout: () =>
+              new ProbeTimedOut({ probe: probe.name, timeoutMs: Duration.toMillis(timeout) })
+          }),
+          Effect.either
+        )
+        if (result._tag === "Left") {
+          yield* report(result.left)
+          return yield* Effect.fail(result.left)
+        }
+        const elapsedMs = (yield* Clock.currentTimeMillis) - started
+        const success = new ProbeSucceeded({ probe: probe.name, elapsedMs, value: result.right })
+        yield* report(success)
+        return [success]
+      }).pipe(Effect.withSpan("Probe.check", { attributes: { probe: probe.name } }))
+    }
+    case "All":
+      return Effect.reduce(probe.probes, [] as ReadonlyArray<ProbeSucceeded>, (done, next) =>
+        Effect.map(run(next, options), (more) => [...done, ...more])
+      )
+    case "FirstOf":
+      return Effect.firstSuccessOf(probe.probes.map((next) => run(next, options)))
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * The sandbox's process manager as an Effect service: start a process, watch
+ * its status, wait for its exit, read its output, send it signals.
+ *
+ * Callers never care which implementation they run on: the local one
+ * (`LocalProcessManager`), the scripted one for tests under `TestClock`
+ * (`TestProcessManager`), or one inside a container.
+ *
+ * @since 0.1.0
+ */
+import type { Duration, Effect, Scope, Stream } from "effect"
+import { Context } from "effect"
+import type { BinaryNotFound, SpawnFailed } from "./errors.js"
+import type { OutputChunk } from "./internal/outputBuffer.js"
+import type { ExitStatus, ProcessStatus } from "./ProcessStatus.js"
+
+export type { OutputChunk, OutputSource } from "./internal/outputBuffer.js"
+
+/**
+ * A POSIX signal name such as `SIGTERM`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type SignalName = NodeJS.Signals
+
+/**
+ * Options for {@link ProcessManager.exec}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExecOptions {
+  /** Working directory of the process. */
+  readonly cwd?: string | undefined
+  /** Extra environment variables, added to the manager's own environment. */
+  readonly env?: Readonly<Record<string, string>> | undefined
+  /** Text written to the process's standard input, which is then closed. */
+  readonly stdin?: string | undefined
+  /**
+   * How long to wait after SIGTERM before SIGKILL when the scope closes.
+   * Defaults to 10 seconds.
+   */
+  readonly killGrace?: Duration.DurationInput | undefined
+  /** How many of the last output lines to keep. Defaults to 100. */
+  readonly tailLines?: number | undefined
+}
+
+/**
+ * A running (or finished) process. Valid while the scope it was started in is
+ * open; closing that scope stops the process and its process group.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProcessHandle {
+  /** The process id. */
+  readonly pid: number
+  /** The argv the process was started with. */
+  readonly argv: ReadonlyArray<string>
+  /** The status now: running, exited with a code, or ended by a signal. */
+  readonly status: Effect.Effect<ProcessStatus>
+  /** Waits until the process ends, however it ends. */
+  readonly awaitExit: Effect.Effect<ExitStatus>
+  /**
+   * Live output from the moment of subscription until the process ends.
+   * Output printed before subscribing is in {@link ProcessHandle.logTail}.
+   */
+  readonly output: Stream.Stream<OutputChunk>
+  /** The last lines of stdout and stderr, bounded however much is printed. */
+  readonly logTail: Effect.Effect<ReadonlyArray<string>>
+  /**
+   * Sends a signal to the process (and its process group). Succeeds with
+   * `false` when the process was already gone.
+   */
+  readonly signal: (signal: SignalName) => Effect.Effect<boolean>
+}
+
+/**
+ * The process manager service.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProcessManagerShape {
+  /**
+   * Starts `argv` without waiting for it. The binary is resolved first: a
+   * missing binary fails with {@link BinaryNotFound} before anything runs.
+   * When the scope closes the process gets SIGTERM, then SIGKILL after
+   * `killGrace`; nothing outlives the scope.
+   */
+  readonly exec: (
+    argv: readonly [string, ...Array<string>],
+    options?: ExecOptions
+  ) => Effect.Effect<ProcessHandle, BinaryNotFound | SpawnFailed, Scope.Scope>
+}
+
+/**
+ * The `ProcessManager` service tag.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class ProcessManager extends Context.Tag("sandbox-docker/ProcessManager")<
+  ProcessManager,
+  ProcessManagerShape
+>() {}
+
+/**
+ * Default grace between SIGTERM and SIGKILL when a scope closes.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DEFAULT_KILL_GRACE: Duration.DurationInput = "10 seconds"
+
+/**
+ * Default number of output lines kept per process.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DEFAULT_TAIL_LINES = 100

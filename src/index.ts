@@ -1,0 +1,23 @@
+/**
+ * sandbox-docker: start a Docker daemon, know the moment it is ready, say
+ * exactly why when it is not, supervise it and stop it cleanly.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as DockerEngine from "./DockerEngine.js"
+/** @since 0.1.0 */
+export * from "./errors.js"
+/** @since 0.1.0 */
+export * as LocalProcessManager from "./LocalProcessManager.js"
+/** @since 0.1.0 */
+export * as Probe from "./Probe.js"
+/** @since 0.1.0 */
+export * as ProcessManager from "./ProcessManager.js"
+/** @since 0.1.0 */
+export * as ProcessStatus from "./ProcessStatus.js"
+/** @since 0.1.0 */
+export * as Readiness from "./Readiness.js"
+/** @since 0.1.0 */
+export * as ReadinessPolicy from "./ReadinessPolicy.js"

@@ -1,0 +1,90 @@
+/**
+ * Shared plumbing for every ProcessManager implementation: a live stream of
+ * output chunks plus a bounded tail of the last lines.
+ *
+ * @internal
+ */
+import { Effect, PubSub, Stream } from "effect"
+
+/** Which pipe a chunk came from. */
+export type OutputSource = "stdout" | "stderr"
+
+/** One chunk of process output. */
+export interface OutputChunk {
+  readonly source: OutputSource
+  readonly text: string
+}
+
+/** Longest line kept in the tail; longer lines are cut. */
+const MAX_LINE_CHARS = 4096
+
+/**
+ * A ring of the last `capacity` complete lines, one partial line per source.
+ * Memory stays bounded however much the process prints.
+ */
+export class LineTail {
+  private readonly lines: Array<string> = []
+  private readonly partial: Record<OutputSource, string> = { stdout: "", stderr: "" }
+
+  constructor(readonly capacity: number) {}
+
+  push(source: OutputSource, text: string): void {
+    const parts = (this.partial[source] + text).split("\n")
+    this.partial[source] = clip(parts.pop() ?? "")
+    for (const line of parts) this.add(clip(line.replace(/\r$/, "")))
+  }
+
+  add(line: string): void {
+    if (this.capacity <= 0) return
+    this.lines.push(line)
+    if (this.lines.length > this.capacity) this.lines.splice(0, this.lines.length - this.capacity)
+  }
+
+  snapshot(): ReadonlyArray<string> {
+    const pending = [this.partial.stdout, this.partial.stderr].filter((p) => p.length > 0)
+    return [...this.lines, ...pending].slice(-this.capacity)
+  }
+}
+
+const clip = (line: string): string =>
+  line.length > MAX_LINE_CHARS ? line.slice(0, MAX_LINE_CHARS) + "…" : line
+
+/**
+ * Output of one process: chunks go to live subscribers (a sliding buffer, so a
+ * slow reader loses old chunks rather than growing memory) and to the tail.
+ */
+export interface OutputBuffer {
+  readonly publish: (chunk: OutputChunk) => Effect.Effect<void>
+  readonly end: Effect.Effect<void>
+  readonly stream: Stream.Stream<OutputChunk>
+  readonly tail: Effect.Effect<ReadonlyArray<string>>
+}
+
+/** Creates an output buffer keeping `tailLines` lines. */
+export const makeOutputBuffer = (tailLines: number): Effect.Effect<OutputBuffer> =>
+  Effect.gen(function* () {
+    const hub = yield* PubSub.sliding<OutputChunk | null>(1024)
+    const tail = new LineTail(tailLines)
+    let ended = false
+    return {
+      publish: (chunk) =>
+        Effect.suspend(() => {
+          tail.push(chunk.source, chunk.text)
+          return PubSub.publish(hub, chunk)
+        }),
+      end: Effect.suspend(() => {
+        ended = true
+        return PubSub.publish(hub, null)
+      }),
+      stream: Stream.unwrapScoped(
+        Effect.map(PubSub.subscribe(hub), (queue) =>
+          ended
+            ? Stream.empty
+            : Stream.fromQueue(queue).pipe(
+                Stream.takeWhile((chunk): chunk is OutputChunk => chunk !== null)
+              )
+        )
+      ),
+      tail: Effect.sync(() => tail.snapshot())
+    }
+  })
