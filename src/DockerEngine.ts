@@ -1,9 +1,13 @@
 /**
  * A small Docker Engine API client over a unix socket: `GET /_ping`,
- * `GET /version`, `GET /info`, each answer decoded with Schema.
+ * `GET /version`, `GET /info`, each answer decoded with Schema; a generic
+ * JSON `request` for the rest of the API, and `upgrade` for the endpoints that
+ * hijack the connection (exec and attach streams).
  *
  * @since 0.1.0
  */
+import * as Http from "node:http"
+import type * as Net from "node:net"
 import { HttpClientError, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Effect, Schema, type Scope } from "effect"
@@ -70,7 +74,9 @@ export class EngineUnreachable extends Schema.TaggedError<EngineUnreachable>()(
 export class EngineBadAnswer extends Schema.TaggedError<EngineBadAnswer>()("EngineBadAnswer", {
   socket: Schema.String,
   path: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  /** The HTTP status, when the Engine answered with an error status. */
+  status: Schema.optional(Schema.Number)
 }) {
   override get message(): string {
     return `Docker Engine at ${this.socket} answered ${this.path} badly: ${this.reason}`
@@ -84,6 +90,28 @@ export class EngineBadAnswer extends Schema.TaggedError<EngineBadAnswer>()("Engi
 export type EngineError = EngineUnreachable | EngineBadAnswer
 
 /**
+ * An HTTP method of the Engine API.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Method = "GET" | "HEAD" | "POST" | "PUT" | "DELETE"
+
+/**
+ * A connection the Engine took over after `101 Switching Protocols`: raw bytes
+ * both ways (for exec: the multiplexed output in, the standard input out).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface UpgradedConnection {
+  /** The socket; destroyed when the scope that opened it closes. */
+  readonly socket: Net.Socket
+  /** Bytes the Engine sent right after its answer, before any `data` event. */
+  readonly head: Uint8Array
+}
+
+/**
  * A client for one Engine socket.
  *
  * @since 0.1.0
@@ -94,6 +122,32 @@ export interface DockerEngineClient {
   readonly ping: Effect.Effect<PingAnswer, EngineError>
   readonly version: Effect.Effect<VersionAnswer, EngineError>
   readonly info: Effect.Effect<InfoAnswer, EngineError>
+  /**
+   * Any Engine API call: `body` is sent as JSON, any 2xx status is success.
+   * With a `schema` the JSON answer is decoded with it (excess fields are
+   * ignored); without one the answer is discarded.
+   */
+  readonly request: {
+    <A, I>(
+      method: Method,
+      path: string,
+      options: { readonly body?: unknown; readonly schema: Schema.Schema<A, I> }
+    ): Effect.Effect<A, EngineError>
+    (
+      method: Method,
+      path: string,
+      options?: { readonly body?: unknown }
+    ): Effect.Effect<void, EngineError>
+  }
+  /**
+   * `POST path` with a JSON body, asking the Engine to upgrade the connection
+   * (`Upgrade: tcp`), as `docker exec` and `docker attach` do. The connection
+   * is closed when the scope closes.
+   */
+  readonly upgrade: (
+    path: string,
+    body: unknown
+  ) => Effect.Effect<UpgradedConnection, EngineError, Scope.Scope>
 }
 
 /** Error codes meaning "nobody is listening there (yet)". */
@@ -129,37 +183,59 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
     const badAnswer = (path: string, reason: string) =>
       new EngineBadAnswer({ socket, path, reason })
 
-    const get = <A>(
+    const send = <A>(
+      method: Method,
       path: string,
+      body: unknown,
       read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, unknown>
-    ): Effect.Effect<A, EngineError> =>
-      client.execute(HttpClientRequest.get(`http://localhost${path}`)).pipe(
+    ): Effect.Effect<A, EngineError> => {
+      const base = HttpClientRequest.make(method)(`http://localhost${path}`)
+      const request = body === undefined ? base : HttpClientRequest.bodyUnsafeJson(base, body)
+      return client.execute(request).pipe(
         Effect.flatMap((response) =>
-          response.status === 200
+          response.status >= 200 && response.status < 300
             ? Effect.mapError(read(response), (error) => badAnswer(path, describe(error)))
-            : Effect.flatMap(
-                Effect.orElseSucceed(response.text, () => ""),
-                (body) =>
-                  Effect.fail(
-                    badAnswer(path, `HTTP ${response.status} ${body.trim().slice(0, 200)}`)
-                  )
+            : Effect.flatMap(Effect.orElseSucceed(response.text, () => ""), (text) =>
+                Effect.fail(
+                  new EngineBadAnswer({
+                    socket,
+                    path,
+                    status: response.status,
+                    reason: `HTTP ${response.status} ${errorText(text)}`
+                  })
+                )
               )
         ),
         Effect.scoped,
-        Effect.catchIf(HttpClientError.isHttpClientError, (error) => {
-          const code = findCode(error.cause)
-          return Effect.fail(
-            code !== undefined && NOT_LISTENING.has(code)
-              ? new EngineUnreachable({ socket, code, reason: error.message })
-              : badAnswer(path, code === undefined ? error.message : `${code}: ${error.message}`)
-          )
-        }),
-        Effect.withSpan("DockerEngine.get", { attributes: { socket, path } })
+        Effect.catchIf(HttpClientError.isHttpClientError, (error) =>
+          Effect.fail(connectionError(socket, path, error.cause, error.message))
+        ),
+        Effect.withSpan("DockerEngine.request", { attributes: { socket, method, path } })
       )
+    }
 
-    const json = <A, I>(path: string, schema: Schema.Schema<A, I>) =>
-      get(path, (response) =>
+    const get = <A>(
+      path: string,
+      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, unknown>
+    ) => send("GET", path, undefined, read)
+
+    const decode =
+      <A, I>(schema: Schema.Schema<A, I>) =>
+      (response: HttpClientResponse.HttpClientResponse) =>
         Effect.flatMap(response.json, Schema.decodeUnknown(schema, { onExcessProperty: "ignore" }))
+
+    const json = <A, I>(path: string, schema: Schema.Schema<A, I>) => get(path, decode(schema))
+
+    const request = (
+      method: Method,
+      path: string,
+      options: { readonly body?: unknown; readonly schema?: Schema.Schema<unknown, unknown> } = {}
+    ): Effect.Effect<unknown, EngineError> =>
+      send(
+        method,
+        path,
+        options.body,
+        options.schema === undefined ? () => Effect.void : decode(options.schema)
       )
 
     return {
@@ -172,6 +248,88 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
         )
       ),
       version: json("/version", VersionAnswer),
-      info: json("/info", InfoAnswer)
+      info: json("/info", InfoAnswer),
+      request: request as DockerEngineClient["request"],
+      upgrade: (path, body) => upgrade(socket, path, body)
     }
   })
+
+/** The Engine's `{"message": …}` error body, or the raw text. */
+const errorText = (text: string): string => {
+  try {
+    const message = (JSON.parse(text) as { message?: unknown }).message
+    if (typeof message === "string") return message
+  } catch {
+    // not JSON: keep the text
+  }
+  return text.trim().slice(0, 200)
+}
+
+const connectionError = (
+  socket: string,
+  path: string,
+  cause: unknown,
+  message: string
+): EngineError => {
+  const code = findCode(cause)
+  return code !== undefined && NOT_LISTENING.has(code)
+    ? new EngineUnreachable({ socket, code, reason: message })
+    : new EngineBadAnswer({
+        socket,
+        path,
+        reason: code === undefined ? message : `${code}: ${message}`
+      })
+}
+
+const upgrade = (
+  socket: string,
+  path: string,
+  body: unknown
+): Effect.Effect<UpgradedConnection, EngineError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<UpgradedConnection, EngineError>((resume) => {
+      const payload = JSON.stringify(body)
+      const request = Http.request({
+        socketPath: socket,
+        method: "POST",
+        path,
+        headers: {
+          "Content-Type": "application/json",
+          "Content-Length": Buffer.byteLength(payload),
+          Connection: "Upgrade",
+          Upgrade: "tcp"
+        }
+      })
+      request.on("upgrade", (_response, connection, head) => {
+        // Errors after the upgrade surface on the reader; never crash here.
+        connection.on("error", () => {})
+        resume(Effect.succeed({ socket: connection, head }))
+      })
+      request.on("response", (response) => {
+        let text = ""
+        response.setEncoding("utf8")
+        response.on("data", (chunk: string) => (text += chunk))
+        response.on("end", () =>
+          resume(
+            Effect.fail(
+              new EngineBadAnswer({
+                socket,
+                path,
+                status: response.statusCode ?? 0,
+                reason:
+                  response.statusCode === 101
+                    ? "switched protocols without an upgrade"
+                    : `HTTP ${response.statusCode} ${errorText(text)}`
+              })
+            )
+          )
+        )
+      })
+      request.on("error", (error) =>
+        resume(Effect.fail(connectionError(socket, path, error, error.message)))
+      )
+      request.end(payload)
+      return Effect.sync(() => request.destroy())
+    }).pipe(Effect.withSpan("DockerEngine.upgrade", { attributes: { socket, path } })),
+    (connection) => Effect.sync(() => connection.socket.destroy())
+  )

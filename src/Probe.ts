@@ -210,8 +210,8 @@ export interface CommandProbeOptions extends ProbeOptions {
 
 /**
  * A command run through the ProcessManager (for example `docker info` in a
- * sandbox) that must exit 0. When the probe times out, its process is killed:
- * never left behind.
+ * sandbox) that must exit 0; it succeeds with the command's last output
+ * lines. When the probe times out, its process is killed: never left behind.
  *
  * @since 0.1.0
  * @category constructors
@@ -241,8 +241,8 @@ export const command = (
             )
           )
         const status = yield* handle.awaitExit
-        if (status._tag === "Exited" && status.code === 0) return status
         const tail = yield* handle.logTail
+        if (status._tag === "Exited" && status.code === 0) return tail.join("\n")
         const said = tail.slice(-3).join(" | ")
         return yield* NOT_YET_OUTPUT.test(said)
           ? new ProbeNotYet({ probe: name, reason: said })

@@ -168,3 +168,236 @@ export class NotReadyByDeadline extends Schema.TaggedError<NotReadyByDeadline>()
  * @category errors
  */
 export type ReadinessError = ExitedBeforeReady | NotReadyByDeadline
+
+// ---------------------------------------------------------------------------
+// Docker daemon: configuration and preflight
+// ---------------------------------------------------------------------------
+
+/**
+ * A configuration value is not allowed. Names the field and what is allowed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidConfig", {
+  field: Schema.String,
+  problem: Schema.String
+}) {
+  override get message(): string {
+    return `invalid configuration: ${this.field}: ${this.problem}`
+  }
+}
+
+/**
+ * The Docker daemon binary is not installed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DockerNotInstalled extends Schema.TaggedError<DockerNotInstalled>()(
+  "DockerNotInstalled",
+  {
+    binary: Schema.String,
+    searched: Schema.Array(Schema.String),
+    hint: Schema.String
+  }
+) {
+  override get message(): string {
+    const where = this.searched.length > 0 ? ` (searched ${this.searched.join(":")})` : ""
+    return `Docker is not installed: "${this.binary}" was not found${where}. ${this.hint}`
+  }
+}
+
+/**
+ * The pidfile names a live process: another daemon is (probably) running.
+ * The file is left alone.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PidfileInUse extends Schema.TaggedError<PidfileInUse>()("PidfileInUse", {
+  pidfile: Schema.String,
+  pid: Schema.Number
+}) {
+  override get message(): string {
+    return `pidfile ${this.pidfile} holds the pid ${this.pid} of a running process: stop that daemon first, or choose another --pidfile`
+  }
+}
+
+/**
+ * A directory stands where the socket should be created.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SocketPathIsDirectory extends Schema.TaggedError<SocketPathIsDirectory>()(
+  "SocketPathIsDirectory",
+  { socket: Schema.String }
+) {
+  override get message(): string {
+    return `the socket path ${this.socket} is a directory: remove it or choose another --socket`
+  }
+}
+
+/**
+ * Something already answers on the socket: another daemon owns it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SocketInUse extends Schema.TaggedError<SocketInUse>()("SocketInUse", {
+  socket: Schema.String
+}) {
+  override get message(): string {
+    return `something already accepts connections on ${this.socket}: stop it or choose another --socket`
+  }
+}
+
+/**
+ * A directory the daemon must write to is not writable.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DirectoryNotWritable extends Schema.TaggedError<DirectoryNotWritable>()(
+  "DirectoryNotWritable",
+  {
+    field: Schema.String,
+    path: Schema.String,
+    reason: Schema.String
+  }
+) {
+  override get message(): string {
+    return `${this.field} ${this.path} is not writable (${this.reason}): fix its permissions or choose another directory`
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Docker daemon: start and supervision
+// ---------------------------------------------------------------------------
+
+/**
+ * A known cause recognised in the daemon's log, with what to do about it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class Diagnosis extends Schema.Class<Diagnosis>("Diagnosis")({
+  /** A stable identifier, e.g. `unknown-flag`. */
+  cause: Schema.String,
+  /** What went wrong, in a sentence. */
+  summary: Schema.String,
+  /** What to do. */
+  hint: Schema.String,
+  /** The log line that showed it. */
+  line: Schema.String
+}) {}
+
+const formatDiagnosis = (diagnosis: Diagnosis | undefined): string =>
+  diagnosis === undefined ? "" : `\ndiagnosis: ${diagnosis.summary}. ${diagnosis.hint}`
+
+/**
+ * The daemon exited before it was ready.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DaemonCrashed extends Schema.TaggedError<DaemonCrashed>()("DaemonCrashed", {
+  pid: Schema.Number,
+  status: ExitStatus,
+  exitCode: Schema.optional(Schema.Number),
+  signal: Schema.optional(Schema.String),
+  elapsedMs: Schema.Number,
+  logTail: LogTail,
+  diagnosis: Schema.optional(Diagnosis)
+}) {
+  override get message(): string {
+    return `dockerd (pid ${this.pid}) exited before it was ready: ${describe(this.status)} after ${this.elapsedMs}ms${formatDiagnosis(this.diagnosis)}${formatTail(this.logTail)}`
+  }
+}
+
+/**
+ * The daemon stayed alive but was not ready by the deadline.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DaemonNotReady extends Schema.TaggedError<DaemonNotReady>()("DaemonNotReady", {
+  pid: Schema.Number,
+  socket: Schema.String,
+  deadlineMs: Schema.Number,
+  elapsedMs: Schema.Number,
+  attempts: Schema.Number,
+  lastFailures: Schema.Array(ProbeFailure),
+  logTail: LogTail,
+  diagnosis: Schema.optional(Diagnosis)
+}) {
+  override get message(): string {
+    const failures = this.lastFailures.map((f) => f.message).join("; ")
+    const who = this.pid > 0 ? `dockerd (pid ${this.pid})` : "the Docker daemon"
+    return `${who} was not ready on ${this.socket} within ${this.deadlineMs}ms (${this.attempts} attempts; last: ${failures || "none"})${formatDiagnosis(this.diagnosis)}${formatTail(this.logTail)}`
+  }
+}
+
+/**
+ * The daemon died after it was ready, and no restart was left.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DaemonDied extends Schema.TaggedError<DaemonDied>()("DaemonDied", {
+  pid: Schema.Number,
+  status: ExitStatus,
+  exitCode: Schema.optional(Schema.Number),
+  signal: Schema.optional(Schema.String),
+  restarts: Schema.Number,
+  logTail: LogTail,
+  diagnosis: Schema.optional(Diagnosis)
+}) {
+  override get message(): string {
+    return `dockerd (pid ${this.pid}) died after it was ready: ${describe(this.status)} (restarts: ${this.restarts})${formatDiagnosis(this.diagnosis)}${formatTail(this.logTail)}`
+  }
+}
+
+/**
+ * The daemon failed its liveness probe too many times in a row.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DaemonUnhealthy extends Schema.TaggedError<DaemonUnhealthy>()("DaemonUnhealthy", {
+  pid: Schema.Number,
+  consecutiveFailures: Schema.Number,
+  lastFailure: ProbeFailure,
+  restarts: Schema.Number,
+  logTail: LogTail
+}) {
+  override get message(): string {
+    return `dockerd (pid ${this.pid}) failed ${this.consecutiveFailures} liveness checks in a row (last: ${this.lastFailure.message}; restarts: ${this.restarts})${formatTail(this.logTail)}`
+  }
+}
+
+/**
+ * Every way a start can fail before the daemon is ready.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type StartError =
+  | InvalidConfig
+  | DockerNotInstalled
+  | PidfileInUse
+  | SocketPathIsDirectory
+  | SocketInUse
+  | DirectoryNotWritable
+  | SpawnFailed
+  | DaemonCrashed
+  | DaemonNotReady
+
+/**
+ * Every way supervision can end.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type SupervisionError = DaemonDied | DaemonUnhealthy

@@ -1,0 +1,456 @@
+/**
+ * The ProcessManager inside a running container, through the Docker Engine
+ * exec API on the host engine's unix socket. Same interface and semantics as
+ * `LocalProcessManager`.
+ *
+ * How each part maps onto the Engine:
+ *
+ * - **start**: `POST /containers/{id}/exec`, then `POST /exec/{id}/start` on an
+ *   upgraded (hijacked) connection: stdin is written to it and half-closed,
+ *   stdout and stderr come back multiplexed in 8-byte-header frames.
+ * - **pid, missing binary**: the argv runs under a fixed shell script, given
+ *   the argv as positional parameters (never interpolated): it looks the
+ *   binary up on the container's `PATH` the way `execvp` does, prints one line
+ *   with its own pid (or with the `PATH` it searched), then `exec "$@"`. So
+ *   the pid is the command's pid inside the container, and a missing binary
+ *   fails with `BinaryNotFound` before anything runs.
+ * - **exit**: when the stream ends, `GET /exec/{id}/json` until `Running` is
+ *   false and `ExitCode` is set.
+ * - **signals**: the exec API has none; another exec runs `kill -s SIG -PID`
+ *   in the container (every exec is a session leader there, so this reaches
+ *   the process's whole group, as the local manager does).
+ *
+ * The Engine reports a signal death as exit code `128 + n`, exactly as it
+ * reports `exit 128+n`. This manager tells them apart where it can: the code
+ * reads as `Signaled` when it matches a signal this manager delivered to the
+ * process (through `signal` or when its scope closed), as `Exited` otherwise.
+ * A process that dies with its container (container stopped, killed or
+ * removed) reads as `Signaled` too: the kernel ends it with SIGKILL.
+ *
+ * The container needs a POSIX shell (`/bin/sh` unless `shell` says otherwise)
+ * with `kill`, `printf` and `[`: busybox, dash and bash all do.
+ *
+ * @since 0.1.0
+ */
+import { constants } from "node:os"
+import { NodeStream } from "@effect/platform-node"
+import { Deferred, Duration, Effect, Layer, Option, Schema, type Scope, Stream } from "effect"
+import * as DockerEngine from "./DockerEngine.js"
+import { BinaryNotFound, SpawnFailed } from "./errors.js"
+import { stopOnScopeClose } from "./internal/gracefulStop.js"
+import { FrameDecoder, type Frame } from "./internal/multiplexed.js"
+import { makeOutputBuffer, type OutputBuffer } from "./internal/outputBuffer.js"
+import {
+  DEFAULT_KILL_GRACE,
+  DEFAULT_TAIL_LINES,
+  type ExecOptions,
+  type ProcessHandle,
+  ProcessManager,
+  type ProcessManagerShape,
+  type SignalName
+} from "./ProcessManager.js"
+import { describe, Exited, type ExitStatus, Running, Signaled } from "./ProcessStatus.js"
+
+/**
+ * Where the processes run.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Path of the Docker Engine's unix socket on this machine. */
+  readonly socket: string
+  /** The container (id or name) the processes run in; it must be running. */
+  readonly containerId: string
+  /** A POSIX shell inside the container. Defaults to `/bin/sh`. */
+  readonly shell?: string | undefined
+}
+
+/**
+ * The answer to `POST /containers/{id}/exec`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class ExecCreated extends Schema.Class<ExecCreated>("ExecCreated")({
+  Id: Schema.String
+}) {}
+
+/**
+ * The fields of `GET /exec/{id}/json` this module reads. `ExitCode` is `null`
+ * until the process has ended; `Pid` is its pid on the Engine's host.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class ExecInspect extends Schema.Class<ExecInspect>("ExecInspect")({
+  ID: Schema.String,
+  Running: Schema.Boolean,
+  ExitCode: Schema.NullOr(Schema.Int),
+  Pid: Schema.Number
+}) {}
+
+/**
+ * The fields of `GET /containers/{id}/json` this module reads.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class ContainerInspect extends Schema.Class<ContainerInspect>("ContainerInspect")({
+  Id: Schema.String,
+  State: Schema.Struct({ Running: Schema.Boolean, Status: Schema.String })
+}) {}
+
+/** The first line the start script prints, on stdout. */
+const PID_LINE = /^sandbox-docker:pid:(\d+)$/
+const MISSING_LINE = /^sandbox-docker:missing:(.*)$/
+
+/**
+ * Run as `sh -c START_SCRIPT sh argv...`: looks `$1` up like `execvp` (a
+ * subshell, so nothing it sets reaches the command's environment), reports,
+ * then becomes the command.
+ */
+const START_SCRIPT = `if (
+  set -f
+  case $1 in
+    */*) [ -f "$1" ] && [ -x "$1" ] ;;
+    *)
+      rest=$PATH:
+      while [ -n "$rest" ]; do
+        dir=\${rest%%:*}
+        rest=\${rest#*:}
+        if [ -n "$dir" ] && [ -f "$dir/$1" ] && [ -x "$dir/$1" ]; then exit 0; fi
+      done
+      exit 1 ;;
+  esac
+); then
+  printf 'sandbox-docker:pid:%s\\n' "$$"
+  exec "$@"
+fi
+printf 'sandbox-docker:missing:%s\\n' "$PATH"
+exit 127`
+
+/**
+ * Run as `sh -c SIGNAL_SCRIPT sh NAME PID [group]`: signals the process group
+ * of PID, else (unless `group`) PID alone. busybox's `kill` rejects `--`,
+ * dash's needs it before a negative pid: probe which one this is first.
+ */
+const SIGNAL_SCRIPT = `if kill -s 0 -- "$$" 2>/dev/null; then
+  kill -s "$1" -- "-$2" 2>/dev/null && exit 0
+else
+  kill -s "$1" "-$2" 2>/dev/null && exit 0
+fi
+[ "$3" = group ] && exit 1
+kill -s "$1" "$2" 2>/dev/null`
+
+/** The exec's process is gone with its container; no exit code exists. */
+const VANISHED = "vanished" as const
+
+const START_BODY = { Detach: false, Tty: false }
+
+const SIGNALS = constants.signals as Readonly<Partial<Record<string, number>>>
+
+/** The kernel's number of a signal. */
+const signalNumber = (name: SignalName): number | undefined => SIGNALS[name]
+
+/** The name of a signal number, e.g. `SIGKILL` for 9. */
+const signalName = (number: number): string | undefined =>
+  Object.keys(SIGNALS).find((name) => SIGNALS[name] === number)
+
+/** The frames of an upgraded exec connection; ends when the Engine closes it. */
+const framesOf = (connection: DockerEngine.UpgradedConnection): Stream.Stream<Frame> => {
+  const decoder = new FrameDecoder()
+  return Stream.succeed(connection.head).pipe(
+    Stream.concat(
+      NodeStream.fromReadable<unknown, Uint8Array>(
+        () => connection.socket,
+        (error) => error,
+        { closeOnDone: false }
+      )
+    ),
+    // A cut connection ends the output; the exit code says what happened.
+    Stream.catchAll(() => Stream.empty),
+    Stream.mapConcat((chunk) => decoder.push(chunk))
+  )
+}
+
+/**
+ * Reads the start script's report from the head of stdout, then passes the
+ * rest through as text. Anything else in that place is the Engine's own
+ * error (`OCI runtime exec failed: …`), kept for the `SpawnFailed` reason.
+ */
+class StdoutHead {
+  private bytes: Array<Uint8Array> = []
+  line: string | undefined
+
+  /** Feeds stdout bytes; returns the bytes after the first line once it is complete. */
+  push(payload: Uint8Array): Uint8Array | undefined {
+    if (this.line !== undefined) return payload
+    const newline = payload.indexOf(10)
+    if (newline < 0) {
+      this.bytes.push(payload)
+      return undefined
+    }
+    this.bytes.push(payload.subarray(0, newline))
+    this.line = Buffer.concat(this.bytes).toString("utf8")
+    this.bytes = []
+    return payload.subarray(newline + 1)
+  }
+
+  /** What was read before the first line ended. */
+  get partial(): string {
+    return Buffer.concat(this.bytes).toString("utf8")
+  }
+}
+
+/**
+ * Builds a ProcessManager for the processes of one container. The Engine
+ * connection pool is closed when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<ProcessManagerShape, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const engine = yield* DockerEngine.make(options.socket)
+    const shell = options.shell ?? "/bin/sh"
+    const container = encodeURIComponent(options.containerId)
+
+    const createExec = (
+      cmd: ReadonlyArray<string>,
+      config: { readonly env?: ExecOptions["env"]; readonly cwd?: string | undefined }
+    ) =>
+      engine
+        .request("POST", `/containers/${container}/exec`, {
+          body: {
+            AttachStdin: true,
+            AttachStdout: true,
+            AttachStderr: true,
+            Tty: false,
+            Cmd: cmd,
+            Env: Object.entries(config.env ?? {}).map(([key, value]) => `${key}=${value}`),
+            WorkingDir: config.cwd ?? ""
+          },
+          schema: ExecCreated
+        })
+        .pipe(Effect.map((created) => created.Id))
+
+    const containerRunning = engine
+      .request("GET", `/containers/${container}/json`, { schema: ContainerInspect })
+      .pipe(Effect.map((inspect) => inspect.State.Running))
+
+    /** One look at the exec: its exit code, `VANISHED`, or none while it runs. */
+    const lookAtExit = (execId: string): Effect.Effect<Option.Option<number | typeof VANISHED>> =>
+      Effect.gen(function* () {
+        const inspect = yield* engine.request("GET", `/exec/${execId}/json`, {
+          schema: ExecInspect
+        })
+        if (!inspect.Running && inspect.ExitCode !== null) {
+          return Option.some<number | typeof VANISHED>(inspect.ExitCode)
+        }
+        // The Engine may keep an exec "running" after its container stopped.
+        return (yield* containerRunning) ? Option.none() : Option.some(VANISHED)
+      }).pipe(
+        Effect.catchAll((error) =>
+          Effect.succeed(
+            error._tag === "EngineBadAnswer" && error.status === 404
+              ? Option.some(VANISHED)
+              : Option.none()
+          )
+        )
+      )
+
+    /** Polls the exec until it has ended, backing off from 5 ms to 250 ms. */
+    const awaitExitCode = (execId: string) => {
+      const poll = (delay: number): Effect.Effect<number | typeof VANISHED> =>
+        Effect.flatMap(lookAtExit(execId), (found) =>
+          Option.isSome(found)
+            ? Effect.succeed(found.value)
+            : Effect.zipRight(Effect.sleep(Duration.millis(delay)), poll(Math.min(delay * 2, 250)))
+        )
+      return poll(5)
+    }
+
+    /** Runs a shell script in the container to its end; its exit code. */
+    const runScript = (script: string, args: ReadonlyArray<string>) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const execId = yield* createExec([shell, "-c", script, "sh", ...args], {})
+          const connection = yield* engine.upgrade(`/exec/${execId}/start`, START_BODY)
+          connection.socket.end()
+          yield* Stream.runDrain(framesOf(connection))
+          return yield* awaitExitCode(execId)
+        })
+      )
+
+    const sendSignal = (pid: number, signal: SignalName, mode: "group" | "process") =>
+      runScript(SIGNAL_SCRIPT, [signal.replace(/^SIG/, ""), String(pid), mode]).pipe(
+        Effect.map((code) => code === 0),
+        Effect.orElseSucceed(() => false),
+        Effect.withSpan("ContainerProcessManager.signal", { attributes: { pid, signal } })
+      )
+
+    const exec = Effect.fn("ContainerProcessManager.exec")(function* (
+      argv: readonly [string, ...Array<string>],
+      execOptions: ExecOptions = {}
+    ) {
+      const spawnFailed = (error: DockerEngine.EngineError) =>
+        new SpawnFailed({ argv, reason: `${error.message} (container ${options.containerId})` })
+      const execId = yield* createExec([shell, "-c", START_SCRIPT, "sh", ...argv], {
+        env: execOptions.env,
+        cwd: execOptions.cwd
+      }).pipe(Effect.mapError(spawnFailed))
+      const connection = yield* engine
+        .upgrade(`/exec/${execId}/start`, START_BODY)
+        .pipe(Effect.mapError(spawnFailed))
+      connection.socket.end(execOptions.stdin ?? "")
+
+      const output = yield* makeOutputBuffer(execOptions.tailLines ?? DEFAULT_TAIL_LINES)
+      const started = yield* Deferred.make<number, BinaryNotFound | SpawnFailed>()
+      const exited = yield* Deferred.make<ExitStatus>()
+      const delivered = new Map<number, SignalName>()
+      let exitStatus: ExitStatus | undefined
+
+      const head = new StdoutHead()
+      const text = new Texts(output)
+      const onHeadLine = (line: string) => {
+        const pid = PID_LINE.exec(line)?.[1]
+        if (pid !== undefined) return Deferred.succeed(started, Number(pid))
+        const searched = MISSING_LINE.exec(line)?.[1]
+        if (searched === undefined) return Effect.void // the Engine's error; see `ended`
+        return Deferred.fail(
+          started,
+          new BinaryNotFound({
+            binary: argv[0],
+            searched: argv[0].includes("/") ? [] : searched.split(":").filter((d) => d !== "")
+          })
+        )
+      }
+      const onFrame = (frame: Frame): Effect.Effect<void> => {
+        if (frame.source === "stderr") return text.publish("stderr", frame.payload)
+        const hadLine = head.line !== undefined
+        const rest = head.push(frame.payload)
+        if (rest === undefined) return Effect.void
+        const published = text.publish("stdout", rest)
+        return hadLine ? published : Effect.zipRight(onHeadLine(head.line ?? ""), published)
+      }
+      /**
+       * Exit code `128 + n` is a death by signal n when this manager sent n,
+       * or when the container is gone (its processes die by SIGKILL with it);
+       * otherwise it is what the process said.
+       */
+      const toStatus = (code: number | typeof VANISHED): Effect.Effect<ExitStatus> => {
+        if (code === VANISHED) return Effect.succeed(new Signaled({ signal: "SIGKILL" }))
+        const sent = delivered.get(code - 128)
+        if (sent !== undefined) return Effect.succeed(new Signaled({ signal: sent }))
+        const signal = code > 128 ? signalName(code - 128) : undefined
+        if (signal === undefined) return Effect.succeed(new Exited({ code }))
+        return containerRunning.pipe(
+          Effect.map((running) => (running ? new Exited({ code }) : new Signaled({ signal }))),
+          Effect.catchAll((error) =>
+            Effect.succeed(
+              error._tag === "EngineBadAnswer" && error.status === 404
+                ? new Signaled({ signal })
+                : new Exited({ code })
+            )
+          )
+        )
+      }
+      const ended = (status: ExitStatus) =>
+        Effect.gen(function* () {
+          yield* text.flush
+          if (!(yield* Deferred.isDone(started))) {
+            // It ended before the start script reported: the Engine could not
+            // start it (no shell, no working directory, …) and said why.
+            const said = [head.line ?? head.partial, ...(yield* output.tail)].join(" ").trim()
+            yield* Deferred.fail(
+              started,
+              new SpawnFailed({
+                argv,
+                reason:
+                  said.length > 0
+                    ? said
+                    : `ended (${describe(status)}) before it started; is there a shell at ${shell} in container ${options.containerId}?`
+              })
+            )
+          }
+          exitStatus = status
+          yield* output.end
+          yield* Deferred.succeed(exited, status)
+        })
+
+      yield* Stream.runForEach(framesOf(connection), onFrame).pipe(
+        Effect.zipRight(awaitExitCode(execId)),
+        Effect.flatMap(toStatus),
+        Effect.flatMap(ended),
+        Effect.forkScoped
+      )
+
+      const pid = yield* Deferred.await(started)
+
+      const deliver = (signal: SignalName) => {
+        const number = signalNumber(signal)
+        if (number !== undefined) delivered.set(number, signal)
+        return sendSignal(pid, signal, "process")
+      }
+      yield* stopOnScopeClose(
+        {
+          pid,
+          exited,
+          deliver,
+          killRemains: Effect.asVoid(sendSignal(pid, "SIGKILL", "group"))
+        },
+        Duration.decode(execOptions.killGrace ?? DEFAULT_KILL_GRACE)
+      )
+
+      const handle: ProcessHandle = {
+        pid,
+        argv,
+        status: Effect.sync(() => exitStatus ?? new Running()),
+        awaitExit: Deferred.await(exited),
+        output: output.stream,
+        logTail: output.tail,
+        signal: (signal) =>
+          Effect.flatMap(Deferred.isDone(exited), (done) =>
+            done ? Effect.succeed(false) : deliver(signal)
+          )
+      }
+      return handle
+    })
+
+    return { exec }
+  })
+
+/** UTF-8 decoding per source, characters split across frames included. */
+class Texts {
+  private readonly decoders = {
+    stdout: new TextDecoder("utf-8"),
+    stderr: new TextDecoder("utf-8")
+  }
+
+  constructor(private readonly output: OutputBuffer) {}
+
+  publish(source: "stdout" | "stderr", bytes: Uint8Array): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const text = this.decoders[source].decode(bytes, { stream: true })
+      return text.length === 0 ? Effect.void : this.output.publish({ source, text })
+    })
+  }
+
+  /** Publishes what the decoders still hold (an incomplete last character). */
+  readonly flush: Effect.Effect<void> = Effect.suspend(() =>
+    Effect.forEach(["stdout", "stderr"] as const, (source) => {
+      const text = this.decoders[source].decode()
+      return text.length === 0 ? Effect.void : this.output.publish({ source, text })
+    }, { discard: true })
+  )
+}
+
+/**
+ * The ProcessManager of one container on the Engine at `socket`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<ProcessManager> =>
+  Layer.scoped(ProcessManager, make(options))

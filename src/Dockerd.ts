@@ -1,0 +1,335 @@
+/**
+ * Start a real dockerd and know the moment it is ready.
+ *
+ * `start` is scoped: preflight, spawn through the ProcessManager, wait with
+ * probes (socket, then `/_ping`, then `/info` when the socket is reachable
+ * from here; `docker info` through the ProcessManager when it is not), and
+ * return a handle. Closing the scope stops the daemon: SIGTERM, a grace,
+ * SIGKILL; then its containerd and shims are waited for (or killed), and its
+ * pidfile, socket and mounts are removed.
+ *
+ * @since 0.1.0
+ */
+import { rm, stat } from "node:fs/promises"
+import { Clock, Duration, Effect, Option, Schema, type Scope } from "effect"
+import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
+import * as DockerdConfig from "./DockerdConfig.js"
+import * as DockerEngine from "./DockerEngine.js"
+import { diagnose } from "./Diagnosis.js"
+import {
+  DaemonCrashed,
+  DaemonNotReady,
+  DockerNotInstalled,
+  type ExitedBeforeReady,
+  type NotReadyByDeadline,
+  type StartError
+} from "./errors.js"
+import { awaitGone, mountsUnder, pidsMentioning, readPidfile } from "./internal/processTree.js"
+import * as Preflight from "./Preflight.js"
+import * as Probe from "./Probe.js"
+import { type ProcessHandle, ProcessManager } from "./ProcessManager.js"
+import type { ExitStatus } from "./ProcessStatus.js"
+import { ReadinessEvent, type ReadinessReport, waitUntilReady } from "./Readiness.js"
+import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
+
+/**
+ * A ready daemon. Valid while the scope it was started in is open.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DockerDaemon {
+  readonly pid: number
+  readonly socket: string
+  readonly config: DockerdConfig.DockerdConfig
+  readonly serverVersion: string
+  readonly apiVersion: string
+  readonly storageDriver: string
+  /** Milliseconds from the spawn to ready. */
+  readonly timeToReadyMs: number
+  readonly report: ReadinessReport
+  readonly process: ProcessHandle
+  /** Waits until dockerd exits, however it exits. */
+  readonly awaitExit: Effect.Effect<ExitStatus>
+  /** The probe a supervisor uses for liveness: `/_ping`, or `docker version`. */
+  readonly liveness: Probe.Check
+  /** Where it runs: `local` (this machine) or `remote` (through a process manager). */
+  readonly location: Location
+}
+
+/**
+ * Where the daemon runs relative to this process.
+ *
+ * - `local`: on this machine. Preflight checks run, the socket is probed
+ *   directly and leftovers are cleaned through /proc.
+ * - `remote`: behind the ProcessManager (a sandbox); probes are `docker`
+ *   commands run through it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Location = "local" | "remote"
+
+/**
+ * Options of {@link start}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StartOptions {
+  readonly location?: Location | undefined
+  readonly onEvent?: EventSink | undefined
+  /** Restarts before this start, for the `Ready` event. */
+  readonly restarts?: number | undefined
+}
+
+/** How to get Docker into a sandbox image that lacks it. */
+const REMOTE_INSTALL_HINT =
+  "The sandbox image has no Docker: use an image with docker.io installed (scripts/build-images.sh builds one)."
+
+const InfoLine = Schema.parseJson(
+  Schema.Struct({ ServerVersion: Schema.String, Driver: Schema.String, ApiVersion: Schema.String })
+)
+
+/**
+ * The daemon-level error for a readiness failure: `DaemonCrashed` for an
+ * exit, `DaemonNotReady` for the deadline, each with a diagnosis when the
+ * log shows a known cause.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const toStartError = (
+  error: ExitedBeforeReady | NotReadyByDeadline,
+  socket: string
+): DaemonCrashed | DaemonNotReady => {
+  const diagnosis = diagnose(error.logTail)
+  if (error._tag === "ExitedBeforeReady") {
+    return new DaemonCrashed({
+      pid: error.pid,
+      status: error.status,
+      ...(error.status._tag === "Exited"
+        ? { exitCode: error.status.code }
+        : { signal: error.status.signal }),
+      elapsedMs: error.elapsedMs,
+      logTail: error.logTail,
+      ...(diagnosis === undefined ? {} : { diagnosis })
+    })
+  }
+  return new DaemonNotReady({
+    pid: error.pid,
+    socket,
+    deadlineMs: error.deadlineMs,
+    elapsedMs: error.elapsedMs,
+    attempts: error.attempts,
+    lastFailures: error.lastFailures,
+    logTail: error.logTail,
+    ...(diagnosis === undefined ? {} : { diagnosis })
+  })
+}
+
+/** Removes what a killed daemon could not: leftover processes, mounts, files. */
+const cleanUpLocal = (config: DockerdConfig.DockerdConfig, pid: number, containerd: number | undefined) =>
+  Effect.gen(function* () {
+    const execRoot = config.effectiveExecRoot
+    const leftovers = [...(containerd === undefined ? [] : [containerd]), ...(yield* pidsMentioning(execRoot))]
+    const survivors = yield* awaitGone(leftovers, 2_000, 10_000)
+    if (survivors.length > 0) {
+      yield* Effect.logWarning("processes of the daemon are still there after SIGKILL").pipe(
+        Effect.annotateLogs({ pids: survivors.join(",") })
+      )
+    }
+    const manager = yield* ProcessManager
+    for (const root of [execRoot, config.effectiveDataRoot]) {
+      for (const point of yield* mountsUnder(root)) {
+        yield* Effect.scoped(
+          Effect.flatMap(manager.exec(["umount", "--lazy", point], { killGrace: "1 second" }), (handle) =>
+            handle.awaitExit
+          )
+        ).pipe(Effect.ignore)
+      }
+    }
+    if ((yield* readPidfile(config.effectivePidfile)) === pid) {
+      yield* Effect.promise(() => rm(config.effectivePidfile, { force: true }))
+    }
+    const socket = yield* Effect.promise(() => stat(config.socket).catch(() => undefined))
+    if (socket?.isSocket()) yield* Effect.promise(() => rm(config.socket, { force: true }))
+  })
+
+/**
+ * Stops a daemon: SIGTERM, up to `grace`, SIGKILL; then (locally) waits for
+ * its containerd and shims to be gone and removes its pidfile and socket.
+ */
+const stop = (
+  handle: ProcessHandle,
+  config: DockerdConfig.DockerdConfig,
+  location: Location,
+  containerd: () => number | undefined,
+  emit: EventSink
+) =>
+  Effect.gen(function* () {
+    const started = yield* Clock.currentTimeMillis
+    let status = yield* handle.status
+    if (status._tag === "Running") {
+      yield* emit(DaemonEvent.Stopping({ pid: handle.pid }))
+      yield* handle.signal("SIGTERM")
+      // A stopped (SIGSTOP) daemon would hold the SIGTERM until continued.
+      yield* handle.signal("SIGCONT")
+      const exited = yield* handle.awaitExit.pipe(
+        Effect.interruptible,
+        Effect.timeout(config.stopGrace),
+        Effect.option
+      )
+      if (Option.isNone(exited)) {
+        yield* Effect.logWarning("dockerd ignored SIGTERM; sending SIGKILL")
+        yield* handle.signal("SIGKILL")
+      }
+      status = yield* handle.awaitExit.pipe(Effect.interruptible, Effect.timeout("10 seconds"), Effect.orDie)
+    }
+    if (location === "local") yield* cleanUpLocal(config, handle.pid, containerd())
+    const elapsedMs = (yield* Clock.currentTimeMillis) - started
+    yield* Effect.logInfo("dockerd stopped").pipe(Effect.annotateLogs({ elapsedMs }))
+    yield* emit(DaemonEvent.Stopped({ pid: handle.pid, status, elapsedMs }))
+  }).pipe(Effect.annotateLogs({ pid: handle.pid, socket: config.socket }), Effect.ignore)
+
+/** The readiness probe and the liveness probe for a location. */
+const probesFor = (config: DockerdConfig.DockerdConfig, location: Location) =>
+  Effect.gen(function* () {
+    if (location === "local") {
+      const engine = yield* DockerEngine.make(config.socket)
+      return {
+        readiness: Probe.all([
+          Probe.socketFile(config.socket),
+          Probe.enginePing(engine),
+          Probe.engineInfo(engine)
+        ]),
+        liveness: Probe.enginePing(engine, { name: "liveness" })
+      }
+    }
+    const docker = [config.dockerCli, "--host", `unix://${config.socket}`] as const
+    return {
+      readiness: yield* Probe.command(
+        [...docker, "info", "--format", '{"ServerVersion":{{json .ServerVersion}},"Driver":{{json .Driver}},"ApiVersion":""}'],
+        { name: "docker info" }
+      ),
+      liveness: yield* Probe.command([...docker, "version", "--format", "{{.Server.Version}}"], {
+        name: "liveness"
+      })
+    }
+  })
+
+/** Server version, API version and storage driver from the readiness report. */
+const versionsOf = (report: ReadinessReport, location: Location) => {
+  if (location === "local") {
+    const info = report.resultOf("info") as DockerEngine.InfoAnswer | undefined
+    const ping = report.resultOf("ping") as DockerEngine.PingAnswer | undefined
+    return {
+      serverVersion: info?.ServerVersion ?? "unknown",
+      apiVersion: ping?.apiVersion ?? "unknown",
+      storageDriver: info?.Driver ?? "unknown"
+    }
+  }
+  const output = String(report.resultOf("docker info") ?? "").split("\n").at(-1) ?? ""
+  const decoded = Schema.decodeUnknownOption(InfoLine)(output)
+  return Option.match(decoded, {
+    onNone: () => ({ serverVersion: "unknown", apiVersion: "unknown", storageDriver: "unknown" }),
+    onSome: (info) => ({
+      serverVersion: info.ServerVersion,
+      apiVersion: info.ApiVersion || "unknown",
+      storageDriver: info.Driver
+    })
+  })
+}
+
+/**
+ * Starts dockerd and waits until it is ready.
+ *
+ * @since 0.1.0
+ * @category starting
+ */
+export const start: (
+  config: DockerdConfig.DockerdConfig | DockerdConfig.DockerdConfigInput,
+  policy?: ReadinessPolicy,
+  options?: StartOptions
+) => Effect.Effect<DockerDaemon, StartError, ProcessManager | Scope.Scope> = Effect.fn("Dockerd.start")(
+  function* (input, policy = fast, options = {}) {
+    const config = input instanceof DockerdConfig.DockerdConfig ? input : yield* DockerdConfig.decode(input)
+    const location = options.location ?? "local"
+    const emit: EventSink = options.onEvent ?? (() => Effect.void)
+    const started = yield* Clock.currentTimeMillis
+    const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
+
+    if (location === "local") {
+      yield* Preflight.run(config)
+      yield* emit(DaemonEvent.Preflight({ elapsedMs: yield* elapsed }))
+    }
+
+    const manager = yield* ProcessManager
+    const argv = DockerdConfig.argv(config)
+    const handle = yield* manager.exec(argv, { killGrace: config.stopGrace, tailLines: 200 }).pipe(
+      Effect.catchTag("BinaryNotFound", (error) =>
+        Effect.fail(
+          new DockerNotInstalled({
+            binary: error.binary,
+            searched: error.searched,
+            hint: location === "local" ? Preflight.INSTALL_HINT : REMOTE_INSTALL_HINT
+          })
+        )
+      )
+    )
+    let containerd: number | undefined
+    yield* Effect.addFinalizer(() => stop(handle, config, location, () => containerd, emit))
+
+    yield* Effect.annotateLogsScoped({ pid: handle.pid, socket: config.socket })
+    yield* Effect.logInfo("dockerd started; waiting until it is ready").pipe(
+      Effect.annotateLogs({ argv: argv.join(" "), policy: policy.name })
+    )
+    yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv, elapsedMs: yield* elapsed }))
+
+    const probes = yield* probesFor(config, location)
+    const report = yield* waitUntilReady(handle, probes.readiness, policy, {
+      onEvent: (event) =>
+        ReadinessEvent.$is("ProbeResult")(event)
+          ? emit(DaemonEvent.Probe({ attempt: event.attempt, elapsedMs: event.elapsedMs, outcome: event.outcome }))
+          : Effect.void
+    }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
+
+    if (location === "local") {
+      containerd = yield* readPidfile(`${config.effectiveExecRoot}/containerd/containerd.pid`)
+    }
+    const versions = versionsOf(report, location)
+    const daemon: DockerDaemon = {
+      pid: handle.pid,
+      socket: config.socket,
+      config,
+      ...versions,
+      timeToReadyMs: report.elapsedMs,
+      report,
+      process: handle,
+      awaitExit: handle.awaitExit,
+      liveness: probes.liveness,
+      location
+    }
+    yield* emit(
+      DaemonEvent.Ready({
+        pid: handle.pid,
+        socket: config.socket,
+        elapsedMs: yield* elapsed,
+        attempts: report.attempts,
+        serverVersion: daemon.serverVersion,
+        apiVersion: daemon.apiVersion,
+        storageDriver: daemon.storageDriver,
+        restarts: options.restarts ?? 0
+      })
+    )
+    return daemon
+  }
+)
+
+/**
+ * The default grace between SIGTERM and SIGKILL when a daemon is stopped.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DEFAULT_STOP_GRACE: Duration.Duration = Duration.seconds(10)

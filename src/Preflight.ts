@@ -1,0 +1,168 @@
+/**
+ * Checks made on the local machine before dockerd is spawned, so that the
+ * common mistakes fail at once with a typed error instead of a crash log.
+ *
+ * @since 0.1.0
+ */
+import { constants } from "node:fs"
+import { access, readFile, stat } from "node:fs/promises"
+import { createConnection } from "node:net"
+import * as Path from "node:path"
+import { Effect } from "effect"
+import type { DockerdConfig } from "./DockerdConfig.js"
+import {
+  DirectoryNotWritable,
+  DockerNotInstalled,
+  InvalidConfig,
+  PidfileInUse,
+  SocketInUse,
+  SocketPathIsDirectory
+} from "./errors.js"
+import { resolveExecutable } from "./internal/executable.js"
+
+/**
+ * How to install Docker where it is missing.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const INSTALL_HINT = "Install it with `apt-get install docker.io` (Debian/Ubuntu), or pass --dockerd PATH."
+
+/**
+ * Every preflight failure.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type PreflightError =
+  | DockerNotInstalled
+  | InvalidConfig
+  | PidfileInUse
+  | SocketPathIsDirectory
+  | SocketInUse
+  | DirectoryNotWritable
+
+const statOrUndefined = (path: string) =>
+  Effect.promise(() => stat(path).catch(() => undefined))
+
+/** Whether `pid` names a live process (a zombie counts as gone). */
+export const isAlive = (pid: number): Effect.Effect<boolean> =>
+  Effect.promise(async () => {
+    try {
+      process.kill(pid, 0)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EPERM") return false
+    }
+    const status = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "")
+    return !/^\d+ \(.*\) Z/.test(status)
+  })
+
+/** The binary resolves on PATH, or `DockerNotInstalled`. */
+const checkBinary = (config: DockerdConfig) =>
+  resolveExecutable(config.binary, process.env.PATH).pipe(
+    Effect.mapError(
+      (error) =>
+        new DockerNotInstalled({ binary: error.binary, searched: error.searched, hint: INSTALL_HINT })
+    )
+  )
+
+/** The wrapper the network setting needs is installed. */
+const checkNetworkTools = (config: DockerdConfig) => {
+  const tool = config.network === "host" ? undefined : config.network === "private" ? "unshare" : "ip"
+  return tool === undefined
+    ? Effect.void
+    : resolveExecutable(tool, process.env.PATH).pipe(
+        Effect.mapError(
+          () =>
+            new InvalidConfig({
+              field: "network",
+              problem: `needs "${tool}", which is not installed (apt-get install util-linux iproute2)`
+            })
+        )
+      )
+}
+
+/** A pidfile holding a live pid is refused; a dead pid or garbage is fine. */
+const checkPidfile = (pidfile: string) =>
+  Effect.gen(function* () {
+    const text = yield* Effect.promise(() => readFile(pidfile, "utf8").catch(() => undefined))
+    if (text === undefined) return
+    const pid = Number.parseInt(text.trim(), 10)
+    if (!Number.isSafeInteger(pid) || pid <= 0 || String(pid) !== text.trim()) return
+    if (pid === process.pid) return
+    if (yield* isAlive(pid)) return yield* new PidfileInUse({ pidfile, pid })
+  })
+
+/** Whether something accepts connections on the unix socket `path`. */
+const socketAnswers = (path: string): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const connection = createConnection({ path })
+    const done = (answer: boolean) => {
+      connection.destroy()
+      resume(Effect.succeed(answer))
+    }
+    connection.once("connect", () => done(true))
+    connection.once("error", () => done(false))
+    return Effect.sync(() => connection.destroy())
+  }).pipe(Effect.timeoutTo({ duration: "1 second", onTimeout: () => true, onSuccess: (a) => a }))
+
+/** No directory at the socket path, and no live socket there. */
+const checkSocket = (socket: string) =>
+  Effect.gen(function* () {
+    const info = yield* statOrUndefined(socket)
+    if (info === undefined) return
+    if (info.isDirectory()) return yield* new SocketPathIsDirectory({ socket })
+    if (info.isSocket() && (yield* socketAnswers(socket))) return yield* new SocketInUse({ socket })
+  })
+
+/** The directory, or its nearest existing ancestor, is a writable directory. */
+const checkWritable = (field: string, path: string) =>
+  Effect.gen(function* () {
+    let current = path
+    for (;;) {
+      const info = yield* statOrUndefined(current)
+      if (info !== undefined) {
+        if (!info.isDirectory()) {
+          return yield* new DirectoryNotWritable({
+            field,
+            path,
+            reason: `${current} is not a directory`
+          })
+        }
+        const error = yield* Effect.promise(() =>
+          access(current, constants.W_OK | constants.X_OK).then(
+            () => undefined,
+            (cause: NodeJS.ErrnoException) => cause.code ?? "EACCES"
+          )
+        )
+        if (error !== undefined) {
+          return yield* new DirectoryNotWritable({
+            field,
+            path,
+            reason: current === path ? error : `${error} on ${current}`
+          })
+        }
+        return
+      }
+      const parent = Path.dirname(current)
+      if (parent === current) return
+      current = parent
+    }
+  })
+
+/**
+ * Runs every preflight check for a local start.
+ *
+ * @since 0.1.0
+ * @category preflight
+ */
+export const run = Effect.fn("Preflight.run")(function* (config: DockerdConfig) {
+  yield* checkBinary(config)
+  yield* checkNetworkTools(config)
+  yield* checkPidfile(config.effectivePidfile)
+  yield* checkSocket(config.socket)
+  yield* checkWritable("socket directory", Path.dirname(config.socket))
+  yield* checkWritable("data-root", config.effectiveDataRoot)
+  yield* checkWritable("exec-root", config.effectiveExecRoot)
+  yield* checkWritable("pidfile directory", Path.dirname(config.effectivePidfile))
+})

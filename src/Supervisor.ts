@@ -1,0 +1,233 @@
+/**
+ * Supervision after ready: a liveness probe at an interval, raced against
+ * the daemon's exit, and a restart policy that starts it again with backoff.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Effect, Schedule, Schema, type Scope } from "effect"
+import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
+import * as Dockerd from "./Dockerd.js"
+import type { DockerdConfig, DockerdConfigInput } from "./DockerdConfig.js"
+import {
+  DaemonDied,
+  DaemonUnhealthy,
+  type ProbeFailure,
+  type StartError,
+  type SupervisionError
+} from "./errors.js"
+import * as Probe from "./Probe.js"
+import type { ProcessManager } from "./ProcessManager.js"
+import { diagnose } from "./Diagnosis.js"
+import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
+
+/**
+ * How liveness is checked after ready.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class LivenessPolicy extends Schema.Class<LivenessPolicy>("LivenessPolicy")({
+  /** Time between checks. */
+  interval: Schema.DurationFromMillis,
+  /** Timeout of each check. */
+  timeout: Schema.DurationFromMillis,
+  /** Failures in a row that make the daemon unhealthy. */
+  failureThreshold: Schema.Int.pipe(Schema.positive())
+}) {}
+
+/**
+ * Every second, 2 s per check, 3 failures in a row.
+ *
+ * @since 0.1.0
+ * @category presets
+ */
+export const defaultLiveness: LivenessPolicy = new LivenessPolicy({
+  interval: Duration.seconds(1),
+  timeout: Duration.seconds(2),
+  failureThreshold: 3
+})
+
+/**
+ * What to do when the daemon dies or turns unhealthy after ready.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const RestartPolicy = Schema.Union(
+  Schema.TaggedStruct("Never", {}),
+  Schema.TaggedStruct("OnFailure", {
+    maxRestarts: Schema.Int.pipe(Schema.nonNegative()),
+    /** First delay before a restart; doubles each time, up to 30 s. */
+    backoff: Schema.DurationFromMillis
+  })
+)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type RestartPolicy = typeof RestartPolicy.Type
+
+/**
+ * Never restart.
+ *
+ * @since 0.1.0
+ * @category presets
+ */
+export const never: RestartPolicy = { _tag: "Never" }
+
+/**
+ * Restart on failure, at most `maxRestarts` times, waiting `backoff` first.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const onFailure = (
+  maxRestarts: number,
+  backoff: Duration.DurationInput = "500 millis"
+): RestartPolicy => ({ _tag: "OnFailure", maxRestarts, backoff: Duration.decode(backoff) })
+
+/**
+ * Watches a ready daemon until it dies ({@link DaemonDied}) or fails
+ * liveness `failureThreshold` times in a row ({@link DaemonUnhealthy}).
+ * A hung daemon cannot hang this: every check has its timeout.
+ *
+ * @since 0.1.0
+ * @category supervision
+ */
+export const supervise = Effect.fn("Supervisor.supervise")(function* (
+  daemon: Dockerd.DockerDaemon,
+  liveness: LivenessPolicy = defaultLiveness,
+  options: { readonly onEvent?: EventSink | undefined; readonly restarts?: number | undefined } = {}
+) {
+  const emit: EventSink = options.onEvent ?? (() => Effect.void)
+  const restarts = options.restarts ?? 0
+  let consecutive = 0
+
+  const check = Probe.run(daemon.liveness, { timeoutFor: () => liveness.timeout }).pipe(
+    Effect.tap(() => Effect.sync(() => (consecutive = 0))),
+    Effect.catchAll((failure: ProbeFailure) =>
+      Effect.gen(function* () {
+        consecutive += 1
+        yield* Effect.logWarning("liveness check failed").pipe(
+          Effect.annotateLogs({ consecutive, reason: failure.message })
+        )
+        yield* emit(
+          DaemonEvent.LivenessFailed({
+            pid: daemon.pid,
+            consecutive,
+            threshold: liveness.failureThreshold,
+            reason: failure.message
+          })
+        )
+        if (consecutive >= liveness.failureThreshold) {
+          return yield* new DaemonUnhealthy({
+            pid: daemon.pid,
+            consecutiveFailures: consecutive,
+            lastFailure: failure,
+            restarts,
+            logTail: yield* daemon.process.logTail
+          })
+        }
+      })
+    )
+  )
+
+  const watching = Effect.repeat(check, Schedule.spaced(liveness.interval)).pipe(
+    Effect.zipRight(Effect.never)
+  )
+  const death = Effect.flatMap(daemon.awaitExit, (status) =>
+    Effect.flatMap(daemon.process.logTail, (logTail) => {
+      const diagnosis = diagnose(logTail)
+      return Effect.fail(
+        new DaemonDied({
+          pid: daemon.pid,
+          status,
+          ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
+          restarts,
+          logTail,
+          ...(diagnosis === undefined ? {} : { diagnosis })
+        })
+      )
+    })
+  )
+  return yield* Effect.raceFirst(watching, death) as Effect.Effect<never, SupervisionError>
+}, Effect.annotateLogs({ component: "supervisor" }))
+
+/**
+ * Options of {@link run}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunOptions {
+  readonly readiness?: ReadinessPolicy | undefined
+  readonly liveness?: LivenessPolicy | undefined
+  readonly restart?: RestartPolicy | undefined
+  readonly location?: Dockerd.Location | undefined
+  readonly onEvent?: EventSink | undefined
+  /** Called with each daemon once it is ready (again, after a restart). */
+  readonly onReady?: ((daemon: Dockerd.DockerDaemon) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * Starts a daemon, supervises it, and restarts it as the restart policy
+ * says. Runs until interrupted (then stops the daemon) or until the daemon
+ * fails and no restart is left. Each instance is stopped, and its process
+ * tree gone, before the next one starts.
+ *
+ * @since 0.1.0
+ * @category supervision
+ */
+export const run = (
+  config: DockerdConfig | DockerdConfigInput,
+  options: RunOptions = {}
+): Effect.Effect<never, StartError | SupervisionError, ProcessManager> => {
+  const restart = options.restart ?? never
+  const maxRestarts = restart._tag === "OnFailure" ? restart.maxRestarts : 0
+  const instance = (restarts: number): Effect.Effect<never, StartError | SupervisionError, ProcessManager> =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const daemon = yield* Dockerd.start(config, options.readiness ?? fast, {
+          location: options.location,
+          onEvent: options.onEvent,
+          restarts
+        })
+        if (options.onReady) yield* options.onReady(daemon)
+        return yield* supervise(daemon, options.liveness, { onEvent: options.onEvent, restarts })
+      }) as Effect.Effect<never, StartError | SupervisionError, ProcessManager | Scope.Scope>
+    )
+
+  const loop = (restarts: number): Effect.Effect<never, StartError | SupervisionError, ProcessManager> =>
+    instance(restarts).pipe(
+      Effect.catchAll((error) => {
+        // Only failures of a daemon that was ready once are restarted; a
+        // first start that fails is a configuration problem to report.
+        const restartable =
+          restart._tag === "OnFailure" &&
+          restarts < maxRestarts &&
+          (restarts > 0 || error._tag === "DaemonDied" || error._tag === "DaemonUnhealthy")
+        if (!restartable) return Effect.fail(error)
+        const delay = Duration.min(
+          Duration.times(restart.backoff, 2 ** restarts),
+          Duration.seconds(30)
+        )
+        return Effect.gen(function* () {
+          yield* Effect.logWarning("restarting dockerd").pipe(
+            Effect.annotateLogs({ restart: restarts + 1, reason: error._tag })
+          )
+          yield* (options.onEvent ?? (() => Effect.void))(
+            DaemonEvent.Restarting({
+              restart: restarts + 1,
+              maxRestarts,
+              delayMs: Duration.toMillis(delay),
+              reason: error.message.split("\n")[0] ?? error._tag
+            })
+          )
+          yield* Effect.sleep(delay)
+          return yield* loop(restarts + 1)
+        })
+      })
+    )
+  return loop(0)
+}

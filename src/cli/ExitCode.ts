@@ -1,0 +1,69 @@
+/**
+ * The exit codes of `sandbox-docker`, and which error gives which.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const ExitCode = {
+  ok: 0,
+  invalidInput: 2,
+  dockerNotInstalled: 3,
+  exitedBeforeReady: 4,
+  notReady: 5,
+  diedAfterReady: 6,
+  /** A failure this project did not foresee: a bug to report. */
+  internal: 70
+} as const
+
+/**
+ * The help text listing the exit codes.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const EXIT_CODES_HELP = [
+  "Exit codes:",
+  "  0  ok (or stopped cleanly after SIGINT/SIGTERM)",
+  "  2  invalid input or configuration",
+  "  3  Docker is not installed",
+  "  4  the daemon exited before it was ready",
+  "  5  not ready by the deadline",
+  "  6  the daemon died or became unhealthy after ready, and no restart was left"
+].join("\n")
+
+/**
+ * The exit code for an error tag.
+ *
+ * @since 0.1.0
+ * @category mapping
+ */
+export const forError = (tag: string): number => {
+  switch (tag) {
+    case "InvalidConfig":
+    case "InvalidArguments":
+    case "PidfileInUse":
+    case "SocketPathIsDirectory":
+    case "SocketInUse":
+    case "DirectoryNotWritable":
+      return ExitCode.invalidInput
+    case "DockerNotInstalled":
+    case "BinaryNotFound":
+      return ExitCode.dockerNotInstalled
+    case "DaemonCrashed":
+    case "ExitedBeforeReady":
+    case "SpawnFailed":
+      return ExitCode.exitedBeforeReady
+    case "DaemonNotReady":
+    case "NotReadyByDeadline":
+      return ExitCode.notReady
+    case "DaemonDied":
+    case "DaemonUnhealthy":
+      return ExitCode.diedAfterReady
+    default:
+      return ExitCode.internal
+  }
+}

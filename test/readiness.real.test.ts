@@ -1,0 +1,361 @@
+/**
+ * The timelines of readiness.clock.test.ts again, with real processes: the
+ * fake dockerd on a unix socket in its own temp dir, the real probes, the
+ * local ProcessManager and the real clock. Timings are only sanity bounds.
+ */
+import * as Path from "node:path"
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Either, type Scope } from "effect"
+import * as DockerEngine from "../src/DockerEngine.js"
+import * as Probe from "../src/Probe.js"
+import type { ProcessHandle, ProcessManager } from "../src/ProcessManager.js"
+import { type ReadinessEvent, waitUntilReady } from "../src/Readiness.js"
+import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
+import {
+  eventually,
+  exec,
+  fakeDaemon,
+  lineMatching,
+  pgrep,
+  tempDir,
+  withProcesses
+} from "./fixtures/processes.js"
+
+/** socket, then `GET /_ping`, then `GET /info`: what a real dockerd is probed with. */
+const engineProbe = (socket: string) =>
+  Effect.map(DockerEngine.make(socket), (client) =>
+    Probe.all([Probe.socketFile(socket), Probe.enginePing(client), Probe.engineInfo(client)])
+  )
+
+/** `fast` with short probe timeouts and a short deadline, for the failing timelines. */
+const short = new ReadinessPolicy.ReadinessPolicy({
+  ...ReadinessPolicy.fast,
+  name: "short",
+  probeTimeout: Duration.millis(300),
+  deadline: Duration.millis(1500)
+})
+
+/**
+ * Starts the fake daemon with `flags(socket)`, waits on it with `probe` and
+ * `policy`, and returns what happened. No process outlives the call.
+ *
+ * `after`: start the wait only once the daemon has logged a matching line, so
+ * that a slow start on a busy machine cannot eat the short deadlines.
+ */
+const replay = <E>(
+  flags: (socket: string) => ReadonlyArray<string>,
+  probe: (
+    socket: string,
+    tag: string
+  ) => Effect.Effect<Probe.Probe, E, ProcessManager | Scope.Scope>,
+  policy: ReadinessPolicy.ReadinessPolicy,
+  options: {
+    readonly after?: RegExp
+    readonly patterns?: ReadonlyArray<string>
+    readonly onEvent?: (event: ReadinessEvent, daemon: ProcessHandle) => Effect.Effect<void>
+  } = {}
+) =>
+  withProcesses(
+    (tag) =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const socket = Path.join(dir, "docker.sock")
+        const events: Array<ReadinessEvent> = []
+        const handle: ProcessHandle = yield* exec(fakeDaemon(tag, ...flags(socket)))
+        if (options.after !== undefined) yield* lineMatching(handle, options.after)
+        const started = Date.now()
+        const outcome = yield* Effect.either(
+          waitUntilReady(handle, yield* probe(socket, tag), policy, {
+            onEvent: (event) =>
+              Effect.zipRight(
+                Effect.sync(() => events.push(event)),
+                options.onEvent?.(event, handle) ?? Effect.void
+              )
+          })
+        )
+        return { outcome, events, wallMs: Date.now() - started, handle }
+      }),
+    options.patterns
+  )
+
+const failureOf = <A, E>(outcome: Either.Either<A, E>): E => Either.getOrThrow(Either.flip(outcome))
+
+describe("waitUntilReady with real processes and probes", () => {
+  it.live("fast: ready the moment the daemon answers the held connections", () =>
+    Effect.gen(function* () {
+      const { outcome, events, wallMs, handle } = yield* replay(
+        (socket) => ["--socket", socket, "--listen-after", "300", "--serve-after", "800"],
+        (socket) => engineProbe(socket),
+        ReadinessPolicy.fast
+      )
+      const report = Either.getOrThrow(outcome)
+      expect(report.pid).toBe(handle.pid)
+      expect(report.policy).toBe("fast")
+      expect(report.results.map((r) => [r._tag, r.probe])).toEqual([
+        ["ProbeSucceeded", "socket"],
+        ["ProbeSucceeded", "ping"],
+        ["ProbeSucceeded", "info"]
+      ])
+      expect(report.resultOf("ping")).toMatchObject({ apiVersion: "1.41" })
+      expect(report.resultOf("info")).toMatchObject({ ServerVersion: "fake-1.0", Driver: "vfs" })
+      // The socket was not there at first, so it took more than one attempt...
+      expect(report.attempts).toBeGreaterThan(1)
+      const first = events.find((event) => event._tag === "ProbeResult")
+      expect(first).toMatchObject({
+        attempt: 1,
+        outcome: { _tag: "ProbeNotYet", probe: "socket" }
+      })
+      // ... and the ping that found it waited on its connection until serving began.
+      const ping = events.find(
+        (event) =>
+          event._tag === "ProbeResult" &&
+          event.outcome.probe === "ping" &&
+          event.outcome._tag === "ProbeSucceeded"
+      )
+      expect(ping).toMatchObject({ outcome: { elapsedMs: expect.any(Number) } })
+      if (ping?._tag === "ProbeResult" && ping.outcome._tag === "ProbeSucceeded") {
+        expect(ping.outcome.elapsedMs).toBeGreaterThan(100)
+      }
+      expect(report.elapsedMs).toBeGreaterThanOrEqual(700)
+      expect(report.elapsedMs).toBeLessThan(800 + 2000)
+      expect(wallMs).toBeGreaterThanOrEqual(report.elapsedMs)
+      expect(events.at(-1)).toMatchObject({ _tag: "Ready", report })
+    })
+  )
+
+  it.live("seed: the first attempt comes after the 2 s initial wait", () =>
+    Effect.gen(function* () {
+      const { outcome } = yield* replay(
+        (socket) => ["--socket", socket, "--listen-after", "300", "--serve-after", "800"],
+        (socket) => engineProbe(socket),
+        ReadinessPolicy.seed
+      )
+      const report = Either.getOrThrow(outcome)
+      expect(report.attempts).toBe(1)
+      expect(report.elapsedMs).toBeGreaterThanOrEqual(2000)
+      expect(report.elapsedMs).toBeLessThan(2000 + 1000)
+    })
+  )
+
+  it.live("an exit with a code is reported when it happens, with the last log line", () =>
+    Effect.gen(function* () {
+      const { outcome, wallMs, handle, events } = yield* replay(
+        (socket) => [
+          "--socket",
+          socket,
+          "--listen-after",
+          "5000",
+          "--exit-after",
+          "200",
+          "--code",
+          "3"
+        ],
+        (socket) => engineProbe(socket),
+        ReadinessPolicy.fast
+      )
+      const error = failureOf(outcome)
+      if (error._tag !== "ExitedBeforeReady") throw new Error(`got ${error._tag}`)
+      expect(error.pid).toBe(handle.pid)
+      expect(error.status).toMatchObject({ _tag: "Exited", code: 3 })
+      expect(error.logTail.at(-1)).toMatch(/level=fatal msg="exiting with code 3"/)
+      expect(error.logTail[0]).toMatch(/Starting up/)
+      expect(error.attempts).toBeGreaterThanOrEqual(1)
+      // Reported at the exit, long before the 30 s deadline.
+      expect(wallMs).toBeLessThan(200 + 2000)
+      expect(error.elapsedMs).toBeLessThanOrEqual(wallMs)
+      expect(events.at(-1)).toMatchObject({ _tag: "Failed", error })
+    })
+  )
+
+  it.live('a signal death is a death, not "still running"', () =>
+    Effect.gen(function* () {
+      const { outcome, wallMs } = yield* replay(
+        (socket) => ["--socket", socket, "--hang", "--signal-after", "500", "--signal", "SIGKILL"],
+        (socket) => engineProbe(socket),
+        ReadinessPolicy.fast
+      )
+      const error = failureOf(outcome)
+      expect(error).toMatchObject({
+        _tag: "ExitedBeforeReady",
+        status: { _tag: "Signaled", signal: "SIGKILL" }
+      })
+      expect(error.logTail.at(-1)).toMatch(/killing myself with SIGKILL/)
+      expect(wallMs).toBeLessThan(500 + 2000)
+    })
+  )
+
+  it.live("a socket that never appears ends at the deadline, not before", () =>
+    Effect.gen(function* () {
+      const policy = ReadinessPolicy.fast.withDeadline("1.5 seconds")
+      const { outcome, wallMs } = yield* replay(
+        () => [],
+        (socket) => engineProbe(socket),
+        policy
+      )
+      const error = failureOf(outcome)
+      if (error._tag !== "NotReadyByDeadline") throw new Error(`got ${error._tag}`)
+      expect(error.deadlineMs).toBe(1500)
+      expect(error.lastFailures).toMatchObject([
+        { _tag: "ProbeNotYet", probe: "socket", reason: expect.stringMatching(/^no socket at /) }
+      ])
+      expect(error.attempts).toBeGreaterThan(1)
+      expect(error.logTail).toContainEqual(expect.stringMatching(/Starting up/))
+      expect(wallMs).toBeGreaterThanOrEqual(1500 - 50)
+      expect(wallMs).toBeLessThan(1500 + 1000)
+    })
+  )
+
+  it.live("accepts connections and never answers: ping timeouts, then the deadline", () =>
+    Effect.gen(function* () {
+      const { outcome, wallMs } = yield* replay(
+        (socket) => ["--socket", socket, "--hang"],
+        (socket) => engineProbe(socket),
+        short,
+        { after: /API listen on/ }
+      )
+      const error = failureOf(outcome)
+      if (error._tag !== "NotReadyByDeadline") throw new Error(`got ${error._tag}`)
+      expect(error.lastFailures).toMatchObject([
+        { _tag: "ProbeTimedOut", probe: "ping", timeoutMs: 300 }
+      ])
+      expect(wallMs).toBeLessThan(1500 + 1000)
+    })
+  )
+
+  it.live("/_ping OK while /info hangs is not ready", () =>
+    Effect.gen(function* () {
+      const { outcome, wallMs, events } = yield* replay(
+        (socket) => ["--socket", socket, "--info-hang"],
+        (socket) => engineProbe(socket),
+        short,
+        { after: /API listen on/ }
+      )
+      const error = failureOf(outcome)
+      if (error._tag !== "NotReadyByDeadline") throw new Error(`got ${error._tag}`)
+      expect(error.lastFailures).toMatchObject([
+        { _tag: "ProbeTimedOut", probe: "info", timeoutMs: 300 }
+      ])
+      expect(events).toContainEqual(
+        expect.objectContaining({
+          _tag: "ProbeResult",
+          outcome: expect.objectContaining({ _tag: "ProbeSucceeded", probe: "ping" })
+        })
+      )
+      expect(wallMs).toBeLessThan(1500 + 1000)
+    })
+  )
+
+  it.live("the deadline is hard even when a probe hangs past it", () =>
+    Effect.gen(function* () {
+      const policy = new ReadinessPolicy.ReadinessPolicy({
+        ...short,
+        probeTimeout: Duration.minutes(5)
+      })
+      const { outcome, wallMs } = yield* replay(
+        (socket) => ["--socket", socket, "--hang"],
+        (socket) => engineProbe(socket),
+        policy,
+        { after: /API listen on/ }
+      )
+      expect(failureOf(outcome)).toMatchObject({ _tag: "NotReadyByDeadline", deadlineMs: 1500 })
+      expect(wallMs).toBeLessThan(1500 + 1000)
+    })
+  )
+
+  it.live(
+    "a command probe is ready when its command exits 0, not yet while it cannot connect",
+    () =>
+      Effect.gen(function* () {
+        // The daemon listens when told to, and it is told once the probe said "not yet".
+        let told = false
+        const { outcome, events } = yield* replay(
+          (socket) => ["--socket", socket, "--listen-on", "SIGUSR1"],
+          (socket, tag) =>
+            Probe.command([process.execPath, "-e", FAKE_DOCKER_INFO, socket, tag], {
+              name: "docker info"
+            }),
+          ReadinessPolicy.fast,
+          {
+            after: /waiting for SIGUSR1/,
+            onEvent: (event, daemon) =>
+              event._tag === "ProbeResult" && event.outcome._tag === "ProbeNotYet" && !told
+                ? Effect.asVoid(Effect.tap(daemon.signal("SIGUSR1"), () => (told = true)))
+                : Effect.void
+          }
+        )
+        const report = Either.getOrThrow(outcome)
+        expect(report.results).toMatchObject([
+          {
+            _tag: "ProbeSucceeded",
+            probe: "docker info",
+            value: JSON.stringify({ ServerVersion: "fake-1.0", Driver: "vfs" })
+          }
+        ])
+        expect(events).toContainEqual(
+          expect.objectContaining({
+            _tag: "ProbeResult",
+            outcome: expect.objectContaining({
+              _tag: "ProbeNotYet",
+              probe: "docker info",
+              reason: expect.stringMatching(/Cannot connect to the Docker daemon/)
+            })
+          })
+        )
+      })
+  )
+
+  it.live("a command probe that hangs times out and its process is killed", () =>
+    Effect.gen(function* () {
+      // A sleep no other test runs, to find it by.
+      const sleep = `sleep 30.${Math.floor(Math.random() * 1e6)}`
+      const checks: Array<boolean> = []
+      const { outcome } = yield* replay(
+        () => [],
+        (_socket, tag) =>
+          Probe.command(["sh", "-c", `${sleep}; echo unreachable`, tag], {
+            name: "hanging command",
+            timeout: "300 millis"
+          }),
+        short,
+        {
+          patterns: [sleep],
+          // When a timeout is reported, its sleep is gone already.
+          onEvent: (event) =>
+            event._tag === "ProbeResult" && event.outcome._tag === "ProbeTimedOut"
+              ? Effect.flatMap(
+                  eventually(() => pgrep(sleep).length === 0, "500 millis"),
+                  (gone) => Effect.sync(() => checks.push(gone))
+                )
+              : Effect.void
+        }
+      )
+      const error = failureOf(outcome)
+      if (error._tag !== "NotReadyByDeadline") throw new Error(`got ${error._tag}`)
+      expect(error.lastFailures).toMatchObject([
+        { _tag: "ProbeTimedOut", probe: "hanging command", timeoutMs: 300 }
+      ])
+      expect(checks.length).toBeGreaterThan(0)
+      expect(checks.every((gone) => gone)).toBe(true)
+      expect(pgrep(sleep)).toEqual([])
+    })
+  )
+})
+
+/**
+ * `docker info` in miniature: `GET /info` on the socket in argv[1], printed;
+ * exits 0 on HTTP 200, and says what the Docker CLI says when it cannot connect.
+ */
+const FAKE_DOCKER_INFO = `
+const socket = process.argv[1]
+require("node:http")
+  .get({ socketPath: socket, path: "/info", agent: false }, (res) => {
+    let body = ""
+    res.setEncoding("utf8")
+    res.on("data", (chunk) => (body += chunk))
+    res.on("end", () => process.stdout.write(body + "\\n", () => process.exit(res.statusCode === 200 ? 0 : 1)))
+  })
+  .on("error", () => {
+    console.error("Cannot connect to the Docker daemon at unix://" + socket + ". Is the docker daemon running?")
+    process.exit(1)
+  })
+`
