@@ -26,7 +26,7 @@ import {
 import { Exited, type ExitStatus, Running, Signaled } from "./ProcessStatus.js"
 
 /** How long to wait for the pipes to drain once the process has exited. */
-const DRAIN_AFTER_EXIT = Duration.millis(50)
+const DRAIN_AFTER_EXIT = Duration.millis(5)
 /** How long to wait for the exit after SIGKILL before giving up. */
 const WAIT_AFTER_KILL = Duration.seconds(5)
 

@@ -1,0 +1,277 @@
+/**
+ * Dockerd against the real daemon (Debian's docker.io): start, report,
+ * typed start errors, supervision after ready, restart, clean stop.
+ */
+import { execFile } from "node:child_process"
+import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { promisify } from "node:util"
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Either, Exit, Fiber, Scope } from "effect"
+import * as Dockerd from "../src/Dockerd.js"
+import * as LocalProcessManager from "../src/LocalProcessManager.js"
+import type { ProcessManager } from "../src/ProcessManager.js"
+import * as Supervisor from "../src/Supervisor.js"
+import { hasDockerd, isolatedConfig, leftovers, removeDir, tempDir } from "./support/isolated.js"
+
+const run = promisify(execFile)
+const real = hasDockerd()
+
+const fastLiveness = new Supervisor.LivenessPolicy({
+  interval: Duration.millis(100),
+  timeout: Duration.millis(300),
+  failureThreshold: 2
+})
+
+/** Runs `effect` with a fresh isolated directory, and checks nothing is left after. */
+const withDir = <A, E>(body: (dir: string) => Effect.Effect<A, E, ProcessManager | Scope.Scope>) =>
+  Effect.gen(function* () {
+    const dir = tempDir()
+    try {
+      const result = yield* body(dir).pipe(Effect.scoped, Effect.provide(LocalProcessManager.layer))
+      expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
+      return result
+    } finally {
+      removeDir(dir)
+    }
+  })
+
+describe.skipIf(!real)("Dockerd on a real daemon", () => {
+  it.live("starts, reports, serves a real client, and leaves nothing behind", () =>
+    withDir((dir) =>
+      Effect.gen(function* () {
+        const config = isolatedConfig(dir)
+        const daemon = yield* Effect.scoped(
+          Effect.gen(function* () {
+            const daemon = yield* Dockerd.start(config)
+            expect(daemon.pid).toBeGreaterThan(0)
+            expect(daemon.serverVersion).toMatch(/^\d+\.\d+/)
+            expect(daemon.apiVersion).toMatch(/^1\.\d+$/)
+            expect(daemon.storageDriver.length).toBeGreaterThan(0)
+            expect(daemon.timeToReadyMs).toBeGreaterThan(0)
+            expect(daemon.report.results.map((r) => [r.probe, r._tag])).toEqual([
+              ["socket", "ProbeSucceeded"],
+              ["ping", "ProbeSucceeded"],
+              ["info", "ProbeSucceeded"]
+            ])
+            const info = yield* Effect.promise(() =>
+              run("docker", [
+                "-H",
+                `unix://${config.socket}`,
+                "info",
+                "--format",
+                "{{.ServerVersion}}"
+              ])
+            )
+            expect(info.stdout.trim()).toBe(daemon.serverVersion)
+            // A container from a tiny image made from Debian's busybox-static.
+            yield* Effect.promise(() => importBusybox(dir, config.socket as string))
+            const hello = yield* Effect.promise(() =>
+              run("docker", [
+                "-H",
+                `unix://${config.socket}`,
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "sdt-busybox",
+                "/bin/busybox",
+                "echo",
+                "hello from inside"
+              ])
+            )
+            expect(hello.stdout.trim()).toBe("hello from inside")
+            return daemon
+          })
+        )
+        expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
+        expect(existsSync(config.pidfile as string)).toBe(false)
+        expect(existsSync(config.socket as string)).toBe(false)
+        return daemon
+      })
+    )
+  )
+
+  it.live("an unknown flag: DaemonCrashed with the flag in the log tail and a diagnosis", () =>
+    withDir((dir) =>
+      Effect.gen(function* () {
+        const error = yield* Effect.flip(
+          Effect.scoped(Dockerd.start(isolatedConfig(dir, { extraArgs: ["--no-such-flag"] })))
+        )
+        expect(error._tag).toBe("DaemonCrashed")
+        if (error._tag !== "DaemonCrashed") return
+        expect(error.exitCode).toBe(1)
+        expect(error.logTail.join("\n")).toContain("unknown flag: --no-such-flag")
+        expect(error.diagnosis?.cause).toBe("unknown-flag")
+        expect(error.message).toContain("--no-such-flag")
+      })
+    )
+  )
+
+  it.live("a pidfile holding a live pid: PidfileInUse, the file left alone, nothing spawned", () =>
+    withDir((dir) =>
+      Effect.gen(function* () {
+        const config = isolatedConfig(dir)
+        const live = execFile("sleep", ["30"])
+        try {
+          writeFileSync(config.pidfile as string, `${live.pid}\n`)
+          const error = yield* Effect.flip(Effect.scoped(Dockerd.start(config)))
+          expect(error).toMatchObject({
+            _tag: "PidfileInUse",
+            pid: live.pid,
+            pidfile: config.pidfile
+          })
+          expect(existsSync(config.pidfile as string)).toBe(true)
+        } finally {
+          live.kill("SIGKILL")
+        }
+      })
+    )
+  )
+
+  it.live("a dead pid or garbage in the pidfile is fine", () =>
+    withDir((dir) =>
+      Effect.gen(function* () {
+        const config = isolatedConfig(dir)
+        writeFileSync(config.pidfile as string, "not a pid\n")
+        const daemon = yield* Effect.scoped(Dockerd.start(config))
+        expect(daemon.pid).toBeGreaterThan(0)
+      })
+    )
+  )
+
+  it.live("a missing binary: DockerNotInstalled with the install hint", () =>
+    withDir((dir) =>
+      Effect.gen(function* () {
+        const error = yield* Effect.flip(
+          Effect.scoped(Dockerd.start(isolatedConfig(dir, { binary: "/nonexistent/dockerd" })))
+        )
+        expect(error._tag).toBe("DockerNotInstalled")
+        expect(error.message).toContain("apt-get install docker.io")
+      })
+    )
+  )
+
+  it.live(
+    "a directory at the socket path and an unwritable data-root are refused before spawning",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          mkdirSync(`${dir}/docker.sock`)
+          const socketError = yield* Effect.flip(Effect.scoped(Dockerd.start(isolatedConfig(dir))))
+          expect(socketError).toMatchObject({
+            _tag: "SocketPathIsDirectory",
+            socket: `${dir}/docker.sock`
+          })
+          writeFileSync(`${dir}/file`, "")
+          const dataError = yield* Effect.flip(
+            Effect.scoped(
+              Dockerd.start(
+                isolatedConfig(dir, { socket: `${dir}/d2.sock`, dataRoot: `${dir}/file/data` })
+              )
+            )
+          )
+          expect(dataError).toMatchObject({ _tag: "DirectoryNotWritable", field: "data-root" })
+        })
+      )
+  )
+
+  it.live(
+    "SIGSTOP after ready: liveness fails, supervision ends as DaemonUnhealthy, the stop does not hang",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          const error = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const daemon = yield* Dockerd.start(isolatedConfig(dir, { stopGrace: 2_000 }))
+              yield* daemon.process.signal("SIGSTOP")
+              return yield* Effect.flip(Supervisor.supervise(daemon, fastLiveness))
+            })
+          )
+          expect(error).toMatchObject({ _tag: "DaemonUnhealthy", consecutiveFailures: 2 })
+          if (error._tag === "DaemonUnhealthy") expect(error.lastFailure._tag).toBe("ProbeTimedOut")
+        })
+      )
+  )
+
+  it.live("SIGKILL after ready: DaemonDied with the signal", () =>
+    withDir((dir) =>
+      Effect.gen(function* () {
+        const error = yield* Effect.scoped(
+          Effect.gen(function* () {
+            const daemon = yield* Dockerd.start(isolatedConfig(dir))
+            yield* daemon.process.signal("SIGKILL")
+            return yield* Effect.flip(Supervisor.supervise(daemon, fastLiveness))
+          })
+        )
+        expect(error).toMatchObject({ _tag: "DaemonDied", signal: "SIGKILL" })
+      })
+    )
+  )
+
+  it.live(
+    "SIGKILL after ready with on-failure: restarted and ready again, once the old tree is gone",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          const pids: Array<number> = []
+          const readyAgain = yield* Effect.makeLatch(false)
+          const fiber = yield* Supervisor.run(isolatedConfig(dir), {
+            liveness: fastLiveness,
+            restart: Supervisor.onFailure(2, "50 millis"),
+            onReady: (daemon) =>
+              Effect.gen(function* () {
+                pids.push(daemon.pid)
+                if (pids.length === 1) yield* daemon.process.signal("SIGKILL")
+                else yield* readyAgain.open
+              })
+          }).pipe(Effect.fork)
+          yield* readyAgain.await.pipe(Effect.timeout("60 seconds"))
+          yield* Fiber.interrupt(fiber)
+          expect(pids).toHaveLength(2)
+          expect(pids[1]).not.toBe(pids[0])
+        })
+      )
+  )
+
+  it.live("closing the scope while starting stops everything", () =>
+    withDir((dir) =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        const fiber = yield* Dockerd.start(isolatedConfig(dir)).pipe(
+          Scope.extend(scope),
+          Effect.fork
+        )
+        yield* Effect.sleep("60 millis")
+        yield* Fiber.interrupt(fiber)
+        yield* Scope.close(scope, Exit.void)
+        expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
+      })
+    )
+  )
+
+  it.live("invalid configuration names the field", () =>
+    Effect.gen(function* () {
+      const result = yield* Effect.either(
+        Effect.scoped(Dockerd.start({ socket: "relative.sock" })).pipe(
+          Effect.provide(LocalProcessManager.layer)
+        )
+      )
+      const error = Either.flip(result).pipe(Either.getOrThrow)
+      expect(error).toMatchObject({ _tag: "InvalidConfig", field: "socket" })
+    })
+  )
+})
+
+/** Imports a tiny image made from Debian's busybox-static as `sdt-busybox`. */
+const importBusybox = async (dir: string, socket: string) => {
+  const root = `${dir}/busybox-root`
+  mkdirSync(`${root}/bin`, { recursive: true })
+  await run("cp", ["/bin/busybox", `${root}/bin/busybox`])
+  await run("sh", [
+    "-c",
+    'tar -C "$1" -c . | docker -H "unix://$2" import - sdt-busybox >/dev/null',
+    "sh",
+    root,
+    socket
+  ])
+}
