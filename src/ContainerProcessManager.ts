@@ -34,7 +34,7 @@
  */
 import { constants } from "node:os"
 import { NodeStream } from "@effect/platform-node"
-import { Deferred, Duration, Effect, Layer, Option, Schema, type Scope, Stream } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer, Option, Schema, type Scope, Stream } from "effect"
 import * as DockerEngine from "./DockerEngine.js"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { stopOnScopeClose } from "./internal/gracefulStop.js"
@@ -148,6 +148,25 @@ const VANISHED = "vanished" as const
 
 const START_BODY = { Detach: false, Tty: false }
 
+/** How long to wait for output still on its way once the process has ended. */
+const DRAIN_AFTER_EXIT = Duration.millis(50)
+/** How long the Engine may hold the output of an ended process open (it holds 2 s). */
+const STREAM_CLOSE_LIMIT = Duration.seconds(5)
+
+/** Exit-code polling: first delay and cap, in milliseconds. */
+interface Polling {
+  readonly initial: number
+  readonly max: number
+}
+/** Once the output has ended the exit code is there at once, or nearly. */
+const AFTER_OUTPUT_ENDED: Polling = { initial: 5, max: 250 }
+/**
+ * While the output is open. A child that keeps the output open makes the
+ * Engine hold the stream up to 2 s after the process ended; its inspect
+ * answer says so at once.
+ */
+const WHILE_OUTPUT_OPEN: Polling = { initial: 50, max: 500 }
+
 const SIGNALS = constants.signals as Readonly<Partial<Record<string, number>>>
 
 /** The kernel's number of a signal. */
@@ -260,15 +279,18 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
         )
       )
 
-    /** Polls the exec until it has ended, backing off from 5 ms to 250 ms. */
-    const awaitExitCode = (execId: string) => {
+    /** Polls the exec until it has ended, the delay doubling up to its cap. */
+    const awaitExitCode = (execId: string, polling: Polling = AFTER_OUTPUT_ENDED) => {
       const poll = (delay: number): Effect.Effect<number | typeof VANISHED> =>
         Effect.flatMap(lookAtExit(execId), (found) =>
           Option.isSome(found)
             ? Effect.succeed(found.value)
-            : Effect.zipRight(Effect.sleep(Duration.millis(delay)), poll(Math.min(delay * 2, 250)))
+            : Effect.zipRight(
+                Effect.sleep(Duration.millis(delay)),
+                poll(Math.min(delay * 2, polling.max))
+              )
         )
-      return poll(5)
+      return poll(polling.initial)
     }
 
     /** Runs a shell script in the container to its end; its exit code. */
@@ -356,8 +378,15 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
           )
         )
       }
+      const pumping = yield* Stream.runForEach(framesOf(connection), onFrame).pipe(
+        Effect.forkScoped
+      )
       const ended = (status: ExitStatus) =>
         Effect.gen(function* () {
+          if (!(yield* Deferred.isDone(started))) {
+            // The start script's line may still be on its way.
+            yield* Effect.ignore(Effect.timeout(Fiber.await(pumping), STREAM_CLOSE_LIMIT))
+          }
           yield* text.flush
           if (!(yield* Deferred.isDone(started))) {
             // It ended before the start script reported: the Engine could not
@@ -379,8 +408,15 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
           yield* Deferred.succeed(exited, status)
         })
 
-      yield* Stream.runForEach(framesOf(connection), onFrame).pipe(
-        Effect.zipRight(awaitExitCode(execId)),
+      // Usually the output ends with the process; a child can keep it open.
+      yield* Effect.raceFirst(
+        Effect.zipRight(Fiber.join(pumping), awaitExitCode(execId)),
+        Effect.sleep(Duration.millis(WHILE_OUTPUT_OPEN.initial)).pipe(
+          Effect.zipRight(awaitExitCode(execId, WHILE_OUTPUT_OPEN))
+        )
+      ).pipe(
+        // Output still on its way belongs in the tail.
+        Effect.tap(() => Effect.ignore(Effect.timeout(Fiber.await(pumping), DRAIN_AFTER_EXIT))),
         Effect.flatMap(toStatus),
         Effect.flatMap(ended),
         Effect.forkScoped

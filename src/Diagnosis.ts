@@ -54,6 +54,12 @@ const KNOWN_CAUSES: ReadonlyArray<KnownCause> = [
     hint: "Remove the directory or choose another --socket."
   },
   {
+    cause: "socket-unavailable",
+    pattern: /can't create unix socket/,
+    summary: () => "the daemon could not create its socket",
+    hint: "Check that the socket's directory exists and is writable, and that the path is not taken."
+  },
+  {
     cause: "graph-driver",
     pattern: /graphdriver|graph driver|storage-driver|storage driver|driver not supported/i,
     summary: () => "the storage driver could not be initialised",

@@ -10,7 +10,7 @@ import * as Http from "node:http"
 import type * as Net from "node:net"
 import { HttpClientError, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Effect, Schema, type Scope, Stream } from "effect"
+import { Effect, Schema, type Scope } from "effect"
 import { Agent } from "undici"
 
 /**
@@ -46,27 +46,6 @@ export class InfoAnswer extends Schema.Class<InfoAnswer>("InfoAnswer")({
   DockerRootDir: Schema.optional(Schema.String),
   Containers: Schema.optional(Schema.Number),
   CgroupVersion: Schema.optional(Schema.String)
-}) {}
-
-/**
- * One event of `GET /events` (what `docker events` shows): for a container,
- * `Actor.ID` is its id and `Attributes` hold the rest (`execID` and
- * `exitCode` for `exec_die`).
- *
- * @since 0.1.0
- * @category models
- */
-export class EngineEvent extends Schema.Class<EngineEvent>("EngineEvent")({
-  Type: Schema.String,
-  Action: Schema.String,
-  Actor: Schema.Struct({
-    ID: Schema.String,
-    Attributes: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.String }), {
-      default: () => ({})
-    })
-  }),
-  /** Seconds since the epoch, on the Engine's clock. */
-  time: Schema.Number
 }) {}
 
 /**
@@ -160,16 +139,6 @@ export interface DockerEngineClient {
       options?: { readonly body?: unknown }
     ): Effect.Effect<void, EngineError>
   }
-  /**
-   * The Engine's events from now on (or from `since`, in seconds on the
-   * Engine's clock), as they happen, narrowed by `filters` (for example
-   * `{ type: ["container"], event: ["exec_die"] }`). Lines that do not decode
-   * are skipped.
-   */
-  readonly events: (
-    filters: Readonly<Record<string, ReadonlyArray<string>>>,
-    options?: { readonly since?: number | undefined }
-  ) => Stream.Stream<EngineEvent, EngineError>
   /**
    * `POST path` with a JSON body, asking the Engine to upgrade the connection
    * (`Upgrade: tcp`), as `docker exec` and `docker attach` do. The connection
@@ -281,26 +250,6 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
       version: json("/version", VersionAnswer),
       info: json("/info", InfoAnswer),
       request: request as DockerEngineClient["request"],
-      events: (filters, options = {}) => {
-        const query = new URLSearchParams({ filters: JSON.stringify(filters) })
-        if (options.since !== undefined) query.set("since", String(options.since))
-        const path = `/events?${query.toString()}`
-        const decodeEvent = Schema.decodeUnknownOption(Schema.parseJson(EngineEvent), {
-          onExcessProperty: "ignore"
-        })
-        return Stream.unwrapScoped(
-          send("GET", path, undefined, (response) => Effect.succeed(response.stream)).pipe(
-            Effect.map((body) =>
-              body.pipe(
-                Stream.mapError((error) => badAnswer(path, error.message)),
-                Stream.decodeText(),
-                Stream.splitLines,
-                Stream.filterMap(decodeEvent)
-              )
-            )
-          )
-        )
-      },
       upgrade: (path, body) => upgrade(socket, path, body)
     }
   })

@@ -10,7 +10,8 @@
  *
  * @since 0.1.0
  */
-import { rm, stat } from "node:fs/promises"
+import { mkdir, rm, stat } from "node:fs/promises"
+import * as Path from "node:path"
 import { Clock, Duration, Effect, Option, Schema, type Scope } from "effect"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
 import * as DockerdConfig from "./DockerdConfig.js"
@@ -19,6 +20,7 @@ import { diagnose } from "./Diagnosis.js"
 import {
   DaemonCrashed,
   DaemonNotReady,
+  DirectoryNotWritable,
   DockerNotInstalled,
   type ExitedBeforeReady,
   type NotReadyByDeadline,
@@ -261,6 +263,18 @@ export const start: (
 
     if (location === "local") {
       yield* Preflight.run(config)
+      // dockerd creates its data-root, exec-root and pidfile directory, but
+      // not the socket's directory.
+      const socketDir = Path.dirname(config.socket)
+      yield* Effect.tryPromise({
+        try: () => mkdir(socketDir, { recursive: true, mode: 0o755 }),
+        catch: (error) =>
+          new DirectoryNotWritable({
+            field: "socket directory",
+            path: socketDir,
+            reason: (error as NodeJS.ErrnoException).code ?? String(error)
+          })
+      })
       yield* emit(DaemonEvent.Preflight({ elapsedMs: yield* elapsed }))
     }
 

@@ -8,6 +8,7 @@
  *
  * @since 0.1.0
  */
+import { existsSync } from "node:fs"
 import { Command, CommandExecutor } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
 import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
@@ -61,11 +62,21 @@ const statusFromExit = (exit: Effect.Effect<number, PlatformError>): Effect.Effe
 
 const toSpawnError = (
   argv: ReadonlyArray<string>,
+  binary: string,
   error: PlatformError
-): BinaryNotFound | SpawnFailed =>
-  error._tag === "SystemError" && error.reason === "NotFound" && error.method === "spawn"
-    ? new BinaryNotFound({ binary: argv[0] ?? "", searched: [] })
-    : new SpawnFailed({ argv, reason: error.message })
+): BinaryNotFound | SpawnFailed => {
+  if (error._tag !== "SystemError" || error.reason !== "NotFound" || error.method !== "spawn") {
+    return new SpawnFailed({ argv, reason: error.message })
+  }
+  // The binary was there when it was resolved. If it still is, what is
+  // missing is what it points at: the interpreter of its `#!` line.
+  return existsSync(binary)
+    ? new SpawnFailed({
+        argv,
+        reason: `${error.message} (is the interpreter of ${binary} missing?)`
+      })
+    : new BinaryNotFound({ binary: argv[0] ?? "", searched: [] })
+}
 
 const exec = (executor: CommandExecutor.CommandExecutor) =>
   Effect.fn("LocalProcessManager.exec")(function* (
@@ -73,7 +84,7 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
     options: ExecOptions = {}
   ) {
     const env = { ...process.env, ...options.env }
-    const binary = yield* resolveExecutable(argv[0], env.PATH)
+    const binary = yield* resolveExecutable(argv[0], env.PATH, options.cwd)
     let command = Command.make(binary, ...argv.slice(1)).pipe(
       Command.env(options.env ?? {}),
       Command.feed(options.stdin ?? "")
@@ -82,7 +93,7 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
 
     const child = yield* executor
       .start(command)
-      .pipe(Effect.mapError((error) => toSpawnError(argv, error)))
+      .pipe(Effect.mapError((error) => toSpawnError(argv, binary, error)))
     const pid = child.pid
     const output = yield* makeOutputBuffer(options.tailLines ?? DEFAULT_TAIL_LINES)
     const exited = yield* Deferred.make<ExitStatus>()

@@ -6,11 +6,21 @@
  */
 
 /** @since 0.1.0 */
+export * as DaemonEvent from "./DaemonEvent.js"
+/** @since 0.1.0 */
+export * as Diagnosis from "./Diagnosis.js"
+/** @since 0.1.0 */
+export * as Dockerd from "./Dockerd.js"
+/** @since 0.1.0 */
+export * as DockerdConfig from "./DockerdConfig.js"
+/** @since 0.1.0 */
 export * as DockerEngine from "./DockerEngine.js"
 /** @since 0.1.0 */
 export * from "./errors.js"
 /** @since 0.1.0 */
 export * as LocalProcessManager from "./LocalProcessManager.js"
+/** @since 0.1.0 */
+export * as Preflight from "./Preflight.js"
 /** @since 0.1.0 */
 export * as Probe from "./Probe.js"
 /** @since 0.1.0 */
@@ -21,3 +31,5 @@ export * as ProcessStatus from "./ProcessStatus.js"
 export * as Readiness from "./Readiness.js"
 /** @since 0.1.0 */
 export * as ReadinessPolicy from "./ReadinessPolicy.js"
+/** @since 0.1.0 */
+export * as Supervisor from "./Supervisor.js"

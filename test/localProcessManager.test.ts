@@ -3,7 +3,8 @@
  * signals, a missing binary, and the guarantee that nothing outlives the
  * scope, a process group that ignores SIGTERM included.
  */
-import { realpath } from "node:fs/promises"
+import { mkdir, realpath, writeFile } from "node:fs/promises"
+import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Stream } from "effect"
 import {
@@ -173,6 +174,55 @@ describe("LocalProcessManager with real processes", () => {
           exec(["sh", "-c", "true", tag], { cwd: "/no/such/working/dir" })
         )
         expect(error._tag).toBe("SpawnFailed")
+      })
+    )
+  )
+
+  it.live("a relative binary is found from the working directory, as execvp finds it", () =>
+    withProcesses((tag) =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        yield* Effect.promise(async () => {
+          await mkdir(Path.join(dir, "bin"))
+          await writeFile(Path.join(dir, "bin", "hello"), '#!/bin/sh\necho "hello $1"\n', {
+            mode: 0o755
+          })
+        })
+        const handle = yield* exec(["./bin/hello", tag], { cwd: dir })
+        expect(yield* handle.awaitExit).toMatchObject({ _tag: "Exited", code: 0 })
+        expect(yield* handle.logTail).toEqual([`hello ${tag}`])
+        // Not in this process's own working directory.
+        const error = yield* Effect.flip(exec(["./bin/hello", tag]))
+        expect(error).toMatchObject({ _tag: "BinaryNotFound", binary: "./bin/hello" })
+      })
+    )
+  )
+
+  it.live("a script whose interpreter is missing fails with SpawnFailed, not BinaryNotFound", () =>
+    withProcesses(() =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const script = Path.join(dir, "script")
+        yield* Effect.promise(() => writeFile(script, "#!/no/such/interpreter\n", { mode: 0o755 }))
+        const error = yield* Effect.flip(exec([script]))
+        expect(error._tag).toBe("SpawnFailed")
+        expect(error.message).toMatch(/interpreter/)
+      })
+    )
+  )
+
+  it.live("a stopped process is killed when the scope closes", () =>
+    withProcesses((tag) =>
+      Effect.gen(function* () {
+        const handle = yield* Effect.gen(function* () {
+          const handle = yield* exec(fakeDaemon(tag), { killGrace: "200 millis" })
+          yield* lineMatching(handle, /Starting up/)
+          expect(yield* handle.signal("SIGSTOP")).toBe(true)
+          expect(yield* eventually(() => stateOf(handle.pid).startsWith("T"))).toBe(true)
+          return handle
+        }).pipe(Effect.scoped)
+        // SIGTERM stays pending on a stopped process: SIGKILL ended it.
+        expect(yield* handle.status).toMatchObject({ _tag: "Signaled", signal: "SIGKILL" })
       })
     )
   )

@@ -21,15 +21,20 @@ export const searchPath = (pathValue: string | undefined): ReadonlyArray<string>
 
 /**
  * Returns the absolute path of `binary`: as given when it holds a `/`,
- * otherwise the first executable match on `pathValue`.
+ * otherwise the first executable match on `pathValue`. Relative paths are
+ * taken from `cwd` (the process's working directory, as `execvp` sees them
+ * after the `chdir`), by default the current one.
  */
 export const resolveExecutable = (
   binary: string,
-  pathValue: string | undefined
+  pathValue: string | undefined,
+  cwd: string = "."
 ): Effect.Effect<string, BinaryNotFound> =>
   Effect.gen(function* () {
     const dirs = searchPath(pathValue)
-    const candidates = binary.includes("/") ? [binary] : dirs.map((dir) => Path.join(dir, binary))
+    const candidates = binary.includes("/")
+      ? [Path.resolve(cwd, binary)]
+      : dirs.map((dir) => Path.resolve(cwd, dir, binary))
     for (const candidate of candidates) {
       if (yield* Effect.promise(() => isExecutable(candidate))) return candidate
     }
