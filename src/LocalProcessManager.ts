@@ -12,7 +12,7 @@ import { existsSync } from "node:fs"
 import { Command, CommandExecutor } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
 import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
-import { Deferred, Duration, Effect, Layer, Option, Stream } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer, Option, Stream } from "effect"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"
 import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"
@@ -91,13 +91,27 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
     )
     if (options.cwd !== undefined) command = Command.workingDirectory(command, options.cwd)
 
-    const child = yield* executor
-      .start(command)
-      .pipe(Effect.mapError((error) => toSpawnError(argv, binary, error)))
-    const pid = child.pid
-    const output = yield* makeOutputBuffer(options.tailLines ?? DEFAULT_TAIL_LINES)
+    const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
     const exited = yield* Deferred.make<ExitStatus>()
     let exitStatus: ExitStatus | undefined
+    let pumps: Fiber.RuntimeFiber<void> | undefined
+    // The spawn and the registration of its stop happen as one step, so an
+    // interruption can never leave a process without its SIGTERM/SIGKILL.
+    const child = yield* executor.start(command).pipe(
+      Effect.mapError((error) => toSpawnError(argv, binary, error)),
+      Effect.tap((child) =>
+        Effect.addFinalizer(() =>
+          stopGroup(child.pid, exited, grace).pipe(
+            // The output is read until the process is gone (its last words
+            // while stopping included), then the readers are let go.
+            Effect.zipRight(pumps === undefined ? Effect.void : Fiber.interrupt(pumps))
+          )
+        )
+      ),
+      Effect.uninterruptible
+    )
+    const pid = child.pid
+    const output = yield* makeOutputBuffer(options.tailLines ?? DEFAULT_TAIL_LINES)
 
     const pump = (source: OutputSource, stream: Stream.Stream<Uint8Array, PlatformError>) =>
       stream.pipe(
@@ -105,49 +119,33 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
         Stream.runForEach((text) => output.publish({ source, text })),
         Effect.ignore
       )
-    const pumps = yield* Effect.all([pump("stdout", child.stdout), pump("stderr", child.stderr)], {
-      concurrency: 2,
-      discard: true
-    }).pipe(Effect.forkScoped)
+    const reading = yield* Effect.all(
+      [pump("stdout", child.stdout), pump("stderr", child.stderr)],
+      {
+        concurrency: 2,
+        discard: true
+      }
+    ).pipe(Effect.forkDaemon)
+    pumps = reading
 
     yield* statusFromExit(child.exitCode).pipe(
       // Let the pipes drain so the tail holds the last words, without waiting
       // on grandchildren that may keep a pipe open.
-      Effect.tap(() => pumps.await.pipe(Effect.timeout(DRAIN_AFTER_EXIT), Effect.ignore)),
+      Effect.tap(() => reading.await.pipe(Effect.timeout(DRAIN_AFTER_EXIT), Effect.ignore)),
       Effect.tap(() => output.end),
       Effect.flatMap((status) => {
         exitStatus = status
         return Deferred.succeed(exited, status)
       }),
-      Effect.forkScoped
+      // Not tied to the scope: the stop in the scope's finalizer waits on it,
+      // and it ends with the process, which that stop guarantees.
+      Effect.forkDaemon
     )
 
     const signal = (name: SignalName) =>
       Effect.flatMap(Deferred.isDone(exited), (done) =>
         done ? Effect.succeed(false) : signalProcessGroup(pid, name)
       )
-    const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
-    const awaitExitWithin = (limit: Duration.Duration) =>
-      Deferred.await(exited).pipe(Effect.interruptible, Effect.timeout(limit))
-
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function* () {
-        if (!(yield* Deferred.isDone(exited))) {
-          yield* signal("SIGTERM")
-          const stopped = yield* Effect.option(awaitExitWithin(grace))
-          if (Option.isNone(stopped)) {
-            yield* Effect.logWarning("process ignored SIGTERM; sending SIGKILL").pipe(
-              Effect.annotateLogs({ pid, graceMs: Duration.toMillis(grace) })
-            )
-            yield* signalProcessGroup(pid, "SIGKILL")
-            yield* Effect.ignore(awaitExitWithin(WAIT_AFTER_KILL))
-          }
-        }
-        // Whatever the leader left behind in its group goes too.
-        yield* killGroupRemains(pid)
-      })
-    )
-
     const handle: ProcessHandle = {
       pid,
       argv,
@@ -158,6 +156,29 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
       signal
     }
     return handle
+  })
+
+/**
+ * Stops the process group led by `pid` unless it has exited: SIGTERM, up to
+ * `grace` (an interruptible wait: finalizers run uninterruptibly), SIGKILL.
+ * Then whatever the leader left behind in its group goes too.
+ */
+const stopGroup = (pid: number, exited: Deferred.Deferred<ExitStatus>, grace: Duration.Duration) =>
+  Effect.gen(function* () {
+    const awaitExitWithin = (limit: Duration.Duration) =>
+      Deferred.await(exited).pipe(Effect.interruptible, Effect.timeout(limit))
+    if (!(yield* Deferred.isDone(exited))) {
+      yield* signalProcessGroup(pid, "SIGTERM")
+      const stopped = yield* Effect.option(awaitExitWithin(grace))
+      if (Option.isNone(stopped)) {
+        yield* Effect.logWarning("process ignored SIGTERM; sending SIGKILL").pipe(
+          Effect.annotateLogs({ pid, graceMs: Duration.toMillis(grace) })
+        )
+        yield* signalProcessGroup(pid, "SIGKILL")
+        yield* Effect.ignore(awaitExitWithin(WAIT_AFTER_KILL))
+      }
+    }
+    yield* killGroupRemains(pid)
   })
 
 /** SIGKILL for what is left of the group led by `pid` (nothing, usually). */

@@ -140,16 +140,7 @@ describe("waitUntilReady with real processes and probes", () => {
   it.live("an exit with a code is reported when it happens, with the last log line", () =>
     Effect.gen(function* () {
       const { outcome, wallMs, handle, events } = yield* replay(
-        (socket) => [
-          "--socket",
-          socket,
-          "--listen-after",
-          "5000",
-          "--exit-after",
-          "200",
-          "--code",
-          "3"
-        ],
+        () => ["--exit-after", "200", "--code", "3"],
         (socket) => engineProbe(socket),
         ReadinessPolicy.fast
       )
@@ -190,7 +181,8 @@ describe("waitUntilReady with real processes and probes", () => {
       const { outcome, wallMs } = yield* replay(
         () => [],
         (socket) => engineProbe(socket),
-        policy
+        policy,
+        { after: /Starting up/ }
       )
       const error = failureOf(outcome)
       if (error._tag !== "NotReadyByDeadline") throw new Error(`got ${error._tag}`)
