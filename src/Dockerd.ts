@@ -53,7 +53,7 @@ export interface DockerDaemon {
   readonly process: ProcessHandle
   /** Waits until dockerd exits, however it exits. */
   readonly awaitExit: Effect.Effect<ExitStatus>
-  /** The probe a supervisor uses for liveness: `/_ping`, or `docker version`. */
+  /** The probe a supervisor uses for liveness: `GET /info`, or `docker version`. */
   readonly liveness: Probe.Check
   /** Where it runs: `local` (this machine) or `remote` (through a process manager). */
   readonly location: Location
@@ -205,7 +205,9 @@ const probesFor = (config: DockerdConfig.DockerdConfig, location: Location) =>
           Probe.enginePing(engine),
           Probe.engineInfo(engine)
         ]),
-        liveness: Probe.enginePing(engine, { name: "liveness" })
+        // `/info`, not `/_ping`: a daemon whose containerd is gone or stopped
+        // still answers `/_ping`, but can serve nothing.
+        liveness: Probe.engineInfo(engine, { name: "liveness" })
       }
     }
     const docker = [config.dockerCli, "--host", `unix://${config.socket}`] as const
