@@ -111,7 +111,10 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
       Effect.uninterruptible
     )
     const pid = child.pid
-    const output = yield* makeOutputBuffer(options.tailLines ?? DEFAULT_TAIL_LINES)
+    const output = yield* makeOutputBuffer(
+      options.tailLines ?? DEFAULT_TAIL_LINES,
+      options.keepOutput ?? 0
+    )
 
     const pump = (source: OutputSource, stream: Stream.Stream<Uint8Array, PlatformError>) =>
       stream.pipe(

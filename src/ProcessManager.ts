@@ -44,6 +44,12 @@ export interface ExecOptions {
   readonly killGrace?: Duration.DurationInput | undefined
   /** How many of the last output lines to keep. Defaults to 100. */
   readonly tailLines?: number | undefined
+  /**
+   * Keep the first this many characters of output, so `output` subscribers
+   * get it from the beginning however late they subscribe. Defaults to 0
+   * (a daemon's endless log must not grow memory).
+   */
+  readonly keepOutput?: number | undefined
 }
 
 /**
@@ -63,8 +69,9 @@ export interface ProcessHandle {
   /** Waits until the process ends, however it ends. */
   readonly awaitExit: Effect.Effect<ExitStatus>
   /**
-   * Live output from the moment of subscription until the process ends.
-   * Output printed before subscribing is in {@link ProcessHandle.logTail}.
+   * Output until the process ends: live from the moment of subscription, or
+   * from the beginning with `keepOutput` (up to that many characters). Older
+   * output is in {@link ProcessHandle.logTail}.
    */
   readonly output: Stream.Stream<OutputChunk>
   /** The last lines of stdout and stderr, bounded however much is printed. */

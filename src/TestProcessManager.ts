@@ -280,7 +280,10 @@ export const make = (
           signals: []
         }
         all.push(proc)
-        const output = yield* makeOutputBuffer(options.tailLines ?? DEFAULT_TAIL_LINES)
+        const output = yield* makeOutputBuffer(
+          options.tailLines ?? DEFAULT_TAIL_LINES,
+          options.keepOutput ?? 0
+        )
 
         const printing = [...(script.output ?? [])]
           .map((line) => ({ ...line, at: Duration.toMillis(line.at) }))

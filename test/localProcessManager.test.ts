@@ -310,4 +310,38 @@ describe("LocalProcessManager with real processes", () => {
       })
     )
   )
+
+  it.live("keepOutput: a subscriber that comes after the exit still gets all the output", () =>
+    withProcesses((tag) =>
+      Effect.gen(function* () {
+        const handle = yield* exec(["sh", "-c", "echo one; echo two >&2; echo three", tag], {
+          keepOutput: 1024
+        })
+        yield* handle.awaitExit
+        const chunks = yield* Stream.runCollect(handle.output)
+        const text = Chunk.toReadonlyArray(chunks)
+          .map((chunk) => chunk.text)
+          .join("")
+        expect(
+          text
+            .split("\n")
+            .filter((line) => line.length > 0)
+            .sort()
+        ).toEqual(["one", "three", "two"])
+      })
+    )
+  )
+
+  it.live(
+    "without keepOutput, a late subscriber gets no old output (and does not wait forever)",
+    () =>
+      withProcesses((tag) =>
+        Effect.gen(function* () {
+          const handle = yield* exec(["sh", "-c", "echo one", tag])
+          yield* handle.awaitExit
+          expect(Chunk.size(yield* Stream.runCollect(handle.output))).toBe(0)
+          expect(yield* handle.logTail).toEqual(["one"])
+        })
+      )
+  )
 })

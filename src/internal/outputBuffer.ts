@@ -60,30 +60,54 @@ export interface OutputBuffer {
   readonly tail: Effect.Effect<ReadonlyArray<string>>
 }
 
-/** Creates an output buffer keeping `tailLines` lines. */
-export const makeOutputBuffer = (tailLines: number): Effect.Effect<OutputBuffer> =>
+interface Numbered {
+  readonly seq: number
+  readonly chunk: OutputChunk
+}
+
+/**
+ * Creates an output buffer keeping `tailLines` lines. With `keepBytes > 0` it
+ * also keeps the first `keepBytes` of output, so that a subscriber that comes
+ * late still gets the output from its beginning (then live output).
+ */
+export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effect<OutputBuffer> =>
   Effect.gen(function* () {
-    const hub = yield* PubSub.sliding<OutputChunk | null>(1024)
+    const hub = yield* PubSub.sliding<Numbered | null>(1024)
     const tail = new LineTail(tailLines)
+    const kept: Array<Numbered> = []
+    let keptBytes = 0
+    let seq = 0
     let ended = false
     return {
       publish: (chunk) =>
         Effect.suspend(() => {
           tail.push(chunk.source, chunk.text)
-          return PubSub.publish(hub, chunk)
+          const numbered = { seq: seq++, chunk }
+          if (keptBytes < keepBytes) {
+            kept.push(numbered)
+            keptBytes += chunk.text.length
+          }
+          return PubSub.publish(hub, numbered)
         }),
       end: Effect.suspend(() => {
         ended = true
         return PubSub.publish(hub, null)
       }),
       stream: Stream.unwrapScoped(
-        Effect.map(PubSub.subscribe(hub), (queue) =>
-          ended
+        Effect.map(PubSub.subscribe(hub), (queue) => {
+          // Subscribed first, then the kept chunks: live chunks already among
+          // them are skipped by their number.
+          const replay = [...kept]
+          const after = replay.at(-1)?.seq ?? -1
+          const live = ended
             ? Stream.empty
             : Stream.fromQueue(queue).pipe(
-                Stream.takeWhile((chunk): chunk is OutputChunk => chunk !== null)
+                Stream.takeWhile((item): item is Numbered => item !== null),
+                Stream.filter((item) => item.seq > after),
+                Stream.map((item) => item.chunk)
               )
-        )
+          return Stream.concat(Stream.fromIterable(replay.map((item) => item.chunk)), live)
+        })
       ),
       tail: Effect.sync(() => tail.snapshot())
     }
