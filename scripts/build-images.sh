@@ -117,9 +117,11 @@ build_busybox() {
 build_debian_docker() {
   wanted "$DEBIAN_IMAGE" || return 0
   mkdir -p "$CACHE"
-  # One build per cache dir at a time; the second waits, then finds the tarball.
+  # One build per cache dir at a time; the second waits, then finds the
+  # tarball (and, into the same engine, the image).
   exec 9>"$CACHE/.build-images.lock"
   flock 9
+  wanted "$DEBIAN_IMAGE" || return 0
 
   local key tarball started=$SECONDS
   key=$(printf '%s %s %s' "$SUITE" "$VARIANT" "$INCLUDE" | sha256sum | cut -c1-12)

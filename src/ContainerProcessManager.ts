@@ -14,8 +14,10 @@
  *   with its own pid (or with the `PATH` it searched), then `exec "$@"`. So
  *   the pid is the command's pid inside the container, and a missing binary
  *   fails with `BinaryNotFound` before anything runs.
- * - **exit**: when the stream ends, `GET /exec/{id}/json` until `Running` is
- *   false and `ExitCode` is set.
+ * - **exit**: `GET /exec/{id}/json` until `Running` is false and `ExitCode`
+ *   is set: at once when the output stream ends, and every 50-500 ms while it
+ *   is open (a child that inherited the output keeps it open; the Engine
+ *   then holds it up to 2 s after the exit).
  * - **signals**: the exec API has none; another exec runs `kill -s SIG -PID`
  *   in the container (every exec is a session leader there, so this reaches
  *   the process's whole group, as the local manager does).
@@ -27,6 +29,10 @@
  * A process that dies with its container (container stopped, killed or
  * removed) reads as `Signaled` too: the kernel ends it with SIGKILL.
  *
+ * The Engine handles the exits of one container's processes in order, and
+ * while it holds an ended process's output open (see above) it reports none
+ * of that container's later exits: they can arrive up to 2 s late.
+ *
  * The container needs a POSIX shell (`/bin/sh` unless `shell` says otherwise)
  * with `kill`, `printf` and `[`: busybox, dash and bash all do.
  *
@@ -34,10 +40,20 @@
  */
 import { constants } from "node:os"
 import { NodeStream } from "@effect/platform-node"
-import { Deferred, Duration, Effect, Fiber, Layer, Option, Schema, type Scope, Stream } from "effect"
+import {
+  Deferred,
+  Duration,
+  Effect,
+  Fiber,
+  Layer,
+  Option,
+  Schema,
+  type Scope,
+  Stream
+} from "effect"
 import * as DockerEngine from "./DockerEngine.js"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
-import { stopOnScopeClose } from "./internal/gracefulStop.js"
+import { stopGracefully } from "./internal/gracefulStop.js"
 import { FrameDecoder, type Frame } from "./internal/multiplexed.js"
 import { makeOutputBuffer, type OutputBuffer } from "./internal/outputBuffer.js"
 import {
@@ -153,19 +169,30 @@ const DRAIN_AFTER_EXIT = Duration.millis(50)
 /** How long the Engine may hold the output of an ended process open (it holds 2 s). */
 const STREAM_CLOSE_LIMIT = Duration.seconds(5)
 
+/**
+ * How long an exit code `128 + n` that this manager did not cause waits for
+ * its container to stop, which would make it a death with the container.
+ */
+const CONTAINER_DEATH_WINDOW = Duration.millis(300)
+
 /** Exit-code polling: first delay and cap, in milliseconds. */
 interface Polling {
   readonly initial: number
   readonly max: number
+  /** Whether a still "running" exec also has its container looked at. */
+  readonly checkContainer: boolean
 }
-/** Once the output has ended the exit code is there at once, or nearly. */
-const AFTER_OUTPUT_ENDED: Polling = { initial: 5, max: 250 }
+/**
+ * Once the output has ended the exit code is there at once, or nearly; an
+ * exec still "running" then may belong to a container that has stopped.
+ */
+const AFTER_OUTPUT_ENDED: Polling = { initial: 5, max: 250, checkContainer: true }
 /**
  * While the output is open. A child that keeps the output open makes the
  * Engine hold the stream up to 2 s after the process ended; its inspect
  * answer says so at once.
  */
-const WHILE_OUTPUT_OPEN: Polling = { initial: 50, max: 500 }
+const WHILE_OUTPUT_OPEN: Polling = { initial: 50, max: 500, checkContainer: false }
 
 const SIGNALS = constants.signals as Readonly<Partial<Record<string, number>>>
 
@@ -258,8 +285,32 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
       .request("GET", `/containers/${container}/json`, { schema: ContainerInspect })
       .pipe(Effect.map((inspect) => inspect.State.Running))
 
+    /**
+     * Whether the container is stopped (or gone) now or within `window`. The
+     * Engine reports the deaths of a dying container's processes just before
+     * the container's own.
+     */
+    const containerStopsWithin = (window: Duration.Duration): Effect.Effect<boolean> => {
+      const stopped = containerRunning.pipe(
+        Effect.map((running) => !running),
+        Effect.catchAll((error) =>
+          Effect.succeed(error._tag === "EngineBadAnswer" && error.status === 404)
+        )
+      )
+      const poll: Effect.Effect<boolean> = Effect.flatMap(stopped, (done) =>
+        done ? Effect.succeed(true) : Effect.zipRight(Effect.sleep("20 millis"), poll)
+      )
+      return poll.pipe(
+        Effect.timeout(window),
+        Effect.orElseSucceed(() => false)
+      )
+    }
+
     /** One look at the exec: its exit code, `VANISHED`, or none while it runs. */
-    const lookAtExit = (execId: string): Effect.Effect<Option.Option<number | typeof VANISHED>> =>
+    const lookAtExit = (
+      execId: string,
+      checkContainer: boolean
+    ): Effect.Effect<Option.Option<number | typeof VANISHED>> =>
       Effect.gen(function* () {
         const inspect = yield* engine.request("GET", `/exec/${execId}/json`, {
           schema: ExecInspect
@@ -267,6 +318,7 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
         if (!inspect.Running && inspect.ExitCode !== null) {
           return Option.some<number | typeof VANISHED>(inspect.ExitCode)
         }
+        if (!checkContainer) return Option.none()
         // The Engine may keep an exec "running" after its container stopped.
         return (yield* containerRunning) ? Option.none() : Option.some(VANISHED)
       }).pipe(
@@ -282,7 +334,7 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
     /** Polls the exec until it has ended, the delay doubling up to its cap. */
     const awaitExitCode = (execId: string, polling: Polling = AFTER_OUTPUT_ENDED) => {
       const poll = (delay: number): Effect.Effect<number | typeof VANISHED> =>
-        Effect.flatMap(lookAtExit(execId), (found) =>
+        Effect.flatMap(lookAtExit(execId, polling.checkContainer), (found) =>
           Option.isSome(found)
             ? Effect.succeed(found.value)
             : Effect.zipRight(
@@ -312,6 +364,170 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
         Effect.withSpan("ContainerProcessManager.signal", { attributes: { pid, signal } })
       )
 
+    /**
+     * The life of one exec once created: its output read from the upgraded
+     * connection, its exit watched, its stop. Nothing runs until `attach`.
+     */
+    const track = (
+      argv: readonly [string, ...Array<string>],
+      execOptions: ExecOptions,
+      execId: string
+    ) =>
+      Effect.gen(function* () {
+        const output = yield* makeOutputBuffer(
+          execOptions.tailLines ?? DEFAULT_TAIL_LINES,
+          execOptions.keepOutput ?? 0
+        )
+        /** The pid the start script reports, or why it did not start. */
+        const started = yield* Deferred.make<number, BinaryNotFound | SpawnFailed>()
+        const exited = yield* Deferred.make<ExitStatus>()
+        const delivered = new Map<number, SignalName>()
+        let exitStatus: ExitStatus | undefined
+        /** The output reader and the exit watcher, let go once the process is stopped. */
+        const fibers: Array<Fiber.RuntimeFiber<unknown>> = []
+        const head = new StdoutHead()
+        const text = new Texts(output)
+
+        const onHeadLine = (line: string) => {
+          const pid = PID_LINE.exec(line)?.[1]
+          if (pid !== undefined) return Deferred.succeed(started, Number(pid))
+          const searched = MISSING_LINE.exec(line)?.[1]
+          if (searched === undefined) return Effect.void // the Engine's error; see `ended`
+          return Deferred.fail(
+            started,
+            new BinaryNotFound({
+              binary: argv[0],
+              searched: argv[0].includes("/") ? [] : searched.split(":").filter((d) => d !== "")
+            })
+          )
+        }
+
+        const onFrame = (frame: Frame): Effect.Effect<void> => {
+          if (frame.source === "stderr") return text.publish("stderr", frame.payload)
+          const hadLine = head.line !== undefined
+          const rest = head.push(frame.payload)
+          if (rest === undefined) return Effect.void
+          const published = text.publish("stdout", rest)
+          return hadLine ? published : Effect.zipRight(onHeadLine(head.line ?? ""), published)
+        }
+
+        /**
+         * Exit code `128 + n` is a death by signal n when this manager sent n,
+         * or when the container stops with it (its processes die by SIGKILL
+         * then); otherwise it is what the process said.
+         */
+        const toStatus = (code: number | typeof VANISHED): Effect.Effect<ExitStatus> => {
+          if (code === VANISHED) return Effect.succeed(new Signaled({ signal: "SIGKILL" }))
+          const sent = delivered.get(code - 128)
+          if (sent !== undefined) return Effect.succeed(new Signaled({ signal: sent }))
+          const signal = code > 128 ? signalName(code - 128) : undefined
+          if (signal === undefined) return Effect.succeed(new Exited({ code }))
+          return Effect.map(containerStopsWithin(CONTAINER_DEATH_WINDOW), (stopped) =>
+            stopped ? new Signaled({ signal }) : new Exited({ code })
+          )
+        }
+
+        const ended = (status: ExitStatus, reading: Fiber.RuntimeFiber<void>) =>
+          Effect.gen(function* () {
+            if (!(yield* Deferred.isDone(started))) {
+              // The start script's line may still be on its way.
+              yield* Effect.ignore(Effect.timeout(Fiber.await(reading), STREAM_CLOSE_LIMIT))
+            }
+            yield* text.flush
+            if (!(yield* Deferred.isDone(started))) {
+              // It ended before the start script reported: the Engine could not
+              // start it (no shell, no working directory, …) and said why.
+              const said = [head.line ?? head.partial, ...(yield* output.tail)].join(" ").trim()
+              yield* Deferred.fail(
+                started,
+                new SpawnFailed({
+                  argv,
+                  reason:
+                    said.length > 0
+                      ? said
+                      : `ended (${describe(status)}) before it started; is there a shell at ${shell} in container ${options.containerId}?`
+                })
+              )
+            }
+            exitStatus = status
+            yield* output.end
+            yield* Deferred.succeed(exited, status)
+          })
+
+        /**
+         * Reads the output and watches for the exit, on fibers of their own:
+         * the stop waits on them, then lets them go.
+         */
+        const attach = (connection: DockerEngine.UpgradedConnection) =>
+          Effect.gen(function* () {
+            // (`attach` runs uninterruptibly; its fibers must not inherit that.)
+            const reading = yield* Stream.runForEach(framesOf(connection), onFrame).pipe(
+              Effect.interruptible,
+              Effect.forkDaemon
+            )
+            // Usually the output ends with the process; a child can keep it open.
+            const watching = yield* Effect.raceFirst(
+              Effect.zipRight(Fiber.join(reading), awaitExitCode(execId)),
+              Effect.sleep(Duration.millis(WHILE_OUTPUT_OPEN.initial)).pipe(
+                Effect.zipRight(awaitExitCode(execId, WHILE_OUTPUT_OPEN))
+              )
+            ).pipe(
+              // Output still on its way belongs in the tail.
+              Effect.tap(() =>
+                Effect.ignore(Effect.timeout(Fiber.await(reading), DRAIN_AFTER_EXIT))
+              ),
+              Effect.flatMap(toStatus),
+              Effect.flatMap((status) => ended(status, reading)),
+              Effect.interruptible,
+              Effect.forkDaemon
+            )
+            fibers.push(reading, watching)
+          })
+
+        const deliverTo = (pid: number) => (signal: SignalName) => {
+          const number = signalNumber(signal)
+          if (number !== undefined) delivered.set(number, signal)
+          return sendSignal(pid, signal, "process")
+        }
+
+        const stop = Effect.gen(function* () {
+          // Interrupted before its pid was known, the process still gets stopped.
+          const pid = yield* Deferred.await(started).pipe(
+            Effect.interruptible,
+            Effect.timeout(STREAM_CLOSE_LIMIT),
+            Effect.option
+          )
+          if (Option.isNone(pid)) return
+          yield* stopGracefully(
+            {
+              pid: pid.value,
+              exited,
+              deliver: deliverTo(pid.value),
+              killRemains: Effect.asVoid(sendSignal(pid.value, "SIGKILL", "group"))
+            },
+            Duration.decode(execOptions.killGrace ?? DEFAULT_KILL_GRACE)
+          )
+        }).pipe(Effect.zipRight(Effect.suspend(() => Fiber.interruptAll(fibers))))
+
+        const handle = (pid: number): ProcessHandle => {
+          const deliver = deliverTo(pid)
+          return {
+            pid,
+            argv,
+            status: Effect.sync(() => exitStatus ?? new Running()),
+            awaitExit: Deferred.await(exited),
+            output: output.stream,
+            logTail: output.tail,
+            signal: (signal) =>
+              Effect.flatMap(Deferred.isDone(exited), (done) =>
+                done ? Effect.succeed(false) : deliver(signal)
+              )
+          }
+        }
+
+        return { started, attach, stop, handle }
+      })
+
     const exec = Effect.fn("ContainerProcessManager.exec")(function* (
       argv: readonly [string, ...Array<string>],
       execOptions: ExecOptions = {}
@@ -322,136 +538,21 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
         env: execOptions.env,
         cwd: execOptions.cwd
       }).pipe(Effect.mapError(spawnFailed))
-      const connection = yield* engine
-        .upgrade(`/exec/${execId}/start`, START_BODY)
-        .pipe(Effect.mapError(spawnFailed))
-      connection.socket.end(execOptions.stdin ?? "")
-
-      const output = yield* makeOutputBuffer(execOptions.tailLines ?? DEFAULT_TAIL_LINES)
-      const started = yield* Deferred.make<number, BinaryNotFound | SpawnFailed>()
-      const exited = yield* Deferred.make<ExitStatus>()
-      const delivered = new Map<number, SignalName>()
-      let exitStatus: ExitStatus | undefined
-
-      const head = new StdoutHead()
-      const text = new Texts(output)
-      const onHeadLine = (line: string) => {
-        const pid = PID_LINE.exec(line)?.[1]
-        if (pid !== undefined) return Deferred.succeed(started, Number(pid))
-        const searched = MISSING_LINE.exec(line)?.[1]
-        if (searched === undefined) return Effect.void // the Engine's error; see `ended`
-        return Deferred.fail(
-          started,
-          new BinaryNotFound({
-            binary: argv[0],
-            searched: argv[0].includes("/") ? [] : searched.split(":").filter((d) => d !== "")
+      const execution = yield* track(argv, execOptions, execId)
+      // Starting it, registering its stop and reading its output are one
+      // step: no interruption can leave a process in the container unstopped.
+      yield* engine.upgrade(`/exec/${execId}/start`, START_BODY).pipe(
+        Effect.mapError(spawnFailed),
+        Effect.tap((connection) =>
+          Effect.gen(function* () {
+            yield* Effect.addFinalizer(() => execution.stop)
+            connection.socket.end(execOptions.stdin ?? "")
+            yield* execution.attach(connection)
           })
-        )
-      }
-      const onFrame = (frame: Frame): Effect.Effect<void> => {
-        if (frame.source === "stderr") return text.publish("stderr", frame.payload)
-        const hadLine = head.line !== undefined
-        const rest = head.push(frame.payload)
-        if (rest === undefined) return Effect.void
-        const published = text.publish("stdout", rest)
-        return hadLine ? published : Effect.zipRight(onHeadLine(head.line ?? ""), published)
-      }
-      /**
-       * Exit code `128 + n` is a death by signal n when this manager sent n,
-       * or when the container is gone (its processes die by SIGKILL with it);
-       * otherwise it is what the process said.
-       */
-      const toStatus = (code: number | typeof VANISHED): Effect.Effect<ExitStatus> => {
-        if (code === VANISHED) return Effect.succeed(new Signaled({ signal: "SIGKILL" }))
-        const sent = delivered.get(code - 128)
-        if (sent !== undefined) return Effect.succeed(new Signaled({ signal: sent }))
-        const signal = code > 128 ? signalName(code - 128) : undefined
-        if (signal === undefined) return Effect.succeed(new Exited({ code }))
-        return containerRunning.pipe(
-          Effect.map((running) => (running ? new Exited({ code }) : new Signaled({ signal }))),
-          Effect.catchAll((error) =>
-            Effect.succeed(
-              error._tag === "EngineBadAnswer" && error.status === 404
-                ? new Signaled({ signal })
-                : new Exited({ code })
-            )
-          )
-        )
-      }
-      const pumping = yield* Stream.runForEach(framesOf(connection), onFrame).pipe(
-        Effect.forkScoped
+        ),
+        Effect.uninterruptible
       )
-      const ended = (status: ExitStatus) =>
-        Effect.gen(function* () {
-          if (!(yield* Deferred.isDone(started))) {
-            // The start script's line may still be on its way.
-            yield* Effect.ignore(Effect.timeout(Fiber.await(pumping), STREAM_CLOSE_LIMIT))
-          }
-          yield* text.flush
-          if (!(yield* Deferred.isDone(started))) {
-            // It ended before the start script reported: the Engine could not
-            // start it (no shell, no working directory, …) and said why.
-            const said = [head.line ?? head.partial, ...(yield* output.tail)].join(" ").trim()
-            yield* Deferred.fail(
-              started,
-              new SpawnFailed({
-                argv,
-                reason:
-                  said.length > 0
-                    ? said
-                    : `ended (${describe(status)}) before it started; is there a shell at ${shell} in container ${options.containerId}?`
-              })
-            )
-          }
-          exitStatus = status
-          yield* output.end
-          yield* Deferred.succeed(exited, status)
-        })
-
-      // Usually the output ends with the process; a child can keep it open.
-      yield* Effect.raceFirst(
-        Effect.zipRight(Fiber.join(pumping), awaitExitCode(execId)),
-        Effect.sleep(Duration.millis(WHILE_OUTPUT_OPEN.initial)).pipe(
-          Effect.zipRight(awaitExitCode(execId, WHILE_OUTPUT_OPEN))
-        )
-      ).pipe(
-        // Output still on its way belongs in the tail.
-        Effect.tap(() => Effect.ignore(Effect.timeout(Fiber.await(pumping), DRAIN_AFTER_EXIT))),
-        Effect.flatMap(toStatus),
-        Effect.flatMap(ended),
-        Effect.forkScoped
-      )
-
-      const pid = yield* Deferred.await(started)
-
-      const deliver = (signal: SignalName) => {
-        const number = signalNumber(signal)
-        if (number !== undefined) delivered.set(number, signal)
-        return sendSignal(pid, signal, "process")
-      }
-      yield* stopOnScopeClose(
-        {
-          pid,
-          exited,
-          deliver,
-          killRemains: Effect.asVoid(sendSignal(pid, "SIGKILL", "group"))
-        },
-        Duration.decode(execOptions.killGrace ?? DEFAULT_KILL_GRACE)
-      )
-
-      const handle: ProcessHandle = {
-        pid,
-        argv,
-        status: Effect.sync(() => exitStatus ?? new Running()),
-        awaitExit: Deferred.await(exited),
-        output: output.stream,
-        logTail: output.tail,
-        signal: (signal) =>
-          Effect.flatMap(Deferred.isDone(exited), (done) =>
-            done ? Effect.succeed(false) : deliver(signal)
-          )
-      }
-      return handle
+      return execution.handle(yield* Deferred.await(execution.started))
     })
 
     return { exec }
@@ -475,10 +576,14 @@ class Texts {
 
   /** Publishes what the decoders still hold (an incomplete last character). */
   readonly flush: Effect.Effect<void> = Effect.suspend(() =>
-    Effect.forEach(["stdout", "stderr"] as const, (source) => {
-      const text = this.decoders[source].decode()
-      return text.length === 0 ? Effect.void : this.output.publish({ source, text })
-    }, { discard: true })
+    Effect.forEach(
+      ["stdout", "stderr"] as const,
+      (source) => {
+        const text = this.decoders[source].decode()
+        return text.length === 0 ? Effect.void : this.output.publish({ source, text })
+      },
+      { discard: true }
+    )
   )
 }
 

@@ -90,6 +90,12 @@ const KNOWN_CAUSES: ReadonlyArray<KnownCause> = [
     hint: "Fix daemon.json or the flag value the log line names."
   },
   {
+    cause: "netns-missing",
+    pattern: /Cannot open network namespace "?([^":]+)"?/,
+    summary: (m) => `the network namespace ${m[1]} does not exist`,
+    hint: "Create it first (ip netns add NAME), or use --network private."
+  },
+  {
     cause: "address-in-use",
     pattern: /address already in use/,
     summary: () => "the listening address is taken",
@@ -101,8 +107,34 @@ const KNOWN_CAUSES: ReadonlyArray<KnownCause> = [
 const CHATTER = /level=(?:debug|info|warning)\b/
 
 /**
+ * Causes that show only in warnings when the fatal line is generic: with a
+ * full data-root containerd logs `no space left on device` as warnings and
+ * dockerd's last words are `failed to dial …containerd.sock: … not
+ * implemented`.
+ */
+const ROOT_CAUSES_IN_WARNINGS: ReadonlySet<string> = new Set(["disk-full", "read-only-filesystem"])
+const WARNING = /level=warning\b/
+
+const match = (line: string, causes: ReadonlyArray<KnownCause>): Diagnosis | undefined => {
+  for (const known of causes) {
+    const found = known.pattern.exec(line)
+    if (found !== null) {
+      return new Diagnosis({
+        cause: known.cause,
+        summary: known.summary(found),
+        hint: known.hint,
+        line: line.slice(0, 500)
+      })
+    }
+  }
+  return undefined
+}
+
+/**
  * The known cause shown by the log lines, read from the last line back (the
- * fatal line is usually the last); informational lines are skipped.
+ * fatal line is usually the last); informational lines are skipped. When no
+ * line but warnings shows a cause, a full or read-only filesystem named in a
+ * warning is the diagnosis.
  *
  * @since 0.1.0
  * @category diagnosis
@@ -111,17 +143,15 @@ export const diagnose = (logTail: ReadonlyArray<string>): Diagnosis | undefined 
   for (let i = logTail.length - 1; i >= 0; i--) {
     const line = logTail[i] ?? ""
     if (CHATTER.test(line)) continue
-    for (const known of KNOWN_CAUSES) {
-      const match = known.pattern.exec(line)
-      if (match !== null) {
-        return new Diagnosis({
-          cause: known.cause,
-          summary: known.summary(match),
-          hint: known.hint,
-          line: line.slice(0, 500)
-        })
-      }
-    }
+    const found = match(line, KNOWN_CAUSES)
+    if (found !== undefined) return found
+  }
+  const rootCauses = KNOWN_CAUSES.filter((known) => ROOT_CAUSES_IN_WARNINGS.has(known.cause))
+  for (let i = logTail.length - 1; i >= 0; i--) {
+    const line = logTail[i] ?? ""
+    if (!WARNING.test(line)) continue
+    const found = match(line, rootCauses)
+    if (found !== undefined) return found
   }
   return undefined
 }

@@ -195,15 +195,17 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
         Effect.flatMap((response) =>
           response.status >= 200 && response.status < 300
             ? Effect.mapError(read(response), (error) => badAnswer(path, describe(error)))
-            : Effect.flatMap(Effect.orElseSucceed(response.text, () => ""), (text) =>
-                Effect.fail(
-                  new EngineBadAnswer({
-                    socket,
-                    path,
-                    status: response.status,
-                    reason: `HTTP ${response.status} ${errorText(text)}`
-                  })
-                )
+            : Effect.flatMap(
+                Effect.orElseSucceed(response.text, () => ""),
+                (text) =>
+                  Effect.fail(
+                    new EngineBadAnswer({
+                      socket,
+                      path,
+                      status: response.status,
+                      reason: `HTTP ${response.status} ${errorText(text)}`
+                    })
+                  )
               )
         ),
         Effect.scoped,

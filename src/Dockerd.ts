@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import { mkdir, rm, stat } from "node:fs/promises"
+import { chmod, mkdir, rm, stat } from "node:fs/promises"
 import * as Path from "node:path"
 import { Clock, Duration, Effect, Option, Schema, type Scope } from "effect"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
@@ -24,14 +24,16 @@ import {
   DockerNotInstalled,
   type ExitedBeforeReady,
   type NotReadyByDeadline,
+  SocketModeNotApplied,
   type StartError
 } from "./errors.js"
-import { awaitGone, mountsUnder, pidsMentioning, readPidfile } from "./internal/processTree.js"
+import { awaitGone, mountEntriesUnder, pidsMentioning, readPidfile } from "./internal/processTree.js"
 import * as Preflight from "./Preflight.js"
 import * as Probe from "./Probe.js"
 import { type ProcessHandle, ProcessManager } from "./ProcessManager.js"
 import type { ExitStatus } from "./ProcessStatus.js"
 import { ReadinessEvent, type ReadinessReport, waitUntilReady } from "./Readiness.js"
+import { redactArgv, secretsOf } from "./Redaction.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 
 /**
@@ -130,8 +132,27 @@ export const toStartError = (
   })
 }
 
-/** Removes what a killed daemon could not: leftover processes, mounts, files. */
-const cleanUpLocal = (config: DockerdConfig.DockerdConfig, pid: number, containerd: number | undefined) =>
+/** The ids of the mounts under the daemon's exec-root and data-root now. */
+const mountIdsOf = (config: DockerdConfig.DockerdConfig) =>
+  Effect.map(
+    Effect.all([
+      mountEntriesUnder(config.effectiveExecRoot),
+      mountEntriesUnder(config.effectiveDataRoot)
+    ]),
+    (lists) => new Set(lists.flat().map((entry) => entry.id))
+  )
+
+/**
+ * Removes what a killed daemon could not: leftover processes, the mounts it
+ * made (never the ones there before it started, such as a disk mounted at
+ * the data-root), files.
+ */
+const cleanUpLocal = (
+  config: DockerdConfig.DockerdConfig,
+  pid: number,
+  containerd: number | undefined,
+  premounted: ReadonlySet<number>
+) =>
   Effect.gen(function* () {
     const execRoot = config.effectiveExecRoot
     const leftovers = [...(containerd === undefined ? [] : [containerd]), ...(yield* pidsMentioning(execRoot))]
@@ -143,7 +164,8 @@ const cleanUpLocal = (config: DockerdConfig.DockerdConfig, pid: number, containe
     }
     const manager = yield* ProcessManager
     for (const root of [execRoot, config.effectiveDataRoot]) {
-      for (const point of yield* mountsUnder(root)) {
+      for (const { id, point } of yield* mountEntriesUnder(root)) {
+        if (premounted.has(id)) continue
         yield* Effect.scoped(
           Effect.flatMap(manager.exec(["umount", "--lazy", point], { killGrace: "1 second" }), (handle) =>
             handle.awaitExit
@@ -167,6 +189,7 @@ const stop = (
   config: DockerdConfig.DockerdConfig,
   location: Location,
   containerd: () => number | undefined,
+  premounted: ReadonlySet<number>,
   emit: EventSink
 ) =>
   Effect.gen(function* () {
@@ -188,11 +211,29 @@ const stop = (
       }
       status = yield* handle.awaitExit.pipe(Effect.interruptible, Effect.timeout("10 seconds"), Effect.orDie)
     }
-    if (location === "local") yield* cleanUpLocal(config, handle.pid, containerd())
+    if (location === "local") yield* cleanUpLocal(config, handle.pid, containerd(), premounted)
     const elapsedMs = (yield* Clock.currentTimeMillis) - started
     yield* Effect.logInfo("dockerd stopped").pipe(Effect.annotateLogs({ elapsedMs }))
     yield* emit(DaemonEvent.Stopped({ pid: handle.pid, status, elapsedMs }))
   }).pipe(Effect.annotateLogs({ pid: handle.pid, socket: config.socket }), Effect.ignore)
+
+/**
+ * Gives the socket the configured mode if dockerd did not (it creates it
+ * 0660): a socket is never left wider open than asked.
+ */
+const applySocketMode = (config: DockerdConfig.DockerdConfig) =>
+  Effect.tryPromise({
+    try: async () => {
+      const info = await stat(config.socket)
+      if ((info.mode & 0o777) !== config.socketMode) await chmod(config.socket, config.socketMode)
+    },
+    catch: (error) =>
+      new SocketModeNotApplied({
+        socket: config.socket,
+        mode: `0${config.socketMode.toString(8)}`,
+        reason: (error as NodeJS.ErrnoException).code ?? String(error)
+      })
+  })
 
 /** The readiness probe and the liveness probe for a location. */
 const probesFor = (config: DockerdConfig.DockerdConfig, location: Location) =>
@@ -280,9 +321,14 @@ export const start: (
       yield* emit(DaemonEvent.Preflight({ elapsedMs: yield* elapsed }))
     }
 
+    // Mounts already there (a disk at the data-root) are never undone by the stop.
+    const premounted = location === "local" ? yield* mountIdsOf(config) : new Set<number>()
     const manager = yield* ProcessManager
     const argv = DockerdConfig.argv(config)
-    const handle = yield* manager.exec(argv, { killGrace: config.stopGrace, tailLines: 200 }).pipe(
+    // What is shown of the argv (events, logs): never a secret of its env.
+    const shownArgv = redactArgv(argv, secretsOf(Object.values(config.env)))
+    const execOptions = { env: config.env, killGrace: config.stopGrace, tailLines: 200 }
+    const handle = yield* manager.exec(argv, execOptions).pipe(
       Effect.catchTag("BinaryNotFound", (error) =>
         Effect.fail(
           new DockerNotInstalled({
@@ -294,13 +340,15 @@ export const start: (
       )
     )
     let containerd: number | undefined
-    yield* Effect.addFinalizer(() => stop(handle, config, location, () => containerd, emit))
+    yield* Effect.addFinalizer(() =>
+      stop(handle, config, location, () => containerd, premounted, emit)
+    )
 
     yield* Effect.annotateLogsScoped({ pid: handle.pid, socket: config.socket })
     yield* Effect.logInfo("dockerd started; waiting until it is ready").pipe(
-      Effect.annotateLogs({ argv: argv.join(" "), policy: policy.name })
+      Effect.annotateLogs({ argv: shownArgv.join(" "), policy: policy.name })
     )
-    yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv, elapsedMs: yield* elapsed }))
+    yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed }))
 
     const probes = yield* probesFor(config, location)
     const report = yield* waitUntilReady(handle, probes.readiness, policy, {
@@ -312,6 +360,7 @@ export const start: (
 
     if (location === "local") {
       containerd = yield* readPidfile(`${config.effectiveExecRoot}/containerd/containerd.pid`)
+      yield* applySocketMode(config)
     }
     const versions = versionsOf(report, location)
     const daemon: DockerDaemon = {

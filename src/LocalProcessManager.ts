@@ -16,6 +16,7 @@ import { Deferred, Duration, Effect, Fiber, Layer, Option, Stream } from "effect
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"
 import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"
+import { redactArgv, redactText, revealEnv, secretsOf } from "./Redaction.js"
 import {
   DEFAULT_KILL_GRACE,
   DEFAULT_TAIL_LINES,
@@ -83,10 +84,13 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
     argv: readonly [string, ...Array<string>],
     options: ExecOptions = {}
   ) {
-    const env = { ...process.env, ...options.env }
+    // Secrets are revealed into the environment only; errors are redacted.
+    const extraEnv = revealEnv(options.env)
+    const secrets = secretsOf(Object.values(options.env ?? {}))
+    const env = { ...process.env, ...extraEnv }
     const binary = yield* resolveExecutable(argv[0], env.PATH, options.cwd)
     let command = Command.make(binary, ...argv.slice(1)).pipe(
-      Command.env(options.env ?? {}),
+      Command.env(extraEnv),
       Command.feed(options.stdin ?? "")
     )
     if (options.cwd !== undefined) command = Command.workingDirectory(command, options.cwd)
@@ -98,7 +102,15 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
     // The spawn and the registration of its stop happen as one step, so an
     // interruption can never leave a process without its SIGTERM/SIGKILL.
     const child = yield* executor.start(command).pipe(
-      Effect.mapError((error) => toSpawnError(argv, binary, error)),
+      Effect.mapError((error) => {
+        const failure = toSpawnError(argv, binary, error)
+        return failure._tag === "SpawnFailed" && secrets.length > 0
+          ? new SpawnFailed({
+              argv: redactArgv(failure.argv, secrets),
+              reason: redactText(failure.reason, secrets)
+            })
+          : failure
+      }),
       Effect.tap((child) =>
         Effect.addFinalizer(() =>
           stopGroup(child.pid, exited, grace).pipe(

@@ -66,20 +66,36 @@ const checkBinary = (config: DockerdConfig) =>
     )
   )
 
-/** The wrapper the network setting needs is installed. */
+/** The wrapper the network setting needs is installed, and a named netns exists. */
 const checkNetworkTools = (config: DockerdConfig) => {
-  const tool = config.network === "host" ? undefined : config.network === "private" ? "unshare" : "ip"
-  return tool === undefined
-    ? Effect.void
-    : resolveExecutable(tool, process.env.PATH).pipe(
-        Effect.mapError(
-          () =>
-            new InvalidConfig({
-              field: "network",
-              problem: `needs "${tool}", which is not installed (apt-get install util-linux iproute2)`
-            })
+  const network = config.network
+  const tool = network === "host" ? undefined : network === "private" ? "unshare" : "ip"
+  const installed =
+    tool === undefined
+      ? Effect.void
+      : resolveExecutable(tool, process.env.PATH).pipe(
+          Effect.asVoid,
+          Effect.mapError(
+            () =>
+              new InvalidConfig({
+                field: "network",
+                problem: `needs "${tool}", which is not installed (apt-get install util-linux iproute2)`
+              })
+          )
         )
-      )
+  if (typeof network === "string") return installed
+  // `ip netns exec` would fail after the spawn with "Cannot open network namespace".
+  return Effect.zipRight(
+    installed,
+    Effect.flatMap(statOrUndefined(`/run/netns/${network.netns}`), (info) =>
+      info === undefined
+        ? new InvalidConfig({
+            field: "network",
+            problem: `the network namespace "${network.netns}" does not exist (ip netns list); create it with ip netns add ${network.netns}, or use private`
+          })
+        : Effect.void
+    )
+  )
 }
 
 /** A pidfile holding a live pid is refused; a dead pid or garbage is fine. */
@@ -151,6 +167,47 @@ const checkWritable = (field: string, path: string) =>
   })
 
 /**
+ * The socket's group exists (dockerd would exit on a group it cannot find,
+ * with nothing but a log line to say so). A numeric gid is taken as it is.
+ */
+const checkSocketGroup = (group: string | undefined) =>
+  group === undefined || /^\d+$/.test(group)
+    ? Effect.void
+    : Effect.flatMap(
+        Effect.promise(() => readFile("/etc/group", "utf8").catch(() => "")),
+        (groups) =>
+          groups.split("\n").some((line) => line.split(":")[0] === group)
+            ? Effect.void
+            : new InvalidConfig({
+                field: "socketGroup",
+                problem: `there is no group "${group}" on this machine (see /etc/group); create it (groupadd ${group}) or choose another`
+              })
+      )
+
+/** The TLS files of a TCP listener are there and readable. */
+const checkTlsFiles = (config: DockerdConfig) =>
+  Effect.forEach(
+    Object.entries(config.tcp?.tls ?? {}) as ReadonlyArray<[string, string]>,
+    ([name, file]) =>
+      Effect.flatMap(
+        Effect.promise(() =>
+          access(file, constants.R_OK).then(
+            () => undefined,
+            (cause: NodeJS.ErrnoException) => cause.code ?? "EACCES"
+          )
+        ),
+        (error) =>
+          error === undefined
+            ? Effect.void
+            : new InvalidConfig({
+                field: `tcp.tls.${name}`,
+                problem: `cannot read ${file} (${error})`
+              })
+      ),
+    { discard: true }
+  )
+
+/**
  * Runs every preflight check for a local start.
  *
  * @since 0.1.0
@@ -159,6 +216,8 @@ const checkWritable = (field: string, path: string) =>
 export const run = Effect.fn("Preflight.run")(function* (config: DockerdConfig) {
   yield* checkBinary(config)
   yield* checkNetworkTools(config)
+  yield* checkSocketGroup(config.socketGroup)
+  yield* checkTlsFiles(config)
   yield* checkPidfile(config.effectivePidfile)
   yield* checkSocket(config.socket)
   yield* checkWritable("socket directory", Path.dirname(config.socket))

@@ -6,8 +6,10 @@
  *
  * @since 0.1.0
  */
+import { watch } from "node:fs"
 import { stat } from "node:fs/promises"
-import { Clock, Duration, Effect, Option, Schema } from "effect"
+import * as Path from "node:path"
+import { Clock, Duration, Effect, Option, type Redacted, Schema, Stream } from "effect"
 import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
 import { ProbeFailed, type ProbeFailure, ProbeNotYet, ProbeTimedOut } from "./errors.js"
 import { ProcessManager } from "./ProcessManager.js"
@@ -45,6 +47,17 @@ export interface Check {
   /** Its own timeout; when absent the policy's probe timeout applies. */
   readonly timeout: Option.Option<Duration.Duration>
   readonly run: Effect.Effect<unknown, ProbeFailure>
+  /**
+   * Whether each run starts a process (a command probe): the readiness loop
+   * then spaces attempts by the policy's `commandRetry`.
+   */
+  readonly startsProcess: boolean
+  /**
+   * Emits when the check may have turned from failing to passing (the
+   * socket file was created), so the readiness loop can try again at once
+   * instead of at its next turn. Empty when the check cannot tell.
+   */
+  readonly wake: Stream.Stream<void>
 }
 
 /**
@@ -99,13 +112,48 @@ export interface ProbeOptions {
 export const make = (
   name: string,
   run: Effect.Effect<unknown, ProbeFailure>,
-  options: { readonly timeout?: Duration.DurationInput | undefined } = {}
+  options: {
+    readonly timeout?: Duration.DurationInput | undefined
+    readonly startsProcess?: boolean | undefined
+    readonly wake?: Stream.Stream<void> | undefined
+  } = {}
 ): Check => ({
   _tag: "Check",
   name,
   timeout: Option.map(Option.fromNullable(options.timeout), Duration.decode),
-  run
+  run,
+  startsProcess: options.startsProcess ?? false,
+  wake: options.wake ?? Stream.empty
 })
+
+/**
+ * Emits each time an entry named like `path` is created, renamed or removed
+ * in `path`'s directory (inotify on Linux, through `fs.watch`). Ends at once
+ * when the directory cannot be watched (it does not exist, or the watch
+ * limit is reached): the readiness loop then relies on its spacing alone.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fileEvents = (path: string): Stream.Stream<void> =>
+  Stream.asyncScoped<void>((emit) =>
+    Effect.acquireRelease(
+      Effect.sync(() => {
+        const base = Path.basename(path)
+        try {
+          const watcher = watch(Path.dirname(path), { persistent: false }, (_event, name) => {
+            if (name === null || name === base) void emit.single(undefined)
+          })
+          watcher.on("error", () => void emit.end())
+          return watcher
+        } catch {
+          void emit.end()
+          return undefined
+        }
+      }),
+      (watcher) => Effect.sync(() => watcher?.close())
+    )
+  )
 
 /**
  * All of `probes`, in order.
@@ -124,7 +172,8 @@ export const all = (probes: ReadonlyArray<Probe>): All => ({ _tag: "All", probes
 export const firstOf = (probes: ReadonlyArray<Probe>): FirstOf => ({ _tag: "FirstOf", probes })
 
 /**
- * The path exists and is a unix socket.
+ * The path exists and is a unix socket. Wakes the readiness loop when the
+ * file appears (it watches the directory).
  *
  * @since 0.1.0
  * @category constructors
@@ -152,7 +201,7 @@ export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
       ),
       Effect.as(path)
     ),
-    options
+    { timeout: options.timeout, wake: fileEvents(path) }
   )
 }
 
@@ -203,7 +252,8 @@ const NOT_YET_OUTPUT =
  */
 export interface CommandProbeOptions extends ProbeOptions {
   readonly cwd?: string | undefined
-  readonly env?: Readonly<Record<string, string>> | undefined
+  /** Extra environment; `Redacted` values are secrets (see `ExecOptions.env`). */
+  readonly env?: Readonly<Record<string, string | Redacted.Redacted<string>>> | undefined
   /** Grace between SIGTERM and SIGKILL when the probe times out. Default 100ms. */
   readonly killGrace?: Duration.DurationInput | undefined
 }
@@ -252,7 +302,7 @@ export const command = (
             })
       })
     )
-    return make(name, run, options)
+    return make(name, run, { timeout: options.timeout, startsProcess: true })
   })
 
 /**
@@ -263,6 +313,27 @@ export const command = (
  */
 export const names = (probe: Probe): ReadonlyArray<string> =>
   probe._tag === "Check" ? [probe.name] : probe.probes.flatMap(names)
+
+/**
+ * The checks in a probe, in order.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const checks = (probe: Probe): ReadonlyArray<Check> =>
+  probe._tag === "Check" ? [probe] : probe.probes.flatMap(checks)
+
+/**
+ * The wake-ups of every check in a probe, merged.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const wakes = (probe: Probe): Stream.Stream<void> =>
+  Stream.mergeAll(
+    checks(probe).map((check) => check.wake),
+    { concurrency: "unbounded" }
+  )
 
 /**
  * How {@link run} times and reports each check.
@@ -311,7 +382,13 @@ export const run = (
         const success = new ProbeSucceeded({ probe: probe.name, elapsedMs, value: result.right })
         yield* report(success)
         return [success]
-      }).pipe(Effect.withSpan("Probe.check", { attributes: { probe: probe.name } }))
+      }).pipe(
+        // No call-site stack trace: it would be captured on every attempt.
+        Effect.withSpan("Probe.check", {
+          attributes: { probe: probe.name },
+          captureStackTrace: false
+        })
+      )
     }
     case "All":
       return Effect.reduce(probe.probes, [] as ReadonlyArray<ProbeSucceeded>, (done, next) =>

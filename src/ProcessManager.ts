@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import type { Duration, Effect, Scope, Stream } from "effect"
+import type { Duration, Effect, Redacted, Scope, Stream } from "effect"
 import { Context } from "effect"
 import type { BinaryNotFound, SpawnFailed } from "./errors.js"
 import type { OutputChunk } from "./internal/outputBuffer.js"
@@ -33,9 +33,18 @@ export type SignalName = NodeJS.Signals
 export interface ExecOptions {
   /** Working directory of the process. */
   readonly cwd?: string | undefined
-  /** Extra environment variables, added to the manager's own environment. */
-  readonly env?: Readonly<Record<string, string>> | undefined
-  /** Text written to the process's standard input, which is then closed. */
+  /**
+   * Extra environment variables, added to the manager's own environment. A
+   * `Redacted` value is a secret: it is revealed only into the process's
+   * environment and appears in no argv, log, event or error.
+   */
+  readonly env?: Readonly<Record<string, string | Redacted.Redacted<string>>> | undefined
+  /**
+   * Text written to the process's standard input, which is then closed. The
+   * way to hand a secret to a command (`docker login --password-stdin`):
+   * never put one in argv, where every user of the machine can read it.
+   * Managers never log it.
+   */
   readonly stdin?: string | undefined
   /**
    * How long to wait after SIGTERM before SIGKILL when the scope closes.

@@ -1,7 +1,10 @@
 /**
- * `waitUntilReady`: a `Schedule` drives probe attempts, each probe under its
- * own `Effect.timeout`, while a fiber watching the process's exit races the
- * loop. The deadline is hard: no hanging probe keeps it waiting.
+ * `waitUntilReady`: the policy's spacing drives probe attempts, each probe
+ * under its own `Effect.timeout`, while a fiber watching the process's exit
+ * races the loop. Events cut the wait between attempts short: a probe's
+ * wake-up (the socket file appeared) or a line of the process's output that
+ * the policy names (dockerd's `API listen on`). The deadline is hard: no
+ * hanging probe keeps it waiting.
  *
  * @since 0.1.0
  */
@@ -17,6 +20,7 @@ import {
   Schema,
   Stream
 } from "effect"
+import type { OutputChunk } from "./ProcessManager.js"
 import {
   ExitedBeforeReady,
   NotReadyByDeadline,
@@ -151,13 +155,26 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
       })
     )
 
+    const startsProcess = new Set(
+      Probe.checks(probe)
+        .filter((check) => check.startsProcess)
+        .map((check) => check.name)
+    )
+    // Whether the attempt under way ran a check that starts a process, and
+    // how it ended.
+    let ranProcess = false
+    const last1: { outcome: Probe.ProbeOutcome | undefined } = { outcome: undefined }
+
     const attempt = Effect.gen(function* () {
       const n = yield* Ref.updateAndGet(attempts, (count) => count + 1)
       yield* Metric.increment(attemptsTotal)
+      ranProcess = false
       return yield* Probe.run(probe, {
         timeoutFor: (name) => policy.timeoutFor(name),
         onOutcome: (outcome) =>
           Effect.gen(function* () {
+            last1.outcome = outcome
+            if (startsProcess.has(outcome.probe)) ranProcess = true
             yield* Ref.update(last, (results) => new Map(results).set(outcome.probe, outcome))
             const elapsedMs = yield* elapsed
             yield* Effect.logDebug(
@@ -168,11 +185,58 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
       }).pipe(Effect.annotateLogs({ attempt: n }))
     })
 
-    const probing = Effect.sleep(policy.initialDelay).pipe(
-      Effect.zipRight(Effect.retry(attempt, policy.schedule)),
-      // A finite schedule that runs out leaves the deadline to decide.
-      Effect.catchAll(() => Effect.never)
-    )
+    // Wake-ups: the probe's own (the socket file appeared) and the output
+    // lines the policy names. A sliding queue of one: wake-ups that come
+    // while an attempt runs are kept (one is enough), older ones dropped.
+    const wakeUps = yield* Queue.sliding<void>(1)
+    const wake = Queue.offer(wakeUps, undefined)
+    const pattern = policy.wakeOnOutput === undefined ? undefined : new RegExp(policy.wakeOnOutput)
+    // Checks whose wake-ups are being watched now: while such a check says
+    // "not yet", polling it is pointless until it wakes the loop, so the
+    // loop waits for the wake-up, polling only at the slowest spacing as a
+    // safety net. A watch that ends (it could not be set up) ends this.
+    const watched = new Set<string>()
+    const listen = Effect.gen(function* () {
+      if (policy.wakeOnProbeEvents) {
+        for (const check of Probe.checks(probe)) {
+          watched.add(check.name)
+          yield* Stream.runForEach(check.wake, () => wake).pipe(
+            Effect.ensuring(Effect.sync(() => watched.delete(check.name))),
+            Effect.forkScoped
+          )
+        }
+        // Let the watches start before the first attempt looks.
+        yield* Effect.yieldNow()
+      }
+      if (pattern !== undefined) {
+        yield* Stream.runForEach(linesOf(process.output), (line) =>
+          pattern.test(line) ? wake : Effect.void
+        ).pipe(Effect.forkScoped)
+      }
+    })
+
+    const probing = Effect.gen(function* () {
+      yield* listen
+      yield* Effect.sleep(policy.initialDelay)
+      let failed = 0
+      let failedWithProcess = 0
+      for (;;) {
+        // The attempt sees the state as it is now: older wake-ups are moot.
+        yield* Queue.takeAll(wakeUps)
+        last1.outcome = undefined
+        const result = yield* Effect.either(attempt)
+        if (result._tag === "Right") return result.right
+        // (Set by the attempt's callbacks, which the compiler cannot see.)
+        const failure = last1.outcome as Probe.ProbeOutcome | undefined
+        const parked = failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
+        const delay = parked
+          ? policy.slowestDelay
+          : policy.delayAfter(failed, failedWithProcess, ranProcess)
+        failed += 1
+        if (ranProcess) failedWithProcess += 1
+        yield* Effect.raceFirst(Effect.sleep(delay), Queue.take(wakeUps))
+      }
+    }).pipe(Effect.scoped)
 
     const exitError = (status: ExitedBeforeReady["status"]) =>
       Effect.gen(function* () {
@@ -237,6 +301,18 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
   },
   Effect.annotateLogs({ component: "readiness" })
 )
+
+/** Complete lines of a process's output (stdout and stderr each on their own). */
+const linesOf = (output: Stream.Stream<OutputChunk>): Stream.Stream<string> =>
+  Stream.suspend(() => {
+    const partial: Record<OutputChunk["source"], string> = { stdout: "", stderr: "" }
+    return Stream.mapConcat(output, (chunk) => {
+      const parts = (partial[chunk.source] + chunk.text).split("\n")
+      // Keep at most one long line's worth of an unfinished line.
+      partial[chunk.source] = (parts.pop() ?? "").slice(-4096)
+      return parts
+    })
+  })
 
 /**
  * The events of one wait as a Stream, ending with `Ready` or `Failed`.

@@ -1,6 +1,7 @@
 /**
- * How to wait: an initial delay, the retry schedule between attempts, the
- * timeout of each probe and the hard deadline.
+ * How to wait: an initial delay, the spacing between attempts (a slower one
+ * after attempts that start a process), what in the process's output means
+ * "look again now", the timeout of each probe and the hard deadline.
  *
  * @since 0.1.0
  */
@@ -46,6 +47,18 @@ export const RetrySpacing = Schema.Union(FixedInterval, ExponentialBackoff)
  */
 export type RetrySpacing = FixedInterval | ExponentialBackoff
 
+/** The delay before attempt `failed + 1`, after `failed` failed attempts (counting from 0). */
+const delayAfter = (spacing: RetrySpacing, failed: number): Duration.Duration => {
+  switch (spacing._tag) {
+    case "FixedInterval":
+      return spacing.interval
+    case "ExponentialBackoff": {
+      const millis = Duration.toMillis(spacing.initial) * spacing.factor ** failed
+      return Duration.min(Duration.millis(millis), spacing.max)
+    }
+  }
+}
+
 /**
  * A readiness policy. Every duration is encoded as milliseconds.
  *
@@ -59,6 +72,31 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
   initialDelay: Schema.DurationFromMillis,
   /** The spacing between attempts. */
   retry: RetrySpacing,
+  /**
+   * The spacing after an attempt that ran a probe starting a process (a
+   * command probe such as `docker info`), counted over such attempts only;
+   * the next attempt waits for the longer of this and `retry`. A process
+   * costs tens of milliseconds of CPU where a socket or Engine probe costs
+   * well under one, so waiting stays cheap only if processes are started
+   * rarely. Default: the same as `retry`.
+   */
+  commandRetry: Schema.optional(RetrySpacing),
+  /**
+   * A pattern (a regular expression's source) of the process's output lines
+   * after which an attempt starts at once, whatever the spacing says: a line
+   * the process prints when it becomes ready, such as dockerd's `API listen
+   * on` (printed as it starts serving). Probes may wake the loop too (the
+   * socket file appearing). Wake-ups never run attempts side by side.
+   */
+  wakeOnOutput: Schema.optional(Schema.String),
+  /**
+   * Whether probes' own wake-ups start an attempt at once (the socket file
+   * appearing: `Probe.socketFile` watches its directory). While a watched
+   * check says "not yet", the loop then waits for its wake-up and polls only
+   * at the slowest spacing, as a safety net. Without, attempts follow the
+   * spacing alone.
+   */
+  wakeOnProbeEvents: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** The timeout of each probe that has none of its own. */
   probeTimeout: Schema.DurationFromMillis,
   /** Timeouts for named probes (for example `socket`), overriding `probeTimeout`. */
@@ -86,6 +124,25 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
   }
 
   /**
+   * The delay before the next attempt after `failed` failed attempts, of
+   * which `failedCommands` ran a command probe; `ranCommand`: whether the
+   * last one did.
+   */
+  delayAfter(failed: number, failedCommands: number, ranCommand: boolean): Duration.Duration {
+    const cheap = delayAfter(this.retry, failed)
+    if (!ranCommand) return cheap
+    return Duration.max(cheap, delayAfter(this.commandRetry ?? this.retry, failedCommands))
+  }
+
+  /**
+   * The longest delay `retry` ever makes: the pace of polling while the loop
+   * waits for a probe's wake-up (see `wakeOnProbeEvents`).
+   */
+  get slowestDelay(): Duration.Duration {
+    return this.retry._tag === "FixedInterval" ? this.retry.interval : this.retry.max
+  }
+
+  /**
    * The timeout of the probe called `name`.
    */
   timeoutFor(name: string): Duration.Duration {
@@ -102,9 +159,13 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
 
 /**
  * The default: the first attempt at once, then 2 ms growing by half each time
- * up to 100 ms. A ready daemon is found within a few milliseconds; a slow one
- * costs a few cheap probes a second. Engine probes that find the socket wait
- * on the held connection, which the daemon answers the moment it serves.
+ * up to 500 ms; after attempts that run a command (`docker info`), 2 s
+ * doubling up to 10 s. Waiting is driven by events more than by the clock:
+ * the socket file appearing (`Probe.socketFile` watches its directory) and
+ * dockerd's `API listen on` line each start an attempt at once, and Engine
+ * probes that find the socket wait on the held connection, which dockerd
+ * answers the moment it serves. The spacing is the fallback, kept sparse so
+ * a daemon that never gets ready costs well under 1% of a core.
  *
  * @since 0.1.0
  * @category presets
@@ -115,8 +176,15 @@ export const fast: ReadinessPolicy = new ReadinessPolicy({
   retry: new ExponentialBackoff({
     initial: Duration.millis(2),
     factor: 1.5,
-    max: Duration.millis(100)
+    max: Duration.millis(500)
   }),
+  commandRetry: new ExponentialBackoff({
+    initial: Duration.seconds(2),
+    factor: 2,
+    max: Duration.seconds(10)
+  }),
+  wakeOnOutput: "API listen on",
+  wakeOnProbeEvents: true,
   probeTimeout: Duration.seconds(2),
   probeTimeouts: {},
   deadline: Duration.seconds(30)
@@ -124,8 +192,9 @@ export const fast: ReadinessPolicy = new ReadinessPolicy({
 
 /**
  * The seed's timings, kept for comparison: 2 s initial wait, 1 s between
- * attempts, 2 s for the socket check, 3 s for `docker info`, then 30 s of
- * attempts (a 32 s deadline from the spawn).
+ * attempts (command probes included), no wake-ups, 2 s for the socket check,
+ * 3 s for `docker info`, then 30 s of attempts (a 32 s deadline from the
+ * spawn).
  *
  * @since 0.1.0
  * @category presets
@@ -134,6 +203,8 @@ export const seed: ReadinessPolicy = new ReadinessPolicy({
   name: "seed",
   initialDelay: Duration.seconds(2),
   retry: new FixedInterval({ interval: Duration.seconds(1) }),
+  commandRetry: new FixedInterval({ interval: Duration.seconds(1) }),
+  wakeOnProbeEvents: false,
   probeTimeout: Duration.seconds(3),
   probeTimeouts: { socket: Duration.seconds(2) },
   deadline: Duration.seconds(32)

@@ -77,7 +77,11 @@ export interface ProcessScript {
     | { readonly at: Duration.DurationInput; readonly code: number }
     | { readonly at: Duration.DurationInput; readonly signal: SignalName }
     | undefined
-  /** Time from SIGTERM or SIGINT to its exit, or `ignore`. Default: at once. */
+  /**
+   * Time from SIGTERM or SIGINT to its exit, or `ignore`. Default: at once.
+   * As with the kernel, a SIGTERM sent while the process is stopped (SIGSTOP)
+   * waits until it is continued (SIGCONT).
+   */
   readonly onTerm?: Duration.DurationInput | "ignore" | undefined
   /** How probes aimed at it answer, by probe name. Before the first phase: `absent`. */
   readonly probes?: Readonly<Record<string, ReadonlyArray<ProbePhase>>> | undefined
@@ -163,6 +167,8 @@ interface ScriptedProcess {
   readonly exited: Deferred.Deferred<ExitStatus>
   /** `true` while SIGSTOPped. */
   stopped: boolean
+  /** A SIGTERM or SIGINT received while stopped, delivered on SIGCONT. */
+  pendingTerm: SignalName | undefined
   status: ProcessStatus
   signals: Array<SignalName>
 }
@@ -218,10 +224,24 @@ export const make = (
         return Effect.asVoid(Deferred.succeed(proc.exited, status))
       })
 
+    /**
+     * The process ends from `signal` after its reaction time. The delay ends
+     * with the process however it ends, so nothing of it outlives it (the
+     * fiber may be forked from a finalizer, hence `interruptible`).
+     */
+    const terminate = (proc: ScriptedProcess, signal: SignalName, onTerm: Duration.DurationInput) =>
+      finish(proc, new Signaled({ signal })).pipe(
+        Effect.delay(onTerm),
+        Effect.raceFirst(Deferred.await(proc.exited)),
+        Effect.interruptible,
+        Effect.forkDaemon
+      )
+
     const deliver = (proc: ScriptedProcess, signal: SignalName): Effect.Effect<boolean> =>
       Effect.gen(function* () {
         if (proc.status._tag !== "Running") return false
         proc.signals.push(signal)
+        const onTerm = proc.script.onTerm ?? Duration.zero
         switch (signal) {
           case "SIGKILL":
             yield* finish(proc, new Signaled({ signal }))
@@ -229,17 +249,19 @@ export const make = (
           case "SIGSTOP":
             proc.stopped = true
             break
-          case "SIGCONT":
+          case "SIGCONT": {
             proc.stopped = false
+            // A SIGTERM sent while stopped was held by the kernel until now.
+            const pending = proc.pendingTerm
+            proc.pendingTerm = undefined
+            if (pending !== undefined && onTerm !== "ignore") yield* terminate(proc, pending, onTerm)
             break
+          }
           case "SIGTERM":
           case "SIGINT": {
-            const onTerm = proc.script.onTerm ?? Duration.zero
-            if (onTerm === "ignore" || proc.stopped) break
-            yield* finish(proc, new Signaled({ signal })).pipe(
-              Effect.delay(onTerm),
-              Effect.forkDaemon
-            )
+            if (onTerm === "ignore") break
+            if (proc.stopped) proc.pendingTerm ??= signal
+            else yield* terminate(proc, signal, onTerm)
             break
           }
           case "SIGQUIT":
@@ -276,6 +298,7 @@ export const make = (
           script,
           exited: yield* Deferred.make<ExitStatus>(),
           stopped: false,
+          pendingTerm: undefined,
           status: new Running(),
           signals: []
         }

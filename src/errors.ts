@@ -272,6 +272,28 @@ export class DirectoryNotWritable extends Schema.TaggedError<DirectoryNotWritabl
   }
 }
 
+/**
+ * The socket could not be given the mode the configuration asks for, after
+ * the daemon was ready (the daemon is then stopped: a socket wider open than
+ * asked is never left).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SocketModeNotApplied extends Schema.TaggedError<SocketModeNotApplied>()(
+  "SocketModeNotApplied",
+  {
+    socket: Schema.String,
+    /** The mode asked for, in octal (`0660`). */
+    mode: Schema.String,
+    reason: Schema.String
+  }
+) {
+  override get message(): string {
+    return `could not give the socket ${this.socket} the mode ${this.mode} (${this.reason}): run as its owner or root, or choose another --socket-mode`
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Docker daemon: start and supervision
 // ---------------------------------------------------------------------------
@@ -390,6 +412,7 @@ export type StartError =
   | SocketPathIsDirectory
   | SocketInUse
   | DirectoryNotWritable
+  | SocketModeNotApplied
   | SpawnFailed
   | DaemonCrashed
   | DaemonNotReady

@@ -33,3 +33,9 @@ export * as Readiness from "./Readiness.js"
 export * as ReadinessPolicy from "./ReadinessPolicy.js"
 /** @since 0.1.0 */
 export * as Supervisor from "./Supervisor.js"
+/** @since 0.1.0 */
+export * as ContainerProcessManager from "./ContainerProcessManager.js"
+/** @since 0.1.0 */
+export * as Sandbox from "./Sandbox.js"
+/** @since 0.1.0 */
+export * as SandboxDocker from "./SandboxDocker.js"

@@ -45,6 +45,8 @@ export const forError = (tag: string): number => {
   switch (tag) {
     case "InvalidConfig":
     case "InvalidArguments":
+    case "InvalidUsage":
+    case "SocketModeNotApplied":
     case "PidfileInUse":
     case "SocketPathIsDirectory":
     case "SocketInUse":

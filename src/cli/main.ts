@@ -1,30 +1,73 @@
 /**
  * The `sandbox-docker` command line: argument parsing, the runtime, signals
- * and exit codes. Bad arguments print a message and exit 2, never a stack
- * trace; SIGINT or SIGTERM stop the daemon cleanly and exit 0.
+ * and exit codes. The arguments are first turned into a validated plan
+ * ({@link parse}: nothing is started), then the plan is run. Bad arguments
+ * print a message naming the problem and exit 2, never a stack trace;
+ * SIGINT or SIGTERM stop the daemon cleanly and exit 0.
  *
  * @since 0.1.0
  */
 import { Command, ValidationError } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { Cause, Effect, Exit, Fiber, Layer, Logger, LogLevel } from "effect"
+import { Cause, type Console, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option } from "effect"
 import * as LocalProcessManager from "../LocalProcessManager.js"
 import { ExitCode, forError } from "./ExitCode.js"
+import { type CliInputError, InvalidArguments, InvalidUsage } from "./options.js"
 import * as Reporter from "./Reporter.js"
-import { up } from "./up.js"
-import { wait } from "./wait.js"
+import * as Up from "./up.js"
+import * as Wait from "./wait.js"
 
-const root = Command.make("sandbox-docker").pipe(
-  Command.withDescription(
-    "Start a Docker daemon, know the moment it is ready, say exactly why when it is not."
-  ),
-  Command.withSubcommands([up, wait])
-)
+/**
+ * What the command line asks for, validated.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Plan = Up.UpPlan | Wait.WaitPlan
 
-const cli = Command.run(root, { name: "sandbox-docker", version: "0.1.0" })
+/** The command tree, with what each command does with its plan. */
+const rootWith = (handler: (plan: Plan) => Effect.Effect<void>) =>
+  Command.make("sandbox-docker").pipe(
+    Command.withDescription(
+      "Start a Docker daemon, know the moment it is ready, say exactly why when it is not."
+    ),
+    Command.withSubcommands([Up.command(handler), Wait.command(handler)])
+  )
 
 /** Options that take no value. */
-const BOOLEAN_OPTIONS = new Set(["--json", "--help", "-h", "--version", "--wizard"])
+const BOOLEAN_OPTIONS = new Set([
+  "--json",
+  "--help",
+  "-h",
+  "--version",
+  "--wizard",
+  "--insecure-tcp"
+])
+
+/** Options that take a value, of every command. */
+const VALUE_OPTIONS = new Set([
+  "--dockerd",
+  "--socket",
+  "--socket-mode",
+  "--socket-group",
+  "--tcp",
+  "--tls-ca",
+  "--tls-cert",
+  "--tls-key",
+  "--data-root",
+  "--exec-root",
+  "--pidfile",
+  "--profile",
+  "--arg",
+  "--network",
+  "--policy",
+  "--deadline",
+  "--stop-grace",
+  "--restart",
+  "--max-restarts",
+  "--pid",
+  "--completions"
+])
 
 /**
  * Splits `--opt=value` into `--opt value`, as Docker's own CLI accepts both;
@@ -52,6 +95,83 @@ export const normalizeArgv = (argv: ReadonlyArray<string>): ReadonlyArray<string
   }
   return out
 }
+
+/**
+ * A value-taking option at the very end, or with an empty value, has no
+ * value. (The parser would take a repeatable one, `--arg`, as given zero
+ * times, silently.)
+ */
+const missingValue = (argv: ReadonlyArray<string>): InvalidArguments | undefined => {
+  const last = argv.at(-1)
+  if (last !== undefined && VALUE_OPTIONS.has(last)) {
+    return new InvalidArguments({ option: last.slice(2), problem: "needs a value" })
+  }
+  const empty = argv.findIndex((token, i) => VALUE_OPTIONS.has(token) && argv[i + 1] === "")
+  return empty === -1
+    ? undefined
+    : new InvalidArguments({
+        option: (argv[empty] ?? "").slice(2),
+        problem: "needs a value, not an empty string"
+      })
+}
+
+const ANSI = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g")
+
+/** What the parser says about bad arguments, as plain text. */
+const usageProblem = (said: ReadonlyArray<string>, error: ValidationError.ValidationError) => {
+  const text = said.join("\n").replace(ANSI, "").trim()
+  return text.length > 0 ? text : error._tag
+}
+
+/**
+ * Reads `argv` (without `node` and the script) into a validated plan, or
+ * fails with what is wrong with it. Starts nothing, prints only what was
+ * asked for (`--help`, `--version`). `None`: nothing to run (help, version).
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parse = (argv: ReadonlyArray<string>): Effect.Effect<Option.Option<Plan>, CliInputError> =>
+  Effect.gen(function* () {
+    const normalized = normalizeArgv(argv)
+    const missing = missingValue(normalized)
+    if (missing !== undefined) return yield* missing
+    let chosen: Plan | undefined
+    const cli = Command.run(
+      rootWith((plan) =>
+        Effect.sync(() => {
+          chosen = plan
+        })
+      ),
+      { name: "sandbox-docker", version: "0.1.0" }
+    )
+    // The parser prints its complaints on the console's error stream: keep
+    // them for the error instead.
+    const console = yield* Effect.console
+    const said: Array<string> = []
+    const keep = (...args: ReadonlyArray<unknown>) => void said.push(args.map(String).join(" "))
+    const quiet: Console.Console = {
+      ...console,
+      error: (...args) => Effect.sync(() => keep(...args)),
+      unsafe: { ...console.unsafe, error: keep }
+    }
+    yield* cli(["node", "sandbox-docker", ...normalized]).pipe(
+      Effect.withConsole(quiet),
+      Effect.catchIf(ValidationError.isValidationError, (error) =>
+        Effect.fail(new InvalidUsage({ problem: usageProblem(said, error) }))
+      ),
+      Effect.provide(NodeContext.layer)
+    )
+    return Option.fromNullable(chosen)
+  })
+
+/**
+ * Runs a validated plan.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const execute = (plan: Plan) => (plan._tag === "Up" ? Up.execute(plan) : Wait.execute(plan))
 
 const isJson = (argv: ReadonlyArray<string>) => argv.includes("--json")
 
@@ -81,7 +201,8 @@ const logLevel = (): LogLevel.LogLevel => {
  */
 export const main = (argv: ReadonlyArray<string>): Promise<number> => {
   const reporter = Reporter.make({ json: isJson(argv) })
-  const program = cli(["node", "sandbox-docker", ...normalizeArgv(argv)]).pipe(
+  const program = parse(argv).pipe(
+    Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: execute })),
     Effect.provide(Layer.mergeAll(NodeContext.layer, LocalProcessManager.layer)),
     Logger.withMinimumLogLevel(logLevel()),
     Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withLeveledConsole(Logger.logfmtLogger)))

@@ -24,6 +24,111 @@ export class InvalidArguments extends Schema.TaggedError<InvalidArguments>()("In
 }
 
 /**
+ * Arguments the command line parser could not read (an unknown option, a
+ * missing value, no subcommand). The problem says which.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidUsage extends Schema.TaggedError<InvalidUsage>()("InvalidUsage", {
+  problem: Schema.String
+}) {
+  override get message(): string {
+    return `${this.problem} (see sandbox-docker --help)`
+  }
+}
+
+/**
+ * Every way the command line can be refused before anything starts.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type CliInputError = InvalidArguments | InvalidUsage
+
+/**
+ * An optional text option.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const text = (name: string, pseudo: string, description: string) =>
+  Options.text(name).pipe(
+    Options.withPseudoName(pseudo),
+    Options.withDescription(description),
+    Options.optional
+  )
+
+/**
+ * An option with a fixed set of values. Read as text and checked by
+ * {@link decodeChoice}, so that a wrong value is refused naming the option.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const choice = (name: string, values: ReadonlyArray<string>, description: string) =>
+  text(name, values.join("|"), description)
+
+/**
+ * The value of a {@link choice} option, or its default.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const decodeChoice = <const A extends string>(
+  name: string,
+  values: ReadonlyArray<A>,
+  value: Option.Option<string>,
+  fallback: A
+): Effect.Effect<A, InvalidArguments> =>
+  Option.match(value, {
+    onNone: () => Effect.succeed(fallback),
+    onSome: (given) =>
+      values.includes(given as A)
+        ? Effect.succeed(given as A)
+        : Effect.fail(
+            new InvalidArguments({
+              option: name,
+              problem: `${JSON.stringify(given)} is not one of ${values.join(", ")}`
+            })
+          )
+  })
+
+/**
+ * A whole number option, read as text and checked by {@link decodeWhole}.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const whole = (name: string, description: string) => text(name, "N", description)
+
+/**
+ * The value of a {@link whole} option: decimal digits, from `min` to `max`.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const decodeWhole = (
+  name: string,
+  value: Option.Option<string>,
+  range: { readonly min: number; readonly max: number }
+): Effect.Effect<Option.Option<number>, InvalidArguments> =>
+  Option.match(value, {
+    onNone: () => Effect.succeed(Option.none()),
+    onSome: (given) => {
+      const number = /^\d{1,10}$/.test(given) ? Number(given) : Number.NaN
+      return number >= range.min && number <= range.max
+        ? Effect.succeed(Option.some(number))
+        : Effect.fail(
+            new InvalidArguments({
+              option: name,
+              problem: `${JSON.stringify(given)} is not a whole number from ${range.min} to ${range.max}`
+            })
+          )
+    }
+  })
+
+/**
  * A duration option, written the way Docker writes them (`500ms`, `30s`, `2m`).
  *
  * @since 0.1.0
@@ -71,9 +176,10 @@ export const json = Options.boolean("json").pipe(
  * @since 0.1.0
  * @category options
  */
-export const policy = Options.choice("policy", ["fast", "seed"]).pipe(
-  Options.withDefault("fast" as const),
-  Options.withDescription("readiness policy: fast (default) or seed (the original timings, for comparison)")
+export const policy = choice(
+  "policy",
+  ["fast", "seed"],
+  "readiness policy: fast (default) or seed (the original timings, for comparison)"
 )
 
 /**
@@ -94,17 +200,18 @@ export const deadline = duration(
  * @category options
  */
 export const readinessPolicy = (
-  name: "fast" | "seed",
+  policyOption: Option.Option<string>,
   deadlineOption: Option.Option<string>
 ): Effect.Effect<ReadinessPolicy, InvalidArguments> =>
-  Effect.map(decodeDuration("deadline", deadlineOption), (parsed) =>
-    Option.match(parsed, {
+  Effect.gen(function* () {
+    const name = yield* decodeChoice("policy", ["fast", "seed"], policyOption, "fast")
+    const parsed = yield* decodeDuration("deadline", deadlineOption)
+    const chosen = Option.match(parsed, {
       onNone: () => presets[name],
       onSome: (limit) => presets[name].withDeadline(limit)
     })
-  ).pipe(
-    Effect.filterOrFail(
-      (chosen) => Duration.greaterThan(chosen.deadline, Duration.zero),
-      () => new InvalidArguments({ option: "deadline", problem: "must be longer than 0s" })
-    )
-  )
+    if (Duration.lessThan(chosen.deadline, Duration.millis(1))) {
+      return yield* new InvalidArguments({ option: "deadline", problem: "must be at least 1ms" })
+    }
+    return chosen
+  })

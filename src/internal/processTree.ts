@@ -8,7 +8,21 @@ import { readdir, readFile } from "node:fs/promises"
 import { Effect } from "effect"
 import { isAlive } from "../Preflight.js"
 
-/** Pids of processes whose command line mentions `needle`. */
+/**
+ * Whether `arg` mentions the path `path` itself or something below it:
+ * `/run/d1` is in `--exec-root=/run/d1` and `/run/d1/containerd.sock`, not in
+ * `/run/d10` (another daemon's).
+ */
+export const mentionsPath = (arg: string, path: string): boolean => {
+  const root = path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path
+  for (let at = arg.indexOf(root); at !== -1; at = arg.indexOf(root, at + 1)) {
+    const next = arg[at + root.length]
+    if (next === undefined || next === "/") return true
+  }
+  return false
+}
+
+/** Pids of processes whose command line mentions the path `needle` (or below it). */
 export const pidsMentioning = (needle: string): Effect.Effect<ReadonlyArray<number>> =>
   Effect.promise(async () => {
     const entries = await readdir("/proc").catch(() => [] as Array<string>)
@@ -18,7 +32,7 @@ export const pidsMentioning = (needle: string): Effect.Effect<ReadonlyArray<numb
         const pid = Number(entry)
         if (!Number.isInteger(pid) || pid === process.pid) return
         const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")
-        if (cmdline.split("\0").some((arg) => arg.includes(needle))) found.push(pid)
+        if (cmdline.split("\0").some((arg) => mentionsPath(arg, needle))) found.push(pid)
       })
     )
     return found
@@ -30,6 +44,35 @@ export const readPidfile = (path: string): Effect.Effect<number | undefined> =>
     const text = (await readFile(path, "utf8").catch(() => "")).trim()
     const pid = Number.parseInt(text, 10)
     return Number.isSafeInteger(pid) && pid > 0 && String(pid) === text ? pid : undefined
+  })
+
+/**
+ * A mount in this process's mount namespace: its id (first field of
+ * `/proc/self/mountinfo`, unique while it is mounted) and where it is.
+ */
+export interface MountEntry {
+  readonly id: number
+  readonly point: string
+}
+
+/**
+ * Mounts at or below `root`, the ones to undo first first: deepest path
+ * first, and of mounts stacked on one path the last one mounted (the top).
+ */
+export const mountEntriesUnder = (root: string): Effect.Effect<ReadonlyArray<MountEntry>> =>
+  Effect.promise(async () => {
+    const table = await readFile("/proc/self/mountinfo", "utf8").catch(() => "")
+    const prefix = root.endsWith("/") ? root : root + "/"
+    return table
+      .split("\n")
+      .map((line, order) => {
+        const fields = line.split(" ")
+        const point = (fields[4] ?? "").replace(/\\040/g, " ")
+        return { id: Number(fields[0]), point, order }
+      })
+      .filter(({ point }) => point !== "" && (point === root || point.startsWith(prefix)))
+      .sort((a, b) => b.point.length - a.point.length || b.order - a.order)
+      .map(({ id, point }) => ({ id, point }))
   })
 
 /** Mount points at or below `root`, deepest first. */

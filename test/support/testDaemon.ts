@@ -14,13 +14,14 @@
  * skipped only when dockerd is not installed.
  */
 import { accessSync, constants } from "node:fs"
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises"
+import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Effect, Schema, type Scope } from "effect"
 import * as DockerEngine from "../../src/DockerEngine.js"
 import type { BinaryNotFound, ReadinessError, SpawnFailed } from "../../src/errors.js"
+import { resolveExecutable } from "../../src/internal/executable.js"
 import { awaitGone, mountsUnder, pidsMentioning } from "../../src/internal/processTree.js"
 import * as LocalProcessManager from "../../src/LocalProcessManager.js"
 import * as Probe from "../../src/Probe.js"
@@ -136,17 +137,16 @@ export const start = (
     const dir = yield* ownedDir
     const socket = Path.join(dir, "docker.sock")
     const configFile = Path.join(dir, "daemon.json")
-    yield* Effect.promise(async () => {
-      await mkdir(Path.join(dir, "data"))
-      await writeFile(configFile, JSON.stringify(options.config ?? {}))
-    })
+    yield* Effect.promise(() => writeFile(configFile, JSON.stringify(options.config ?? {})))
+    // Resolved here so a missing dockerd is BinaryNotFound, not unshare's exit 127.
+    const dockerd = yield* resolveExecutable("dockerd", process.env.PATH)
     const manager = yield* Effect.provide(ProcessManager, LocalProcessManager.layer)
-    const process = yield* manager.exec(
+    const daemon = yield* manager.exec(
       [
         "unshare",
         "--net",
         "--",
-        "dockerd",
+        dockerd,
         `--host=unix://${socket}`,
         `--data-root=${Path.join(dir, "data")}`,
         `--exec-root=${Path.join(dir, "exec")}`,
@@ -163,11 +163,11 @@ export const start = (
     )
     const engine = yield* DockerEngine.make(socket)
     yield* Readiness.waitUntilReady(
-      process,
+      daemon,
       Probe.all([Probe.enginePing(engine), Probe.engineInfo(engine)]),
       policy
     )
-    return { dir, socket, host: `unix://${socket}`, engine, process }
+    return { dir, socket, host: `unix://${socket}`, engine, process: daemon }
   })
 
 /**

@@ -1,0 +1,393 @@
+/**
+ * `npm run bench`: readiness as a latency business, measured honestly and
+ * side by side in one run on one machine.
+ *
+ *   tsx bench/main.ts [--quick] [--runs N] [--crash-runs N] [--hang-runs N]
+ *                     [--hang-deadline MS] [--cost-seconds S] [--scale N]
+ *                     [--scale-seconds S] [--only SECTION,...] [--out DIR]
+ *
+ * Sections: ttr (time to ready), crash, hang, cost, scale. Prints the tables
+ * (markdown) and the goals, writes the raw results as JSON and the
+ * time-to-ready chart as SVG into bench/results/ (or --out). Every real
+ * dockerd is isolated like the tests' (own temp dir with socket, data-root,
+ * exec-root, pidfile; own network namespace) and stopped before the next.
+ */
+import { execFileSync } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import { timeToReadySvg } from "./lib/chart.js"
+import { killHelpers, leaks, machineLoad } from "./lib/helpers.js"
+import { fmt, round } from "./lib/stats.js"
+import * as Cost from "./sections/cost.js"
+import * as Crash from "./sections/crash.js"
+import * as Hang from "./sections/hang.js"
+import * as Scale from "./sections/scale.js"
+import * as TimeToReady from "./sections/timeToReady.js"
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    runs: { type: "string" },
+    "crash-runs": { type: "string" },
+    "hang-runs": { type: "string" },
+    "hang-deadline": { type: "string" },
+    "cost-seconds": { type: "string" },
+    scale: { type: "string" },
+    "scale-seconds": { type: "string" },
+    only: { type: "string" },
+    out: { type: "string" }
+  }
+})
+
+const quick = flags.quick ?? false
+const number = (value: string | undefined, full: number, fast: number) =>
+  value === undefined ? (quick ? fast : full) : Number(value)
+const options = {
+  quick,
+  runs: number(flags.runs, 20, 3),
+  crashRuns: number(flags["crash-runs"], 10, 2),
+  hangRuns: number(flags["hang-runs"], 5, 1),
+  hangDeadlineMs: number(flags["hang-deadline"], 2000, 1000),
+  costSeconds: number(flags["cost-seconds"], 30, 5),
+  scale: number(flags.scale, 1000, 1000),
+  scaleSeconds: number(flags["scale-seconds"], 8, 6)
+}
+const sections = new Set((flags.only ?? "ttr,crash,hang,cost,scale").split(","))
+const outDir = flags.out ?? fileURLToPath(new URL("./results/", import.meta.url))
+
+process.on("SIGINT", () => {
+  killHelpers()
+  process.exit(130)
+})
+process.on("exit", killHelpers)
+
+const log = (line: string) => console.log(line)
+const versionOf = (argv: ReadonlyArray<string>) => {
+  try {
+    return execFileSync(argv[0] as string, argv.slice(1), { encoding: "utf8" }).trim()
+  } catch {
+    return "unknown"
+  }
+}
+
+const meta = {
+  startedAt: new Date().toISOString(),
+  options,
+  node: process.version,
+  dockerd: versionOf(["dockerd", "--version"]),
+  docker: versionOf(["docker", "--version"]),
+  kernel: Os.release(),
+  cpus: Os.cpus().length,
+  loadBefore: machineLoad().load1,
+  loadAfter: Number.NaN
+}
+
+log(
+  `sandbox-docker bench${quick ? " (quick)" : ""}: ${meta.cpus} CPUs, load ${meta.loadBefore}, ${meta.dockerd}, node ${meta.node}`
+)
+
+const results: Record<string, unknown> = { meta }
+let ttr: Awaited<ReturnType<typeof TimeToReady.run>> | undefined
+let crash: Awaited<ReturnType<typeof Crash.run>> | undefined
+let hang: Awaited<ReturnType<typeof Hang.run>> | undefined
+let cost: Awaited<ReturnType<typeof Cost.run>> | undefined
+let scale: Awaited<ReturnType<typeof Scale.run>> | undefined
+
+if (sections.has("ttr")) {
+  log(`\n1. time to ready: ${options.runs} runs of each policy, each beside the oracle`)
+  ttr = results.timeToReady = await TimeToReady.run(options.runs, log)
+}
+if (sections.has("crash")) {
+  log(
+    `\n2. crash detection: ${options.crashRuns} kills before and ${options.crashRuns} after ready`
+  )
+  crash = results.crash = await Crash.run(options.crashRuns, log)
+}
+if (sections.has("hang")) {
+  log(`\n3. hang bound: deadline ${options.hangDeadlineMs} ms`)
+  hang = results.hang = await Hang.run(options.hangRuns, options.hangDeadlineMs, log)
+}
+if (sections.has("cost")) {
+  log(`\n4. cost of waiting: ${options.costSeconds} s waits, side by side`)
+  cost = results.cost = await Cost.run(options.costSeconds, log)
+}
+if (sections.has("scale")) {
+  log(`\n5. scale: ${options.scale} daemons for ${options.scaleSeconds} s`)
+  scale = results.scale = await Scale.run(options.scale, options.scaleSeconds, log)
+}
+meta.loadAfter = machineLoad().load1
+
+// ---------------------------------------------------------------- tables
+
+const lines: Array<string> = []
+const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>) => {
+  lines.push(`| ${header.join(" | ")} |`, `| ${header.map(() => "---").join(" | ")} |`)
+  for (const row of rows) lines.push(`| ${row.join(" | ")} |`)
+  lines.push("")
+}
+const ms = (value: number) => fmt(value, 1)
+const signed = (value: number) =>
+  Number.isFinite(value) ? `${value >= 0 ? "+" : ""}${value.toFixed(1)}` : "—"
+const goals: Array<{ goal: string; measured: string; met: boolean }> = []
+/** `value <= limit`, and false for a missing value (NaN turns into null in JSON). */
+const within = (value: number | null, limit: number) =>
+  typeof value === "number" && Number.isFinite(value) && value <= limit
+
+if (ttr !== undefined) {
+  const s = ttr.summary
+  lines.push(`### Time to ready (real dockerd, ${ttr.rounds} runs per policy)`, "")
+  table(
+    [
+      "policy",
+      "runs",
+      "p50 ms",
+      "p90 ms",
+      "p50 − oracle",
+      "p90 − oracle",
+      "p50 ÷ oracle",
+      "p90 ÷ oracle"
+    ],
+    [
+      [
+        "oracle: `/_ping` every 2 ms",
+        String(s.oracle.n),
+        ms(s.oracle.p50),
+        ms(s.oracle.p90),
+        "0",
+        "0",
+        "1.00",
+        "1.00"
+      ],
+      ...s.policies.map((p) => [
+        p.policy === "fast" ? "**fast** (default)" : p.policy,
+        `${p.runs}${p.failures > 0 ? ` (${p.failures} failed)` : ""}`,
+        ms(p.ready.p50),
+        ms(p.ready.p90),
+        signed(p.minusOracle.p50),
+        signed(p.minusOracle.p90),
+        fmt(p.ratioP50, 2),
+        fmt(p.ratioP90, 2)
+      ])
+    ]
+  )
+  const fast = s.policies.find((p) => p.policy === "fast")
+  if (fast !== undefined) {
+    lines.push(
+      `Where fast's time goes, run by run (p50 / p90 ms): its own \`/_ping\` answered ${signed(fast.pingMinusOracle.p50)} / ${signed(fast.pingMinusOracle.p90)} after the oracle's; the daemon then takes ${ms(fast.infoAfterPing.p50)} / ${ms(fast.infoAfterPing.p90)} to answer \`/info\`; ready comes ${signed(fast.minusOracleInfo.p50)} / ${signed(fast.minusOracleInfo.p90)} after the oracle's own \`/info\` (sent at its first ping OK).`,
+      ""
+    )
+    goals.push({
+      goal: "median time to ready within 5 ms of the oracle (`/_ping`)",
+      measured: `${signed(fast.minusOracle.p50)} ms`,
+      met: within(fast.minusOracle.p50, 5)
+    })
+    goals.push({
+      goal: "… of the oracle's `/info` (the full readiness check)",
+      measured: `${signed(fast.minusOracleInfo.p50)} ms`,
+      met: within(fast.minusOracleInfo.p50, 5)
+    })
+  }
+}
+
+if (crash !== undefined) {
+  const s = crash.summary
+  lines.push("### Crash detection (real dockerd, SIGKILL at a random moment)", "")
+  const row = (label: string, p: typeof s.beforeReady) => [
+    label,
+    String(p.runs),
+    ms(p.detect.p50),
+    ms(p.detect.p90),
+    ms(p.detect.max),
+    ms(p.killToDead.p50),
+    ms(p.deadToError.p50),
+    ms(p.seedPoll.p50),
+    ms(p.seedPoll.p90)
+  ]
+  table(
+    [
+      "killed",
+      "runs",
+      "kill → typed error p50",
+      "p90",
+      "max",
+      "kill → dead (kernel) p50",
+      "dead → error p50",
+      "1 s polling p50",
+      "1 s polling p90"
+    ],
+    [
+      row(`before ready → \`${s.beforeReady.errors.join(", ")}\``, s.beforeReady),
+      row(`after ready → \`${s.afterReady.errors.join(", ")}\``, s.afterReady)
+    ]
+  )
+  goals.push({
+    goal: "crash detected within 10 ms (p50, kill → typed error)",
+    measured: `${ms(s.all.detect.p50)} ms (p90 ${ms(s.all.detect.p90)}; after the kernel: ${ms(s.all.deadToError.p50)})`,
+    met: within(s.all.detect.p50, 10)
+  })
+}
+
+if (hang !== undefined) {
+  const s = hang.summary
+  lines.push(
+    `### Hang bound (accepts connections, never answers; deadline ${hang.deadlineMs} ms)`,
+    ""
+  )
+  const row = (label: string, p: typeof s.standIn) => [
+    label,
+    String(p.runs),
+    ms(p.overrun.p50),
+    ms(p.overrun.max),
+    ms(p.callToError.p50)
+  ]
+  table(
+    ["daemon", "runs", "overrun p50 ms", "overrun max ms", "call → error p50 ms (with preflight)"],
+    [
+      row("stand-in that never answers", s.standIn),
+      row("real dockerd, SIGSTOPped at its socket", s.realSigstop)
+    ]
+  )
+  goals.push({
+    goal: "deadline overrun at most 50 ms (max)",
+    measured: `${ms(s.all.overrun.max)} ms`,
+    met: within(s.all.overrun.max, 50)
+  })
+}
+
+if (cost !== undefined) {
+  lines.push(`### Cost of waiting (${cost.seconds} s for a daemon that never gets ready)`, "")
+  table(
+    [
+      "probes",
+      "never ready because",
+      "policy",
+      "% of one core",
+      "supervisor CPU ms",
+      "probe processes CPU ms",
+      "attempts"
+    ],
+    cost.runs.map((r) => [
+      r.probe === "none"
+        ? "none (idle process)"
+        : r.probe === "engine"
+          ? "Engine API"
+          : "`docker info`",
+      r.scenario === "absent" ? "no socket" : "socket never answers",
+      r.policy,
+      fmt(r.percentOfCore, 2),
+      fmt(r.selfMs, 0),
+      fmt(r.childrenMs, 0),
+      String(r.attempts)
+    ])
+  )
+  const worst = (probe: string) =>
+    Math.max(
+      ...cost!.runs
+        .filter((r) => r.probe === probe && r.policy === "fast")
+        .map((r) => r.percentOfCore)
+    )
+  goals.push({
+    goal: "waiting costs at most 1% of one core (fast, Engine probes, worst case)",
+    measured: `${fmt(worst("engine"), 2)}%`,
+    met: within(worst("engine"), 1)
+  })
+  goals.push({
+    goal: "… with `docker info` probes",
+    measured: `${fmt(worst("docker-info"), 2)}%`,
+    met: within(worst("docker-info"), 1)
+  })
+}
+
+if (scale !== undefined) {
+  const s = scale.summary
+  lines.push(`### Scale (${s.daemons} fake daemons, one supervising process, ${s.seconds} s)`, "")
+  table(
+    [
+      "daemons",
+      "ready",
+      "died before / after ready",
+      "peak RSS MB",
+      "RSS before MB",
+      "peak heap MB",
+      "overhead p50 ms",
+      "overhead p99 ms",
+      "death seen p50 / p99 ms",
+      "events/s"
+    ],
+    [
+      [
+        String(s.daemons),
+        String(s.ready),
+        `${s.diedBeforeReady} / ${s.diedAfterReady}`,
+        fmt(s.peakRssMb),
+        fmt(s.baselineRssMb),
+        fmt(s.peakHeapMb),
+        ms(s.overheadMs.p50),
+        ms(s.overheadMs.p99),
+        `${ms(s.deathDetectionMs.p50)} / ${ms(s.deathDetectionMs.p99)}`,
+        String(s.eventsPerSecond)
+      ]
+    ]
+  )
+  goals.push({
+    goal: `${s.daemons} daemons in at most 200 MB RSS`,
+    measured: `${fmt(s.peakRssMb)} MB`,
+    met: within(s.peakRssMb, 200)
+  })
+  goals.push({
+    goal: "… with p99 readiness overhead at most 20 ms",
+    measured: `${ms(s.overheadMs.p99)} ms`,
+    met: within(s.overheadMs.p99, 20)
+  })
+}
+
+if (goals.length > 0) {
+  lines.push("### Goals", "")
+  table(
+    ["goal", "measured", "met"],
+    goals.map((g) => [g.goal, g.measured, g.met ? "yes" : "**no**"])
+  )
+}
+lines.push(
+  `Machine: ${meta.cpus} CPUs, load average ${round(meta.loadBefore, 2)} before, ${round(meta.loadAfter, 2)} after; ${meta.dockerd}; node ${meta.node}; kernel ${meta.kernel}.`
+)
+
+log("\n" + lines.join("\n"))
+results.goals = goals
+results.table = lines.join("\n")
+results.leaks = leaks
+
+mkdirSync(outDir, { recursive: true })
+const stamp = meta.startedAt.replace(/[:.]/g, "-")
+const jsonFile = Path.join(outDir, `bench-${stamp}${quick ? "-quick" : ""}.json`)
+writeFileSync(jsonFile, JSON.stringify(results, null, 2) + "\n")
+writeFileSync(Path.join(outDir, "latest.json"), JSON.stringify(results, null, 2) + "\n")
+log(`\nraw results: ${jsonFile}`)
+if (ttr !== undefined) {
+  const runs = ttr.runs
+  const values = (pick: (run: TimeToReady.TimeToReadyRun) => number | null, policy?: string) =>
+    runs
+      .filter((run) => policy === undefined || run.policy === policy)
+      .map(pick)
+      .filter((v): v is number => v !== null)
+  const svg = timeToReadySvg(
+    [
+      { label: "oracle (/_ping, 2 ms)", values: values((r) => r.oracleMs), color: "#555555" },
+      { label: "fast (default)", values: values((r) => r.readyMs, "fast"), color: "#1f77b4" },
+      { label: "fixed 1 s", values: values((r) => r.readyMs, "fixed-1s"), color: "#ff7f0e" },
+      { label: "seed", values: values((r) => r.readyMs, "seed"), color: "#d62728" }
+    ],
+    "Time to ready: real dockerd 20.10, one run per dot",
+    `${ttr.rounds} runs per policy, each beside the oracle; ${meta.cpus} CPUs, load ${round(meta.loadBefore, 1)}; ${meta.startedAt.slice(0, 10)}`
+  )
+  const svgFile = Path.join(outDir, "time-to-ready.svg")
+  writeFileSync(svgFile, svg)
+  log(`chart: ${svgFile}`)
+}
+if (leaks.length > 0) {
+  log(`\nprocesses were left behind: ${JSON.stringify(leaks)}`)
+  process.exitCode = 1
+}

@@ -1,0 +1,271 @@
+/**
+ * The scale measurement, run as a process of its own (sections/scale.ts
+ * bundles this file with esbuild and runs it with plain `node`, so the
+ * memory measured is the library's, not the TypeScript loader's).
+ *
+ *   node scaleWorker.mjs COUNT SECONDS FAKE_HOST_PATH
+ *
+ * Prints one JSON line: the summary.
+ *
+ * 1,000 daemons supervised at once by this one process.
+ *
+ * The daemons are fakes hosted by two helper processes
+ * (bench/fixtures/fake-host.mjs), so that they neither share this process's
+ * event loop nor count in its memory. Each fake behaves like dockerd as
+ * measured: its socket appears at a random moment in the first 2 s, it holds
+ * the connections it accepts for 80 ms to 1 s, then serves. 10% die while
+ * starting, 20% die 0.5-3 s after they serve; the rest live to the end.
+ *
+ * Here each fake gets what a real daemon gets: its own Engine client, the
+ * probes `Dockerd.start` uses (socket file, `/_ping`, `/info`) under
+ * `waitUntilReady` with the fast policy, then `Supervisor.supervise` with the
+ * default liveness (a `/_ping` every second). The ProcessHandle of a fake is
+ * minimal: this process plays the process manager, and a fake's "die" line
+ * from its host is its exit.
+ *
+ * Measured: RSS and heap (sampled every 50 ms, peak), readiness overhead
+ * (detected − the moment the fake started serving, on one clock), death
+ * detection (typed error − the moment the fake died), events per second.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import * as Path from "node:path"
+import { Deferred, Duration, Effect, Either, Logger, LogLevel, Stream } from "effect"
+import type * as Dockerd from "../src/Dockerd.js"
+import * as DockerdConfig from "../src/DockerdConfig.js"
+import * as DockerEngine from "../src/DockerEngine.js"
+import * as Probe from "../src/Probe.js"
+import type { ProcessHandle } from "../src/ProcessManager.js"
+import { type ExitStatus, Running, Signaled } from "../src/ProcessStatus.js"
+import * as Readiness from "../src/Readiness.js"
+import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
+import * as Supervisor from "../src/Supervisor.js"
+import { now, sleep } from "./lib/clock.js"
+import { killHelpers, onLines, startHelper, uniform } from "./lib/helpers.js"
+import { round, summarize } from "./lib/stats.js"
+
+const HOSTS = 2
+
+interface Plan {
+  readonly socket: string
+  readonly listenAt: number
+  readonly serveAt: number
+  readonly dieAt: number | null
+}
+
+/** A ProcessHandle for a fake: this process learns of its exit from its host. */
+const fakeHandle = (pid: number, exited: Deferred.Deferred<ExitStatus>): ProcessHandle => ({
+  pid,
+  argv: ["fake-dockerd", String(pid)],
+  status: Effect.map(Deferred.poll(exited), (done) =>
+    done._tag === "None" ? new Running() : new Signaled({ signal: "SIGKILL" })
+  ),
+  awaitExit: Deferred.await(exited),
+  output: Stream.empty,
+  logTail: Effect.succeed([]),
+  signal: () => Effect.succeed(false)
+})
+
+/** This process's open file limit (soft/hard). Node raises the soft one to the hard one. */
+const openFileLimit = (): string => {
+  const limits = readFileSync("/proc/self/limits", "utf8")
+  return /Max open files\s+(\S+)\s+(\S+)/.exec(limits)?.slice(1).join("/") ?? "unknown"
+}
+
+/** What happened to one fake. */
+interface Outcome {
+  readonly readyAt: number | null
+  readonly servedAt: number | null
+  readonly diedAt: number | null
+  readonly detectedDeathAt: number | null
+  readonly error: string | null
+}
+
+/** Runs `count` fakes for `seconds` seconds. */
+const run = async (count: number, seconds: number, fakeHost: string) => {
+  const root = mkdtempSync("/tmp/sdb-scale-")
+  const start = now() + 1500
+  const plans: Array<Plan> = Array.from({ length: count }, (_, i) => {
+    const dir = Path.join(root, String(i))
+    mkdirSync(dir)
+    const listenAt = start + uniform(0, 2000)
+    const serveAt = listenAt + uniform(80, 1000)
+    const fate = Math.random()
+    const dieAt =
+      fate < 0.1 ? uniform(start, serveAt) : fate < 0.3 ? serveAt + uniform(500, 3000) : null
+    return { socket: Path.join(dir, "docker.sock"), listenAt, serveAt, dieAt }
+  })
+
+  // Hosts: each gets every HOSTS-th fake.
+  const served = new Map<number, number>()
+  const died = new Map<number, number>()
+  const exits = await Effect.runPromise(Effect.forEach(plans, () => Deferred.make<ExitStatus>()))
+  const hosts = await Promise.all(
+    Array.from({ length: HOSTS }, (_, h) => {
+      const mine = plans.map((plan, i) => ({ plan, i })).filter(({ i }) => i % HOSTS === h)
+      const planFile = Path.join(root, `plan-${h}.json`)
+      writeFileSync(planFile, JSON.stringify(mine.map(({ plan }) => plan)))
+      const child = startHelper([process.execPath, fakeHost, planFile], {
+        stdin: "pipe"
+      })
+      return new Promise<typeof child>((resolve) =>
+        onLines(child, (line) => {
+          if (line === '"started"') return resolve(child)
+          const fact = JSON.parse(line) as { i: number; e: "serve" | "die"; at: number }
+          const index = mine[fact.i]?.i
+          if (index === undefined) return
+          if (fact.e === "serve") served.set(index, fact.at)
+          else {
+            died.set(index, fact.at)
+            const exit = exits[index]
+            if (exit !== undefined)
+              Effect.runSync(Deferred.succeed(exit, new Signaled({ signal: "SIGKILL" })))
+          }
+        })
+      )
+    })
+  )
+
+  const readyTimes: Array<number | undefined> = []
+  let events = 0
+  const count1 = () =>
+    Effect.sync(() => {
+      events += 1
+    })
+  const policy = ReadinessPolicy.fast.withDeadline(Duration.seconds(seconds))
+
+  const one = (i: number, plan: Plan) =>
+    Effect.gen(function* () {
+      const exit = exits[i] as Deferred.Deferred<ExitStatus>
+      const handle = fakeHandle(100_000 + i, exit)
+      const engine = yield* DockerEngine.make(plan.socket)
+      const probe = Probe.all([
+        Probe.socketFile(plan.socket),
+        Probe.enginePing(engine),
+        Probe.engineInfo(engine)
+      ])
+      const ready = yield* Effect.either(
+        Readiness.waitUntilReady(handle, probe, policy, { onEvent: count1 })
+      )
+      if (Either.isLeft(ready)) {
+        return { readyAt: null, error: ready.left._tag, detectedDeathAt: now() }
+      }
+      const readyAt = now()
+      readyTimes[i] = readyAt
+      const config = yield* DockerdConfig.decode({ socket: plan.socket })
+      const daemon: Dockerd.DockerDaemon = {
+        pid: handle.pid,
+        socket: plan.socket,
+        config,
+        serverVersion: "fake-1.0",
+        apiVersion: "1.41",
+        storageDriver: "vfs",
+        timeToReadyMs: ready.right.elapsedMs,
+        report: ready.right,
+        process: handle,
+        awaitExit: handle.awaitExit,
+        liveness: Probe.enginePing(engine, { name: "liveness" }),
+        location: "local"
+      }
+      const supervised = yield* Effect.either(
+        Supervisor.supervise(daemon, Supervisor.defaultLiveness, { onEvent: count1 })
+      )
+      return {
+        readyAt,
+        error: Either.isLeft(supervised) ? supervised.left._tag : null,
+        detectedDeathAt: now()
+      }
+    }).pipe(Effect.scoped)
+
+  // Memory, sampled.
+  const baseline = process.memoryUsage()
+  let peakRss = baseline.rss
+  let peakHeap = baseline.heapUsed
+  const sampler = setInterval(() => {
+    const usage = process.memoryUsage()
+    peakRss = Math.max(peakRss, usage.rss)
+    peakHeap = Math.max(peakHeap, usage.heapUsed)
+  }, 50)
+
+  const results: Array<{ readyAt: number | null; error: string | null; detectedDeathAt: number }> =
+    []
+  const began = now()
+  const cpu0 = process.cpuUsage()
+  await Effect.runPromise(
+    Effect.forEach(
+      plans,
+      (plan, i) =>
+        one(i, plan).pipe(
+          Effect.orDie,
+          Effect.tap((result) => Effect.sync(() => (results[i] = result)))
+        ),
+      { concurrency: "unbounded", discard: true }
+    ).pipe(
+      // The survivors are supervised until the end of the window.
+      Effect.timeout(Duration.millis(start + seconds * 1000 - now())),
+      Effect.ignore,
+      Logger.withMinimumLogLevel(LogLevel.None)
+    )
+  )
+  const wallMs = now() - began
+  const cpu = process.cpuUsage(cpu0)
+  clearInterval(sampler)
+  for (const host of hosts) host.kill("SIGTERM")
+  await sleep(100)
+  rmSync(root, { recursive: true, force: true })
+
+  const outcomes: Array<Outcome> = plans.map((_, i) => ({
+    readyAt: readyTimes[i] ?? null,
+    servedAt: served.get(i) ?? null,
+    diedAt: died.get(i) ?? null,
+    detectedDeathAt: results[i]?.detectedDeathAt ?? null,
+    error: results[i]?.error ?? null
+  }))
+  const overhead = outcomes.flatMap((o) =>
+    o.readyAt !== null && o.servedAt !== null ? [o.readyAt - o.servedAt] : []
+  )
+  const deathDetection = outcomes.flatMap((o) =>
+    o.diedAt !== null && o.detectedDeathAt !== null && o.error !== null
+      ? [o.detectedDeathAt - o.diedAt]
+      : []
+  )
+  const mb = (bytes: number) => round(bytes / 1024 / 1024, 1)
+  const summary = {
+    daemons: count,
+    seconds,
+    hosts: HOSTS,
+    openFileLimit: openFileLimit(),
+    ready: overhead.length,
+    diedBeforeReady: outcomes.filter((o) => o.readyAt === null && o.diedAt !== null).length,
+    diedAfterReady: outcomes.filter((o) => o.readyAt !== null && o.diedAt !== null).length,
+    errors: Object.fromEntries(
+      [...new Set(outcomes.map((o) => o.error ?? "none"))].map((tag) => [
+        tag,
+        outcomes.filter((o) => (o.error ?? "none") === tag).length
+      ])
+    ),
+    baselineRssMb: mb(baseline.rss),
+    peakRssMb: mb(peakRss),
+    peakHeapMb: mb(peakHeap),
+    overheadMs: summarize(overhead),
+    /** How late the hosts served, against the plan: their own load. */
+    hostLateMs: summarize(
+      plans.flatMap((plan, i) => {
+        const at = served.get(i)
+        return at === undefined ? [] : [at - plan.serveAt]
+      })
+    ),
+    deathDetectionMs: summarize(deathDetection),
+    events,
+    eventsPerSecond: round(events / (wallMs / 1000), 0),
+    cpuPercentOfCore: round(((cpu.user + cpu.system) / 1000 / wallMs) * 100, 1)
+  }
+  return { summary }
+}
+
+const [countArg = "1000", secondsArg = "8", fakeHost = ""] = process.argv.slice(2)
+try {
+  const { summary } = await run(Number(countArg), Number(secondsArg), fakeHost)
+  process.stdout.write(JSON.stringify(summary) + "\n")
+} finally {
+  killHelpers()
+}

@@ -1,0 +1,72 @@
+/**
+ * Section 5: scale. 1,000 daemons supervised at once in one process: see
+ * bench/scaleWorker.ts for what is measured and how. The worker is bundled
+ * with esbuild (the one tsx itself uses) and run with plain `node`: the
+ * memory measured is then the library's and Effect's, not that of the
+ * TypeScript loader, whose own thread alone holds some 80 MB.
+ */
+import { mkdirSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { build } from "esbuild"
+import { fixture, onLines, startHelper } from "../lib/helpers.js"
+import { round, type Summary } from "../lib/stats.js"
+
+/** What the worker measured. */
+export interface ScaleSummary {
+  readonly daemons: number
+  readonly seconds: number
+  readonly hosts: number
+  readonly openFileLimit: string
+  readonly ready: number
+  readonly diedBeforeReady: number
+  readonly diedAfterReady: number
+  readonly errors: Readonly<Record<string, number>>
+  readonly baselineRssMb: number
+  readonly peakRssMb: number
+  readonly peakHeapMb: number
+  readonly overheadMs: Summary
+  readonly hostLateMs: Summary
+  readonly deathDetectionMs: Summary
+  readonly events: number
+  readonly eventsPerSecond: number
+  readonly cpuPercentOfCore: number
+}
+
+const BUILD_DIR = fileURLToPath(new URL("../results/.build/", import.meta.url))
+
+/** Runs `count` fake daemons for `seconds` s under one supervising process. */
+export const run = async (count: number, seconds: number, log: (line: string) => void) => {
+  mkdirSync(BUILD_DIR, { recursive: true })
+  const outfile = `${BUILD_DIR}scaleWorker.mjs`
+  await build({
+    entryPoints: [fileURLToPath(new URL("../scaleWorker.ts", import.meta.url))],
+    outfile,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    logLevel: "error"
+  })
+  const summary = await new Promise<ScaleSummary>((resolve, reject) => {
+    const child = startHelper([
+      process.execPath,
+      outfile,
+      String(count),
+      String(seconds),
+      fixture("fake-host.mjs")
+    ])
+    let result: ScaleSummary | undefined
+    onLines(child, (line) => {
+      if (line.startsWith("{")) result = JSON.parse(line) as ScaleSummary
+    })
+    child.on("error", reject)
+    child.on("exit", (code) =>
+      result === undefined ? reject(new Error(`scale worker exited ${code}`)) : resolve(result)
+    )
+  })
+  log(
+    `  scale ${summary.daemons} daemons: ${summary.ready} ready, peak RSS ${summary.peakRssMb} MB (baseline ${summary.baselineRssMb} MB), heap ${summary.peakHeapMb} MB, overhead p50 ${round(summary.overheadMs.p50)} p99 ${round(summary.overheadMs.p99)} ms, deaths seen after p50 ${round(summary.deathDetectionMs.p50)} p99 ${round(summary.deathDetectionMs.p99)} ms, ${summary.eventsPerSecond} events/s, CPU ${summary.cpuPercentOfCore}% of a core`
+  )
+  return { summary }
+}

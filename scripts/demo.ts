@@ -1,0 +1,31 @@
+/**
+ * `npm run demo`: the seed's scenario end to end (see scripts/seedScenario.ts),
+ * printing each phase with its time. Needs root, docker.io, docker-registry,
+ * debootstrap and busybox-static (bash .ci/run installs them).
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Logger, LogLevel } from "effect"
+import { pidsMentioning } from "../src/internal/processTree.js"
+import * as LocalProcessManager from "../src/LocalProcessManager.js"
+import { seedScenario } from "./seedScenario.js"
+
+const runtime = process.argv.includes("--runsc") ? "runsc" : "runc"
+
+const program = Effect.gen(function* () {
+  const started = Date.now()
+  const result = yield* Effect.scoped(seedScenario({ log: (line) => console.log(line), runtime }))
+  const leftovers = yield* pidsMentioning(result.dir)
+  console.log(`[${String(Date.now() - started).padStart(6)}ms] host engine and registry stopped`)
+  console.log(
+    leftovers.length === 0 && result.containersAfterRemove.length === 0
+      ? "nothing left running"
+      : `left behind: processes ${leftovers.join(", ") || "none"}, containers ${result.containersAfterRemove.join(", ") || "none"}`
+  )
+}).pipe(
+  Effect.provide(LocalProcessManager.layer),
+  Logger.withMinimumLogLevel(
+    process.env.SANDBOX_DOCKER_LOG === "debug" ? LogLevel.Debug : LogLevel.Warning
+  )
+)
+
+NodeRuntime.runMain(program)

@@ -1,0 +1,418 @@
+/**
+ * A sandbox: a container on the host's Docker Engine, with runc or gVisor's
+ * runsc, resources and environment, and optionally Docker inside.
+ *
+ * Creating a sandbox never waits on Docker. With Docker enabled the sandbox
+ * prepares cgroups, starts dockerd inside in the background and supervises it
+ * with the same readiness runtime as a local daemon, probing with
+ * `docker info` through the container's process manager. Docker commands
+ * wait for that lazily and fail with the typed error when it cannot come.
+ *
+ * Removing the sandbox (or closing its scope) kills and removes the inner
+ * containers, stops dockerd and containerd (TERM, then KILL), then removes
+ * the sandbox container and its volume.
+ *
+ * @since 0.1.0
+ */
+import {
+  Duration,
+  Effect,
+  ExecutionStrategy,
+  Exit,
+  Option,
+  Schema,
+  Scope,
+  Stream,
+  SubscriptionRef
+} from "effect"
+import * as ContainerProcessManager from "./ContainerProcessManager.js"
+import type { EventSink } from "./DaemonEvent.js"
+import type { DockerDaemon } from "./Dockerd.js"
+import type { DockerdConfigInput } from "./DockerdConfig.js"
+import * as DockerEngine from "./DockerEngine.js"
+import type { StartError, SupervisionError } from "./errors.js"
+import { InvalidConfig } from "./errors.js"
+import { type ProcessManagerShape, ProcessManager } from "./ProcessManager.js"
+import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
+import * as SandboxDocker from "./SandboxDocker.js"
+import * as Supervisor from "./Supervisor.js"
+
+/**
+ * What to create.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class SandboxSpec extends Schema.Class<SandboxSpec>("SandboxSpec")({
+  /** The image; for Docker inside, one with docker.io installed. */
+  image: Schema.NonEmptyTrimmedString,
+  /** `runc`, or gVisor's `runsc` (registered with the host engine). */
+  runtime: Schema.optionalWith(Schema.Literal("runc", "runsc"), { default: () => "runc" as const }),
+  /** CPU cores (fractions allowed). */
+  cpu: Schema.optional(Schema.Number.pipe(Schema.greaterThan(0), Schema.lessThanOrEqualTo(256))),
+  /** Memory limit in MiB. */
+  memoryMb: Schema.optional(Schema.Int.pipe(Schema.greaterThanOrEqualTo(16))),
+  /** Environment of the sandbox's processes. */
+  env: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.String }), {
+    default: () => ({})
+  }),
+  /** Start Docker inside. */
+  dockerEnabled: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** A container name; generated when absent. */
+  name: Schema.optional(
+    Schema.String.pipe(
+      Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, {
+        message: () =>
+          "a sandbox name is 1-63 letters, digits, _ . or -, starting with a letter or digit"
+      })
+    )
+  ),
+  /**
+   * The sandbox's network: `host` (the engine's network namespace, as the
+   * seed's platform does; inner containers then share it), `none`, or
+   * `bridge`.
+   */
+  network: Schema.optionalWith(Schema.Literal("host", "none", "bridge"), {
+    default: () => "host" as const
+  })
+}) {}
+
+/**
+ * The sandbox container could not be created or started.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SandboxCreateFailed extends Schema.TaggedError<SandboxCreateFailed>()(
+  "SandboxCreateFailed",
+  { image: Schema.String, reason: Schema.String, hint: Schema.String }
+) {
+  override get message(): string {
+    return `could not create a sandbox from ${this.image}: ${this.reason}. ${this.hint}`
+  }
+}
+
+/**
+ * A Docker command was used on a sandbox created without Docker.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DockerNotEnabled extends Schema.TaggedError<DockerNotEnabled>()("DockerNotEnabled", {
+  sandbox: Schema.String
+}) {
+  override get message(): string {
+    return `sandbox ${this.sandbox} was created without Docker: create it with dockerEnabled: true`
+  }
+}
+
+/**
+ * Why Docker is not available in a sandbox.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type DockerUnavailable = DockerNotEnabled | StartError | SupervisionError
+
+/**
+ * Options of {@link create}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CreateOptions {
+  /** The host engine's unix socket. */
+  readonly engineSocket: string
+  /** How to wait for Docker inside. Default `fast`, with a 60 s deadline. */
+  readonly readiness?: ReadinessPolicy | undefined
+  /** Events of the daemon inside. */
+  readonly onEvent?: EventSink | undefined
+  /** Grace between SIGTERM and SIGKILL for dockerd inside. Default 10 s. */
+  readonly stopGrace?: Duration.DurationInput | undefined
+}
+
+/**
+ * A running sandbox. Valid until it is removed or its scope closes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Sandbox {
+  readonly id: string
+  readonly name: string
+  readonly spec: SandboxSpec
+  /** The process manager inside the sandbox. */
+  readonly processManager: ProcessManagerShape
+  /** Starts a process inside the sandbox (`processManager.exec`). */
+  readonly exec: ProcessManagerShape["exec"]
+  /** Waits until Docker inside is ready (lazily), or fails with why not. */
+  readonly daemon: Effect.Effect<DockerDaemon, DockerUnavailable>
+  /** Docker commands inside the sandbox. */
+  readonly docker: SandboxDocker.SandboxDocker
+  /** Removes the sandbox and everything in it. */
+  readonly remove: Effect.Effect<void>
+}
+
+/** The state of Docker inside. */
+type DockerState =
+  | { readonly _tag: "Starting" }
+  | { readonly _tag: "Ready"; readonly daemon: DockerDaemon }
+  | { readonly _tag: "Failed"; readonly error: DockerUnavailable }
+
+const ContainerCreated = Schema.Struct({ Id: Schema.String })
+const ContainerSummary = Schema.Struct({ Name: Schema.String })
+
+/** The flags of dockerd inside a sandbox, by runtime. */
+const innerDockerd = (spec: SandboxSpec, stopGrace: Duration.Duration): DockerdConfigInput =>
+  spec.runtime === "runsc"
+    ? { profile: "gvisor", stopGrace: Duration.toMillis(stopGrace) }
+    : {
+        // No bridge and no iptables: inner containers use the sandbox's
+        // network; the storage driver is chosen by dockerd (overlay2 on the
+        // /var/lib/docker volume).
+        profile: "default",
+        extraArgs: ["--ip6tables=false", "--bridge=none"],
+        stopGrace: Duration.toMillis(stopGrace)
+      }
+
+/** The container's create body. */
+const createBody = (spec: SandboxSpec) => ({
+  Image: spec.image,
+  Entrypoint: ["sleep", "infinity"],
+  Cmd: [],
+  Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+  Labels: { "sandbox-docker": "sandbox" },
+  ...(spec.dockerEnabled ? { Volumes: { "/var/lib/docker": {} } } : {}),
+  HostConfig: {
+    NetworkMode: spec.network,
+    Runtime: spec.runtime,
+    ...(spec.cpu === undefined ? {} : { NanoCpus: Math.round(spec.cpu * 1e9) }),
+    ...(spec.memoryMb === undefined ? {} : { Memory: spec.memoryMb * 1024 * 1024 }),
+    ...(spec.dockerEnabled
+      ? {
+          // What Docker inside needs on these machines (--privileged fails
+          // here: the host lacks CAP_SYS_RESOURCE).
+          CapAdd: ["ALL"],
+          CapDrop: ["SYS_RESOURCE"],
+          SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
+          // `--security-opt systempaths=unconfined` on the CLI is this in the API.
+          MaskedPaths: [],
+          ReadonlyPaths: []
+        }
+      : {})
+  }
+})
+
+/** Runs a fixed preparation command; its failure is logged, not fatal. */
+const prepareStep = (manager: ProcessManagerShape, argv: readonly [string, ...Array<string>]) =>
+  Effect.scoped(
+    Effect.flatMap(manager.exec(argv, { killGrace: "1 second", tailLines: 5 }), (handle) =>
+      Effect.flatMap(handle.awaitExit, (status) =>
+        status._tag === "Exited" && status.code === 0
+          ? Effect.succeed(true)
+          : Effect.flatMap(handle.logTail, (tail) =>
+              Effect.as(
+                Effect.logDebug("preparation step failed").pipe(
+                  Effect.annotateLogs({ argv: argv.join(" "), output: tail.join(" | ") })
+                ),
+                false
+              )
+            )
+      )
+    )
+  ).pipe(
+    Effect.timeout("10 seconds"),
+    Effect.catchAll(() => Effect.succeed(false))
+  )
+
+/**
+ * What Docker inside needs before it starts: a writable /sys and cgroup
+ * hierarchy, the `devices` controller on cgroup v1, and (when the sandbox
+ * has its own network namespace) IP forwarding.
+ */
+const prepare = Effect.fn("Sandbox.prepare")(function* (
+  manager: ProcessManagerShape,
+  spec: SandboxSpec
+) {
+  yield* prepareStep(manager, ["mount", "-o", "remount,rw", "/sys"])
+  const listing = yield* Effect.scoped(
+    Effect.flatMap(manager.exec(["ls", "/sys/fs/cgroup"], { tailLines: 100 }), (handle) =>
+      Effect.zipRight(handle.awaitExit, handle.logTail)
+    )
+  ).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<string>))
+  const controllers = listing
+    .flatMap((line) => line.split(/\s+/))
+    .filter((name) => /^[\w.,:-]+$/.test(name))
+  if (controllers.includes("cgroup.controllers")) {
+    yield* prepareStep(manager, ["mount", "-o", "remount,rw", "/sys/fs/cgroup"])
+  } else {
+    for (const controller of controllers) {
+      yield* prepareStep(manager, [
+        "mount",
+        "-o",
+        "remount,bind,rw",
+        `/sys/fs/cgroup/${controller}`
+      ])
+    }
+    if (!controllers.includes("devices")) {
+      yield* prepareStep(manager, ["mkdir", "-p", "/sys/fs/cgroup/devices"])
+      yield* prepareStep(manager, [
+        "mount",
+        "-t",
+        "cgroup",
+        "-o",
+        "devices",
+        "devices",
+        "/sys/fs/cgroup/devices"
+      ])
+    }
+  }
+  if (spec.network !== "host") {
+    // A fixed command line: no value of the caller's reaches this shell.
+    yield* prepareStep(manager, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+  }
+})
+
+/**
+ * Creates and starts a sandbox. Returns as soon as the container runs; with
+ * Docker enabled, dockerd starts in the background.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const create = Effect.fn("Sandbox.create")(function* (
+  input: SandboxSpec | typeof SandboxSpec.Encoded,
+  options: CreateOptions
+) {
+  const spec =
+    input instanceof SandboxSpec
+      ? input
+      : yield* Schema.decodeUnknown(SandboxSpec)(input).pipe(
+          Effect.mapError(
+            (error) =>
+              new InvalidConfig({
+                field: "sandbox",
+                problem: error.message.split("\n").slice(-1)[0] ?? error.message
+              })
+          )
+        )
+  const parent = yield* Effect.scope
+  const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
+  const engine = yield* DockerEngine.make(options.engineSocket).pipe(Scope.extend(scope))
+  const stopGrace = Duration.decode(options.stopGrace ?? "10 seconds")
+  const emit: EventSink = options.onEvent ?? (() => Effect.void)
+
+  const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
+  const created = yield* engine
+    .request("POST", `/containers/create${query}`, {
+      body: createBody(spec),
+      schema: ContainerCreated
+    })
+    .pipe(
+      Effect.mapError(
+        (error) =>
+          new SandboxCreateFailed({
+            image: spec.image,
+            reason: error.message,
+            hint: /No such image/i.test(error.message)
+              ? "Build or pull the image first (scripts/build-images.sh builds sandbox-docker/debian-docker:bookworm)."
+              : /runtime/i.test(error.message)
+                ? "Register the runtime with the engine (dockerd --add-runtime, or runtimes in daemon.json)."
+                : "Check the engine's log."
+          })
+      ),
+      Effect.tapError(() => Scope.close(scope, Exit.void))
+    )
+  const id = created.Id
+  // Registered first, so it runs last: after Docker inside has stopped.
+  yield* Scope.addFinalizer(
+    scope,
+    engine.request("DELETE", `/containers/${id}?force=true&v=true`).pipe(
+      Effect.timeout("30 seconds"),
+      Effect.tapError((error) =>
+        Effect.logWarning("could not remove the sandbox container").pipe(
+          Effect.annotateLogs({ error: String(error) })
+        )
+      ),
+      Effect.ignore
+    )
+  )
+  yield* engine.request("POST", `/containers/${id}/start`).pipe(
+    Effect.mapError(
+      (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine's log and the runtime."
+        })
+    ),
+    Effect.tapError(() => Scope.close(scope, Exit.void))
+  )
+  const name = yield* engine
+    .request("GET", `/containers/${id}/json`, { schema: ContainerSummary })
+    .pipe(
+      Effect.map((summary) => summary.Name.replace(/^\//, "")),
+      Effect.orElseSucceed(() => id.slice(0, 12))
+    )
+  const manager = yield* ContainerProcessManager.make({
+    socket: options.engineSocket,
+    containerId: id
+  }).pipe(Scope.extend(scope))
+
+  const state = yield* SubscriptionRef.make<DockerState>(
+    spec.dockerEnabled
+      ? { _tag: "Starting" }
+      : { _tag: "Failed", error: new DockerNotEnabled({ sandbox: name }) }
+  )
+
+  if (spec.dockerEnabled) {
+    const config = innerDockerd(spec, stopGrace)
+    yield* prepare(manager, spec).pipe(
+      Effect.zipRight(
+        Supervisor.run(config, {
+          readiness: options.readiness ?? fast.withDeadline("60 seconds"),
+          location: "remote",
+          onEvent: emit,
+          onReady: (daemon) => SubscriptionRef.set(state, { _tag: "Ready", daemon })
+        })
+      ),
+      Effect.catchAll((error: StartError | SupervisionError) =>
+        SubscriptionRef.set(state, { _tag: "Failed", error })
+      ),
+      Effect.provideService(ProcessManager, manager),
+      Effect.annotateLogs({ sandbox: name }),
+      Effect.forkIn(scope)
+    )
+    // Registered after the daemon's fiber, so it runs before dockerd stops.
+    yield* Scope.addFinalizer(scope, SandboxDocker.removeInnerContainers(manager))
+  }
+
+  const daemon = awaitDocker(state)
+
+  const sandbox: Sandbox = {
+    id,
+    name,
+    spec,
+    processManager: manager,
+    exec: manager.exec,
+    daemon,
+    docker: SandboxDocker.make(manager, daemon),
+    remove: Scope.close(scope, Exit.void)
+  }
+  return sandbox
+})
+
+/** Waits until Docker inside is ready or has failed. */
+const awaitDocker = (
+  state: SubscriptionRef.SubscriptionRef<DockerState>
+): Effect.Effect<DockerDaemon, DockerUnavailable> =>
+  state.changes.pipe(
+    Stream.filter((current) => current._tag !== "Starting"),
+    Stream.runHead,
+    Effect.flatMap((settled) => {
+      const current = Option.getOrUndefined(settled)
+      if (current?._tag === "Ready") return Effect.succeed(current.daemon)
+      if (current?._tag === "Failed") return Effect.fail(current.error)
+      return Effect.dieMessage("the sandbox's Docker state ended without settling")
+    })
+  )

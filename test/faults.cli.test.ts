@@ -1,0 +1,238 @@
+/**
+ * The fault matrix (docs/failure-modes.md), the rows about the CLI: the built
+ * `sandbox-docker` run as a user runs it against a real dockerd, its exit
+ * code and JSON events, and nothing left after it (processes, mounts,
+ * pidfile, socket). Rows the CLI shares with the library are shown in
+ * test/faults.real.test.ts; test/cli.test.ts has the unknown flag (4), the
+ * missing binary (3), bad input (2), a death after ready (6), restart.
+ */
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
+import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { createServer } from "node:net"
+import { createInterface } from "node:readline"
+import { promisify } from "node:util"
+import { Effect } from "effect"
+import { afterEach, beforeAll, describe, expect, it } from "vitest"
+import { mountEntriesUnder, readPidfile } from "../src/internal/processTree.js"
+import { hasDockerd, leftovers, removeDir, tempDir } from "./support/isolated.js"
+
+const run = promisify(execFile)
+const BIN = "dist/bin/sandbox-docker.js"
+const real = hasDockerd()
+const root = process.getuid?.() === 0
+const dirs: Array<string> = []
+const mounts: Array<string> = []
+
+beforeAll(() => {
+  if (!existsSync(BIN))
+    execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" })
+})
+
+const mountsUnder = async (dir: string) =>
+  (await Effect.runPromise(mountEntriesUnder(dir))).map((entry) => entry.point)
+
+afterEach(async () => {
+  // Mounts this file made, whatever happened (deepest first).
+  for (const point of mounts.splice(0).reverse()) {
+    for (const entry of await mountsUnder(point)) {
+      await run("umount", ["--lazy", entry]).catch(() => undefined)
+    }
+  }
+  for (const dir of dirs.splice(0)) {
+    expect(await leftovers(dir)).toEqual([])
+    expect(await mountsUnder(dir)).toEqual([])
+    removeDir(dir)
+  }
+})
+
+const newDir = () => {
+  const dir = tempDir()
+  dirs.push(dir)
+  return dir
+}
+
+const mountTmpfs = async (path: string, options: string) => {
+  mkdirSync(path, { recursive: true })
+  await run("mount", ["-t", "tmpfs", "-o", options, "tmpfs", path])
+  mounts.push(path)
+}
+
+type Event = Record<string, unknown>
+
+interface Running {
+  readonly child: ChildProcess
+  readonly events: Array<Event>
+  readonly waitFor: (predicate: (event: Event) => boolean) => Promise<Event>
+  readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+const start = (args: ReadonlyArray<string>): Running => {
+  const child = spawn("node", [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+  const events: Array<Event> = []
+  const output: Array<string> = []
+  const waiters: Array<{ predicate: (e: Event) => boolean; resolve: (e: Event) => void }> = []
+  const take = (line: string) => {
+    output.push(line)
+    try {
+      const event = JSON.parse(line) as Event
+      events.push(event)
+      for (const waiter of waiters.filter((w) => w.predicate(event))) {
+        waiters.splice(waiters.indexOf(waiter), 1)
+        waiter.resolve(event)
+      }
+    } catch {
+      // not JSON
+    }
+  }
+  createInterface({ input: child.stdout! }).on("line", take)
+  createInterface({ input: child.stderr! }).on("line", (line) => output.push(line))
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => resolve({ code, signal }))
+  )
+  return {
+    child,
+    events,
+    exit,
+    waitFor: (predicate) =>
+      new Promise((resolve, reject) => {
+        const found = events.find(predicate)
+        if (found) return resolve(found)
+        waiters.push({ predicate, resolve })
+        void exit.then(({ code }) =>
+          reject(new Error(`exited ${code} first:\n${output.join("\n")}`))
+        )
+      })
+  }
+}
+
+const isolatedArgs = (dir: string) => [
+  `--socket=${dir}/docker.sock`,
+  `--data-root=${dir}/data`,
+  `--exec-root=${dir}/exec`,
+  `--pidfile=${dir}/docker.pid`,
+  "--network=private",
+  "--json"
+]
+
+/** Nothing of the daemon is left: no pidfile, no socket (processes and mounts: afterEach). */
+const nothingLeft = (dir: string) => {
+  expect(existsSync(`${dir}/docker.pid`)).toBe(false)
+  expect(existsSync(`${dir}/docker.sock`)).toBe(false)
+}
+
+describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix", () => {
+  it.each([
+    ["SIGTERM", "spawned"],
+    ["SIGINT", "spawned"],
+    ["SIGTERM", "probe"],
+    ["SIGINT", "probe"]
+  ] as const)(
+    "%s to the CLI mid-start (at the first %s event): the daemon is stopped, nothing is left, exit 0",
+    async (signal, at) => {
+      const dir = newDir()
+      const up = start(["up", ...isolatedArgs(dir)])
+      const event = await up.waitFor((e) => e.event === at)
+      expect(up.events.some((e) => e.event === "ready")).toBe(false)
+      up.child.kill(signal)
+      expect(await up.exit).toEqual({ code: 0, signal: null })
+      expect(up.events.map((e) => e.event)).toContain("stopped")
+      expect(up.events.some((e) => e.event === "error")).toBe(false)
+      if (at === "spawned")
+        expect(up.events.find((e) => e.event === "stopped")?.pid).toBe(event.pid)
+      nothingLeft(dir)
+    }
+  )
+
+  it("SIGTERM while the CLI is still loading, before it started anything: exit 0", async () => {
+    const dir = newDir()
+    const up = start(["up", ...isolatedArgs(dir)])
+    // Node is running the executable by now; loading the CLI takes longer.
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    up.child.kill("SIGTERM")
+    expect(await up.exit).toEqual({ code: 0, signal: null })
+    nothingLeft(dir)
+  })
+
+  it("the daemon SIGKILLed while the CLI stops it: the stop finishes, exit 0", async () => {
+    const dir = newDir()
+    const up = start(["up", ...isolatedArgs(dir)])
+    const ready = await up.waitFor((e) => e.event === "ready")
+    up.child.kill("SIGTERM")
+    await up.waitFor((e) => e.event === "stopping")
+    process.kill(ready.pid as number, "SIGKILL")
+    expect(await up.exit).toEqual({ code: 0, signal: null })
+    const stopped = await up.waitFor((e) => e.event === "stopped")
+    expect(stopped).toMatchObject({
+      pid: ready.pid,
+      status: { _tag: "Signaled", signal: "SIGKILL" }
+    })
+    nothingLeft(dir)
+  })
+
+  it("a full data-root: exit 4, DaemonCrashed with the disk-full diagnosis", async () => {
+    const dir = newDir()
+    await mountTmpfs(`${dir}/data`, "size=1m")
+    await run("dd", ["if=/dev/zero", `of=${dir}/data/fill`, "bs=4k"]).catch(() => undefined)
+    const up = start(["up", ...isolatedArgs(dir)])
+    expect((await up.exit).code).toBe(4)
+    const error = await up.waitFor((e) => e.event === "error")
+    expect(error).toMatchObject({
+      error: "DaemonCrashed",
+      exitCode: 1,
+      diagnosis: { cause: "disk-full" }
+    })
+  })
+
+  it("a read-only data-root: exit 2, DirectoryNotWritable, nothing spawned", async () => {
+    const dir = newDir()
+    await mountTmpfs(`${dir}/data`, "ro")
+    const up = start(["up", ...isolatedArgs(dir)])
+    expect((await up.exit).code).toBe(2)
+    expect(await up.waitFor((e) => e.event === "error")).toMatchObject({
+      error: "DirectoryNotWritable",
+      field: "data-root",
+      reason: "EROFS"
+    })
+    expect(up.events.some((e) => e.event === "spawned")).toBe(false)
+  })
+
+  it("a socket something listens on: exit 2, SocketInUse", async () => {
+    const dir = newDir()
+    const server = createServer()
+    await new Promise<void>((resolve) => server.listen(`${dir}/docker.sock`, resolve))
+    try {
+      const up = start(["up", ...isolatedArgs(dir)])
+      expect((await up.exit).code).toBe(2)
+      expect(await up.waitFor((e) => e.event === "error")).toMatchObject({ error: "SocketInUse" })
+    } finally {
+      await new Promise((resolve) => server.close(resolve))
+    }
+  })
+
+  it("a broken daemon.json: exit 4, DaemonCrashed with the bad-config diagnosis", async () => {
+    const dir = newDir()
+    writeFileSync(`${dir}/daemon.json`, '{ "debug": tru')
+    const up = start(["up", ...isolatedArgs(dir), `--arg=--config-file=${dir}/daemon.json`])
+    expect((await up.exit).code).toBe(4)
+    expect(await up.waitFor((e) => e.event === "error")).toMatchObject({
+      error: "DaemonCrashed",
+      diagnosis: { cause: "bad-config" }
+    })
+  })
+
+  it("containerd SIGSTOPped after ready: liveness fails 3 times, exit 6 (DaemonUnhealthy), the stop is cut by --stop-grace", async () => {
+    const dir = newDir()
+    const up = start(["up", ...isolatedArgs(dir), "--stop-grace=2s"])
+    await up.waitFor((e) => e.event === "ready")
+    const containerd = await Effect.runPromise(readPidfile(`${dir}/exec/containerd/containerd.pid`))
+    expect(containerd).toEqual(expect.any(Number))
+    process.kill(containerd!, "SIGSTOP")
+    expect((await up.exit).code).toBe(6)
+    expect(await up.waitFor((e) => e.event === "error")).toMatchObject({
+      error: "DaemonUnhealthy",
+      consecutiveFailures: 3
+    })
+    expect(up.events.filter((e) => e.event === "liveness-failed")).toHaveLength(3)
+    nothingLeft(dir)
+  }, 90_000)
+})

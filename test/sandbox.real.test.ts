@@ -1,0 +1,161 @@
+/**
+ * Sandboxes on a real host engine: the seed's scenario end to end, gVisor's
+ * typed failure, sandboxes without Docker, argument validation and secrets.
+ * The host engine, images and registry are set up once for the file.
+ */
+import { describe, expect, it, layer } from "@effect/vitest"
+import { Context, Duration, Effect, Either, Layer, Redacted } from "effect"
+import { pidsMentioning } from "../src/internal/processTree.js"
+import * as LocalProcessManager from "../src/LocalProcessManager.js"
+import * as Sandbox from "../src/Sandbox.js"
+import {
+  type HostEnvironment,
+  hostEnvironment,
+  SANDBOX_IMAGE,
+  seedScenario
+} from "../scripts/seedScenario.js"
+import { hasDockerd } from "./support/isolated.js"
+
+const real = hasDockerd()
+
+class Host extends Context.Tag("test/Host")<Host, HostEnvironment>() {}
+
+const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(
+  Layer.provideMerge(LocalProcessManager.layer)
+)
+
+const TIMEOUT = Duration.toMillis(Duration.minutes(5))
+
+describe.skipIf(!real)("the seed's scenario, end to end", () => {
+  it.live(
+    "registry, push, Docker-enabled sandbox, pull, run, output, remove: nothing left",
+    () =>
+      Effect.gen(function* () {
+        const lines: Array<string> = []
+        const result = yield* Effect.scoped(seedScenario({ log: (line) => lines.push(line) }))
+        expect(result.output.trim()).toBe("hello from a container in a sandbox")
+        expect(result.containersAfterRemove).toEqual([])
+        expect(result.shimsAfterRemove).toEqual([])
+        expect(result.phases.map((p) => p.name)).toContain("Docker ready inside the sandbox")
+        // The host engine and the registry stopped with the scope.
+        expect(yield* pidsMentioning(result.dir)).toEqual([])
+      }).pipe(Effect.provide(LocalProcessManager.layer)),
+    TIMEOUT
+  )
+})
+
+describe.skipIf(!real)("sandboxes on a host engine", () => {
+  layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
+    it.scoped(
+      "gVisor (runsc): Docker inside fails fast with DaemonCrashed and its diagnosis; nothing left",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          const started = Date.now()
+          const error = yield* Effect.flip(sandbox.daemon)
+          expect(Date.now() - started).toBeLessThan(30_000)
+          expect(error).toMatchObject({
+            _tag: "DaemonCrashed",
+            exitCode: 1,
+            diagnosis: { cause: "devices-cgroup-missing" }
+          })
+          // Docker commands fail with the same typed error, before running anything.
+          const pull = yield* Effect.flip(Effect.scoped(sandbox.docker.pull(host.image)))
+          expect(pull._tag).toBe("DaemonCrashed")
+          yield* sandbox.remove
+          expect(yield* pidsMentioning(sandbox.id)).toEqual([])
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "a sandbox without Docker: exec works, docker commands say Docker is not enabled",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* Sandbox.create(
+            { image: "sandbox-docker/busybox:latest", env: { GREETING: "hi there" }, memoryMb: 64 },
+            { engineSocket: host.socket }
+          )
+          const said = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const handle = yield* sandbox.exec(["sh", "-c", 'echo "$GREETING"'])
+              yield* handle.awaitExit
+              return yield* handle.logTail
+            })
+          )
+          expect(said).toEqual(["hi there"])
+          const error = yield* Effect.flip(Effect.scoped(sandbox.docker.ps()))
+          expect(error).toMatchObject({ _tag: "DockerNotEnabled", sandbox: sandbox.name })
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped("arguments are validated before anything runs", () =>
+      Effect.gen(function* () {
+        const host = yield* Host
+        const sandbox = yield* Sandbox.create(
+          { image: "sandbox-docker/busybox:latest" },
+          { engineSocket: host.socket }
+        )
+        const refused = [
+          sandbox.docker.pull("--all-tags"),
+          sandbox.docker.pull("UPPER/case"),
+          sandbox.docker.run("busybox", [], { name: "--privileged" }),
+          sandbox.docker.run("busybox", [], { volumes: ["-v"] }),
+          sandbox.docker.rm("-f"),
+          sandbox.docker.logs("c", { tail: -1 }),
+          sandbox.docker.tag("ok", "--bad"),
+          sandbox.docker.exec("c", [])
+        ]
+        for (const command of refused) {
+          const error = yield* Effect.flip(Effect.scoped(command))
+          expect(error._tag).toBe("InvalidDockerArgument")
+        }
+        yield* sandbox.remove
+      })
+    )
+
+    it.scoped("an image that is not there: SandboxCreateFailed with what to do", () =>
+      Effect.gen(function* () {
+        const host = yield* Host
+        const result = yield* Effect.either(
+          Sandbox.create({ image: "sandbox-docker/nope:1" }, { engineSocket: host.socket })
+        )
+        const error = Either.flip(result).pipe(Either.getOrThrow)
+        expect(error._tag).toBe("SandboxCreateFailed")
+        expect(error.message).toContain("build-images.sh")
+      })
+    )
+
+    it.scoped(
+      "login: the password goes through stdin, never into argv or the error",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const secret = "s3cret-Pa55word"
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          const login = yield* sandbox.docker.login({
+            username: "demo",
+            password: Redacted.make(secret),
+            registry: "127.0.0.1:5000"
+          })
+          expect(login.argv.join(" ")).not.toContain(secret)
+          expect(login.argv).toContain("--password-stdin")
+          const outcome = yield* Effect.either(login.output)
+          // The registry has no auth: login succeeds; either way no secret leaks.
+          expect(JSON.stringify(outcome)).not.toContain(secret)
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+  })
+})
