@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Data } from "effect"
+import { Data, type Effect } from "effect"
 import type { ProbeOutcome } from "./Probe.js"
 import type { ExitStatus } from "./ProcessStatus.js"
 
@@ -18,7 +18,11 @@ export type DaemonEvent = Data.TaggedEnum<{
   /** The preflight checks passed. */
   Preflight: { readonly elapsedMs: number }
   /** dockerd was spawned. */
-  Spawned: { readonly pid: number; readonly argv: ReadonlyArray<string>; readonly elapsedMs: number }
+  Spawned: {
+    readonly pid: number
+    readonly argv: ReadonlyArray<string>
+    readonly elapsedMs: number
+  }
   /** One probe of one readiness attempt finished. */
   Probe: { readonly attempt: number; readonly elapsedMs: number; readonly outcome: ProbeOutcome }
   /** The daemon is ready. */
@@ -66,4 +70,4 @@ export const DaemonEvent = Data.taggedEnum<DaemonEvent>()
  * @since 0.1.0
  * @category models
  */
-export type EventSink = (event: DaemonEvent) => import("effect").Effect.Effect<void>
+export type EventSink = (event: DaemonEvent) => Effect.Effect<void>

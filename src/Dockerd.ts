@@ -27,7 +27,12 @@ import {
   SocketModeNotApplied,
   type StartError
 } from "./errors.js"
-import { awaitGone, mountEntriesUnder, pidsMentioning, readPidfile } from "./internal/processTree.js"
+import {
+  awaitGone,
+  mountEntriesUnder,
+  pidsMentioning,
+  readPidfile
+} from "./internal/processTree.js"
 import * as Preflight from "./Preflight.js"
 import * as Probe from "./Probe.js"
 import { type ProcessHandle, ProcessManager } from "./ProcessManager.js"
@@ -155,7 +160,10 @@ const cleanUpLocal = (
 ) =>
   Effect.gen(function* () {
     const execRoot = config.effectiveExecRoot
-    const leftovers = [...(containerd === undefined ? [] : [containerd]), ...(yield* pidsMentioning(execRoot))]
+    const leftovers = [
+      ...(containerd === undefined ? [] : [containerd]),
+      ...(yield* pidsMentioning(execRoot))
+    ]
     const survivors = yield* awaitGone(leftovers, 2_000, 10_000)
     if (survivors.length > 0) {
       yield* Effect.logWarning("processes of the daemon are still there after SIGKILL").pipe(
@@ -167,8 +175,9 @@ const cleanUpLocal = (
       for (const { id, point } of yield* mountEntriesUnder(root)) {
         if (premounted.has(id)) continue
         yield* Effect.scoped(
-          Effect.flatMap(manager.exec(["umount", "--lazy", point], { killGrace: "1 second" }), (handle) =>
-            handle.awaitExit
+          Effect.flatMap(
+            manager.exec(["umount", "--lazy", point], { killGrace: "1 second" }),
+            (handle) => handle.awaitExit
           )
         ).pipe(Effect.ignore)
       }
@@ -209,7 +218,11 @@ const stop = (
         yield* Effect.logWarning("dockerd ignored SIGTERM; sending SIGKILL")
         yield* handle.signal("SIGKILL")
       }
-      status = yield* handle.awaitExit.pipe(Effect.interruptible, Effect.timeout("10 seconds"), Effect.orDie)
+      status = yield* handle.awaitExit.pipe(
+        Effect.interruptible,
+        Effect.timeout("10 seconds"),
+        Effect.orDie
+      )
     }
     if (location === "local") yield* cleanUpLocal(config, handle.pid, containerd(), premounted)
     const elapsedMs = (yield* Clock.currentTimeMillis) - started
@@ -254,7 +267,12 @@ const probesFor = (config: DockerdConfig.DockerdConfig, location: Location) =>
     const docker = [config.dockerCli, "--host", `unix://${config.socket}`] as const
     return {
       readiness: yield* Probe.command(
-        [...docker, "info", "--format", '{"ServerVersion":{{json .ServerVersion}},"Driver":{{json .Driver}},"ApiVersion":""}'],
+        [
+          ...docker,
+          "info",
+          "--format",
+          '{"ServerVersion":{{json .ServerVersion}},"Driver":{{json .Driver}},"ApiVersion":""}'
+        ],
         { name: "docker info" }
       ),
       liveness: yield* Probe.command([...docker, "version", "--format", "{{.Server.Version}}"], {
@@ -274,7 +292,10 @@ const versionsOf = (report: ReadinessReport, location: Location) => {
       storageDriver: info?.Driver ?? "unknown"
     }
   }
-  const output = String(report.resultOf("docker info") ?? "").split("\n").at(-1) ?? ""
+  const output =
+    String(report.resultOf("docker info") ?? "")
+      .split("\n")
+      .at(-1) ?? ""
   const decoded = Schema.decodeUnknownOption(InfoLine)(output)
   return Option.match(decoded, {
     onNone: () => ({ serverVersion: "unknown", apiVersion: "unknown", storageDriver: "unknown" }),
@@ -296,100 +317,107 @@ export const start: (
   config: DockerdConfig.DockerdConfig | DockerdConfig.DockerdConfigInput,
   policy?: ReadinessPolicy,
   options?: StartOptions
-) => Effect.Effect<DockerDaemon, StartError, ProcessManager | Scope.Scope> = Effect.fn("Dockerd.start")(
-  function* (input, policy = fast, options = {}) {
-    const config = input instanceof DockerdConfig.DockerdConfig ? input : yield* DockerdConfig.decode(input)
-    const location = options.location ?? "local"
-    const emit: EventSink = options.onEvent ?? (() => Effect.void)
-    const started = yield* Clock.currentTimeMillis
-    const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
+) => Effect.Effect<DockerDaemon, StartError, ProcessManager | Scope.Scope> = Effect.fn(
+  "Dockerd.start"
+)(function* (input, policy = fast, options = {}) {
+  const config =
+    input instanceof DockerdConfig.DockerdConfig ? input : yield* DockerdConfig.decode(input)
+  const location = options.location ?? "local"
+  const emit: EventSink = options.onEvent ?? (() => Effect.void)
+  const started = yield* Clock.currentTimeMillis
+  const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
 
-    if (location === "local") {
-      yield* Preflight.run(config)
-      // dockerd creates its data-root, exec-root and pidfile directory, but
-      // not the socket's directory.
-      const socketDir = Path.dirname(config.socket)
-      yield* Effect.tryPromise({
-        try: () => mkdir(socketDir, { recursive: true, mode: 0o755 }),
-        catch: (error) =>
-          new DirectoryNotWritable({
-            field: "socket directory",
-            path: socketDir,
-            reason: (error as NodeJS.ErrnoException).code ?? String(error)
-          })
-      })
-      yield* emit(DaemonEvent.Preflight({ elapsedMs: yield* elapsed }))
-    }
+  if (location === "local") {
+    yield* Preflight.run(config)
+    // dockerd creates its data-root, exec-root and pidfile directory, but
+    // not the socket's directory.
+    const socketDir = Path.dirname(config.socket)
+    yield* Effect.tryPromise({
+      try: () => mkdir(socketDir, { recursive: true, mode: 0o755 }),
+      catch: (error) =>
+        new DirectoryNotWritable({
+          field: "socket directory",
+          path: socketDir,
+          reason: (error as NodeJS.ErrnoException).code ?? String(error)
+        })
+    })
+    yield* emit(DaemonEvent.Preflight({ elapsedMs: yield* elapsed }))
+  }
 
-    // Mounts already there (a disk at the data-root) are never undone by the stop.
-    const premounted = location === "local" ? yield* mountIdsOf(config) : new Set<number>()
-    const manager = yield* ProcessManager
-    const argv = DockerdConfig.argv(config)
-    // What is shown of the argv (events, logs): never a secret of its env.
-    const shownArgv = redactArgv(argv, secretsOf(Object.values(config.env)))
-    const execOptions = { env: config.env, killGrace: config.stopGrace, tailLines: 200 }
-    const handle = yield* manager.exec(argv, execOptions).pipe(
-      Effect.catchTag("BinaryNotFound", (error) =>
-        Effect.fail(
-          new DockerNotInstalled({
-            binary: error.binary,
-            searched: error.searched,
-            hint: location === "local" ? Preflight.INSTALL_HINT : REMOTE_INSTALL_HINT
-          })
-        )
+  // Mounts already there (a disk at the data-root) are never undone by the stop.
+  const premounted = location === "local" ? yield* mountIdsOf(config) : new Set<number>()
+  const manager = yield* ProcessManager
+  const argv = DockerdConfig.argv(config)
+  // What is shown of the argv (events, logs): never a secret of its env.
+  const shownArgv = redactArgv(argv, secretsOf(Object.values(config.env)))
+  const execOptions = { env: config.env, killGrace: config.stopGrace, tailLines: 200 }
+  const handle = yield* manager.exec(argv, execOptions).pipe(
+    Effect.catchTag("BinaryNotFound", (error) =>
+      Effect.fail(
+        new DockerNotInstalled({
+          binary: error.binary,
+          searched: error.searched,
+          hint: location === "local" ? Preflight.INSTALL_HINT : REMOTE_INSTALL_HINT
+        })
       )
     )
-    let containerd: number | undefined
-    yield* Effect.addFinalizer(() =>
-      stop(handle, config, location, () => containerd, premounted, emit)
-    )
+  )
+  let containerd: number | undefined
+  yield* Effect.addFinalizer(() =>
+    stop(handle, config, location, () => containerd, premounted, emit)
+  )
 
-    yield* Effect.annotateLogsScoped({ pid: handle.pid, socket: config.socket })
-    yield* Effect.logInfo("dockerd started; waiting until it is ready").pipe(
-      Effect.annotateLogs({ argv: shownArgv.join(" "), policy: policy.name })
-    )
-    yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed }))
+  yield* Effect.annotateLogsScoped({ pid: handle.pid, socket: config.socket })
+  yield* Effect.logInfo("dockerd started; waiting until it is ready").pipe(
+    Effect.annotateLogs({ argv: shownArgv.join(" "), policy: policy.name })
+  )
+  yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed }))
 
-    const probes = yield* probesFor(config, location)
-    const report = yield* waitUntilReady(handle, probes.readiness, policy, {
-      onEvent: (event) =>
-        ReadinessEvent.$is("ProbeResult")(event)
-          ? emit(DaemonEvent.Probe({ attempt: event.attempt, elapsedMs: event.elapsedMs, outcome: event.outcome }))
-          : Effect.void
-    }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
+  const probes = yield* probesFor(config, location)
+  const report = yield* waitUntilReady(handle, probes.readiness, policy, {
+    onEvent: (event) =>
+      ReadinessEvent.$is("ProbeResult")(event)
+        ? emit(
+            DaemonEvent.Probe({
+              attempt: event.attempt,
+              elapsedMs: event.elapsedMs,
+              outcome: event.outcome
+            })
+          )
+        : Effect.void
+  }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
 
-    if (location === "local") {
-      containerd = yield* readPidfile(`${config.effectiveExecRoot}/containerd/containerd.pid`)
-      yield* applySocketMode(config)
-    }
-    const versions = versionsOf(report, location)
-    const daemon: DockerDaemon = {
+  if (location === "local") {
+    containerd = yield* readPidfile(`${config.effectiveExecRoot}/containerd/containerd.pid`)
+    yield* applySocketMode(config)
+  }
+  const versions = versionsOf(report, location)
+  const daemon: DockerDaemon = {
+    pid: handle.pid,
+    socket: config.socket,
+    config,
+    ...versions,
+    timeToReadyMs: report.elapsedMs,
+    report,
+    process: handle,
+    awaitExit: handle.awaitExit,
+    liveness: probes.liveness,
+    location
+  }
+  yield* emit(
+    DaemonEvent.Ready({
       pid: handle.pid,
       socket: config.socket,
-      config,
-      ...versions,
-      timeToReadyMs: report.elapsedMs,
-      report,
-      process: handle,
-      awaitExit: handle.awaitExit,
-      liveness: probes.liveness,
-      location
-    }
-    yield* emit(
-      DaemonEvent.Ready({
-        pid: handle.pid,
-        socket: config.socket,
-        elapsedMs: yield* elapsed,
-        attempts: report.attempts,
-        serverVersion: daemon.serverVersion,
-        apiVersion: daemon.apiVersion,
-        storageDriver: daemon.storageDriver,
-        restarts: options.restarts ?? 0
-      })
-    )
-    return daemon
-  }
-)
+      elapsedMs: yield* elapsed,
+      attempts: report.attempts,
+      serverVersion: daemon.serverVersion,
+      apiVersion: daemon.apiVersion,
+      storageDriver: daemon.storageDriver,
+      restarts: options.restarts ?? 0
+    })
+  )
+  return daemon
+})
 
 /**
  * The default grace between SIGTERM and SIGKILL when a daemon is stopped.

@@ -45,7 +45,7 @@ export const profileFlags = {
  */
 export const Profile = Schema.Literal("default", "sandbox", "gvisor").annotations({
   message: (issue) => ({
-    message: `${JSON.stringify(issue.actual) ?? String(issue.actual)} is not a profile; use default, sandbox or gvisor`,
+    message: `${JSON.stringify(issue.actual) ?? String(issue.actual)} is not a profile; use one of default, sandbox, gvisor`,
     override: true
   })
 })
@@ -76,7 +76,10 @@ const AbsolutePath = Schema.String.pipe(
  */
 const OwnDirectory = AbsolutePath.pipe(
   Schema.filter((path) => {
-    const depth = Path.posix.normalize(path).split("/").filter((part) => part.length > 0).length
+    const depth = Path.posix
+      .normalize(path)
+      .split("/")
+      .filter((part) => part.length > 0).length
     return (
       depth >= 2 ||
       `"${path}" is ${depth === 0 ? "the root directory" : "a top-level directory"}; the stop cleans up every process and mount under it, so give the daemon a directory of its own, like /tmp/sandbox-docker/data`
@@ -152,7 +155,10 @@ const ExtraFlag = Schema.String.pipe(
   Schema.filter((flag) => flag.startsWith("-") || `"${flag}" is not a flag (flags start with -)`),
   Schema.filter((flag) => {
     const name = managedFlagOf(flag)
-    return name === undefined || `${name} is set by the "${MANAGED_FLAGS[name]}" setting; use that instead`
+    return (
+      name === undefined ||
+      `${name} is set by the "${MANAGED_FLAGS[name]}" setting; use that instead`
+    )
   }),
   Schema.filter((flag) => !flag.includes("\0") || "must not contain a NUL byte")
 )
@@ -217,22 +223,30 @@ export const SocketMode = Schema.transformOrFail(
   Schema.String.annotations({ message: () => `a mode is octal digits in a string, like "0660"` }),
   Schema.Int,
   {
-  strict: true,
-  decode: (text, _, ast) => {
-    const match = /^(?:0o?)?([0-7]{3})$/.exec(text.trim())
-    if (match === null) {
-      return ParseResult.fail(
-        new ParseResult.Type(ast, text, `"${text}" is not a mode: use octal digits like 0660 (owner and group) or 0600 (owner only)`)
-      )
-    }
-    const mode = Number.parseInt(match[1] ?? "", 8)
-    return (mode & 0o600) === 0o600
-      ? ParseResult.succeed(mode)
-      : ParseResult.fail(
-          new ParseResult.Type(ast, text, `${text} does not let the owner read and write the socket; use 0600, 0660 or wider`)
+    strict: true,
+    decode: (text, _, ast) => {
+      const match = /^(?:0o?)?([0-7]{3})$/.exec(text.trim())
+      if (match === null) {
+        return ParseResult.fail(
+          new ParseResult.Type(
+            ast,
+            text,
+            `"${text}" is not a mode: use octal digits like 0660 (owner and group) or 0600 (owner only)`
+          )
         )
-  },
-  encode: (mode) => ParseResult.succeed(`0${mode.toString(8)}`)
+      }
+      const mode = Number.parseInt(match[1] ?? "", 8)
+      return (mode & 0o600) === 0o600
+        ? ParseResult.succeed(mode)
+        : ParseResult.fail(
+            new ParseResult.Type(
+              ast,
+              text,
+              `${text} does not let the owner read and write the socket; use 0600, 0660 or wider`
+            )
+          )
+    },
+    encode: (mode) => ParseResult.succeed(`0${mode.toString(8)}`)
   }
 )
 
@@ -277,7 +291,8 @@ export const EnvValue = Schema.Union(NoNul, SecretValue).annotations({
 
 const EnvName = Schema.String.pipe(
   Schema.pattern(/^[A-Za-z_][A-Za-z0-9_]{0,254}$/, {
-    message: () => "an environment variable name is letters, digits and _, not starting with a digit"
+    message: () =>
+      "an environment variable name is letters, digits and _, not starting with a digit"
   })
 )
 
@@ -319,7 +334,6 @@ const StopGrace = Schema.DurationFromMillis.pipe(
       Duration.lessThanOrEqualTo(grace, Duration.millis(MAX_STOP_GRACE_MS)) ||
       `must be at most ${MAX_STOP_GRACE_MS} ms (24h)`
   )
-
 ).annotations({
   message: () => ({
     message: "a stop grace is a number of milliseconds from 0 to 86400000 (24h)",
@@ -440,7 +454,10 @@ export const decode = (input: unknown): Effect.Effect<DockerdConfig, InvalidConf
     Effect.mapError((error) => {
       const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
       // A message may quote the value it refused (as JSON, too): never a secret.
-      const secrets = secretsIn(input).flatMap((secret) => [secret, JSON.stringify(secret).slice(1, -1)])
+      const secrets = secretsIn(input).flatMap((secret) => [
+        secret,
+        JSON.stringify(secret).slice(1, -1)
+      ])
       return new InvalidConfig({
         field: redactText(issue?.path.join(".") || "config", secrets),
         problem: redactText(issue?.message ?? error.message, secrets)

@@ -98,7 +98,8 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
     const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
     const exited = yield* Deferred.make<ExitStatus>()
     let exitStatus: ExitStatus | undefined
-    let pumps: Fiber.RuntimeFiber<void> | undefined
+    // Set once the output readers run (after the spawn, below).
+    const readers: { fiber?: Fiber.RuntimeFiber<void> } = {}
     // The spawn and the registration of its stop happen as one step, so an
     // interruption can never leave a process without its SIGTERM/SIGKILL.
     const child = yield* executor.start(command).pipe(
@@ -116,7 +117,11 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
           stopGroup(child.pid, exited, grace).pipe(
             // The output is read until the process is gone (its last words
             // while stopping included), then the readers are let go.
-            Effect.zipRight(pumps === undefined ? Effect.void : Fiber.interrupt(pumps))
+            Effect.zipRight(
+              Effect.suspend(() =>
+                readers.fiber === undefined ? Effect.void : Fiber.interrupt(readers.fiber)
+              )
+            )
           )
         )
       ),
@@ -141,7 +146,7 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
         discard: true
       }
     ).pipe(Effect.forkDaemon)
-    pumps = reading
+    readers.fiber = reading
 
     yield* statusFromExit(child.exitCode).pipe(
       // Let the pipes drain so the tail holds the last words, without waiting

@@ -26,7 +26,8 @@ import { resolveExecutable } from "./internal/executable.js"
  * @since 0.1.0
  * @category constants
  */
-export const INSTALL_HINT = "Install it with `apt-get install docker.io` (Debian/Ubuntu), or pass --dockerd PATH."
+export const INSTALL_HINT =
+  "Install it with `apt-get install docker.io` (Debian/Ubuntu), or pass --dockerd PATH."
 
 /**
  * Every preflight failure.
@@ -42,8 +43,7 @@ export type PreflightError =
   | SocketInUse
   | DirectoryNotWritable
 
-const statOrUndefined = (path: string) =>
-  Effect.promise(() => stat(path).catch(() => undefined))
+const statOrUndefined = (path: string) => Effect.promise(() => stat(path).catch(() => undefined))
 
 /** Whether `pid` names a live process (a zombie counts as gone). */
 export const isAlive = (pid: number): Effect.Effect<boolean> =>
@@ -62,7 +62,11 @@ const checkBinary = (config: DockerdConfig) =>
   resolveExecutable(config.binary, process.env.PATH).pipe(
     Effect.mapError(
       (error) =>
-        new DockerNotInstalled({ binary: error.binary, searched: error.searched, hint: INSTALL_HINT })
+        new DockerNotInstalled({
+          binary: error.binary,
+          searched: error.searched,
+          hint: INSTALL_HINT
+        })
     )
   )
 

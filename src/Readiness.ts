@@ -1,5 +1,5 @@
 /**
- * `waitUntilReady`: the policy's spacing drives probe attempts, each probe
+ * `waitUntilReady`: the policy's `Schedule`s drive probe attempts, each probe
  * under its own `Effect.timeout`, while a fiber watching the process's exit
  * races the loop. Events cut the wait between attempts short: a probe's
  * wake-up (the socket file appeared) or a line of the process's output that
@@ -17,6 +17,7 @@ import {
   MetricBoundaries,
   Queue,
   Ref,
+  Schedule,
   Schema,
   Stream
 } from "effect"
@@ -215,11 +216,12 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
       }
     })
 
+    // The policy's Schedules drive the spacing; a wake-up cuts a wait short.
+    const cheapSpacing = yield* Schedule.driver(policy.schedule)
+    const commandSpacing = yield* Schedule.driver(policy.commandSchedule)
     const probing = Effect.gen(function* () {
       yield* listen
       yield* Effect.sleep(policy.initialDelay)
-      let failed = 0
-      let failedWithProcess = 0
       for (;;) {
         // The attempt sees the state as it is now: older wake-ups are moot.
         yield* Queue.takeAll(wakeUps)
@@ -229,12 +231,19 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
         // (Set by the attempt's callbacks, which the compiler cannot see.)
         const failure = last1.outcome as Probe.ProbeOutcome | undefined
         const parked = failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
-        const delay = parked
-          ? policy.slowestDelay
-          : policy.delayAfter(failed, failedWithProcess, ranProcess)
-        failed += 1
-        if (ranProcess) failedWithProcess += 1
-        yield* Effect.raceFirst(Effect.sleep(delay), Queue.take(wakeUps))
+        const spacing = parked
+          ? Effect.sleep(policy.slowestDelay)
+          : ranProcess
+            ? Effect.all([cheapSpacing.next(undefined), commandSpacing.next(undefined)], {
+                concurrency: 2,
+                discard: true
+              })
+            : cheapSpacing.next(undefined)
+        // A schedule that runs out leaves the deadline to decide.
+        yield* Effect.raceFirst(
+          spacing.pipe(Effect.catchAll(() => Effect.never)),
+          Queue.take(wakeUps)
+        )
       }
     }).pipe(Effect.scoped)
 

@@ -47,15 +47,16 @@ export const RetrySpacing = Schema.Union(FixedInterval, ExponentialBackoff)
  */
 export type RetrySpacing = FixedInterval | ExponentialBackoff
 
-/** The delay before attempt `failed + 1`, after `failed` failed attempts (counting from 0). */
-const delayAfter = (spacing: RetrySpacing, failed: number): Duration.Duration => {
+/** The Schedule a spacing describes; its output is the delay it chose. */
+const scheduleOf = (spacing: RetrySpacing): Schedule.Schedule<Duration.Duration> => {
   switch (spacing._tag) {
     case "FixedInterval":
-      return spacing.interval
-    case "ExponentialBackoff": {
-      const millis = Duration.toMillis(spacing.initial) * spacing.factor ** failed
-      return Duration.min(Duration.millis(millis), spacing.max)
-    }
+      return Schedule.spaced(spacing.interval).pipe(Schedule.as(spacing.interval))
+    case "ExponentialBackoff":
+      return Schedule.exponential(spacing.initial, spacing.factor).pipe(
+        Schedule.union(Schedule.spaced(spacing.max)),
+        Schedule.map(([exponential]) => Duration.min(exponential, spacing.max))
+      )
   }
 }
 
@@ -108,30 +109,18 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
   deadline: Schema.DurationFromMillis
 }) {
   /**
-   * The retry schedule the readiness loop runs on.
+   * The schedule between attempts.
    */
   get schedule(): Schedule.Schedule<Duration.Duration> {
-    const spacing = this.retry
-    switch (spacing._tag) {
-      case "FixedInterval":
-        return Schedule.spaced(spacing.interval).pipe(Schedule.as(spacing.interval))
-      case "ExponentialBackoff":
-        return Schedule.exponential(spacing.initial, spacing.factor).pipe(
-          Schedule.union(Schedule.spaced(spacing.max)),
-          Schedule.map(([exponential]) => Duration.min(exponential, spacing.max))
-        )
-    }
+    return scheduleOf(this.retry)
   }
 
   /**
-   * The delay before the next attempt after `failed` failed attempts, of
-   * which `failedCommands` ran a command probe; `ranCommand`: whether the
-   * last one did.
+   * The schedule after attempts that ran a probe starting a process; the
+   * loop waits for the longer of it and {@link ReadinessPolicy.schedule}.
    */
-  delayAfter(failed: number, failedCommands: number, ranCommand: boolean): Duration.Duration {
-    const cheap = delayAfter(this.retry, failed)
-    if (!ranCommand) return cheap
-    return Duration.max(cheap, delayAfter(this.commandRetry ?? this.retry, failedCommands))
+  get commandSchedule(): Schedule.Schedule<Duration.Duration> {
+    return scheduleOf(this.commandRetry ?? this.retry)
   }
 
   /**

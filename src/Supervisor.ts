@@ -95,64 +95,70 @@ export const onFailure = (
  * @since 0.1.0
  * @category supervision
  */
-export const supervise = Effect.fn("Supervisor.supervise")(function* (
-  daemon: Dockerd.DockerDaemon,
-  liveness: LivenessPolicy = defaultLiveness,
-  options: { readonly onEvent?: EventSink | undefined; readonly restarts?: number | undefined } = {}
-) {
-  const emit: EventSink = options.onEvent ?? (() => Effect.void)
-  const restarts = options.restarts ?? 0
-  let consecutive = 0
+export const supervise = Effect.fn("Supervisor.supervise")(
+  function* (
+    daemon: Dockerd.DockerDaemon,
+    liveness: LivenessPolicy = defaultLiveness,
+    options: {
+      readonly onEvent?: EventSink | undefined
+      readonly restarts?: number | undefined
+    } = {}
+  ) {
+    const emit: EventSink = options.onEvent ?? (() => Effect.void)
+    const restarts = options.restarts ?? 0
+    let consecutive = 0
 
-  const check = Probe.run(daemon.liveness, { timeoutFor: () => liveness.timeout }).pipe(
-    Effect.tap(() => Effect.sync(() => (consecutive = 0))),
-    Effect.catchAll((failure: ProbeFailure) =>
-      Effect.gen(function* () {
-        consecutive += 1
-        yield* Effect.logWarning("liveness check failed").pipe(
-          Effect.annotateLogs({ consecutive, reason: failure.message })
-        )
-        yield* emit(
-          DaemonEvent.LivenessFailed({
-            pid: daemon.pid,
-            consecutive,
-            threshold: liveness.failureThreshold,
-            reason: failure.message
-          })
-        )
-        if (consecutive >= liveness.failureThreshold) {
-          return yield* new DaemonUnhealthy({
-            pid: daemon.pid,
-            consecutiveFailures: consecutive,
-            lastFailure: failure,
-            restarts,
-            logTail: yield* daemon.process.logTail
-          })
-        }
-      })
-    )
-  )
-
-  const watching = Effect.repeat(check, Schedule.spaced(liveness.interval)).pipe(
-    Effect.zipRight(Effect.never)
-  )
-  const death = Effect.flatMap(daemon.awaitExit, (status) =>
-    Effect.flatMap(daemon.process.logTail, (logTail) => {
-      const diagnosis = diagnose(logTail)
-      return Effect.fail(
-        new DaemonDied({
-          pid: daemon.pid,
-          status,
-          ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
-          restarts,
-          logTail,
-          ...(diagnosis === undefined ? {} : { diagnosis })
+    const check = Probe.run(daemon.liveness, { timeoutFor: () => liveness.timeout }).pipe(
+      Effect.tap(() => Effect.sync(() => (consecutive = 0))),
+      Effect.catchAll((failure: ProbeFailure) =>
+        Effect.gen(function* () {
+          consecutive += 1
+          yield* Effect.logWarning("liveness check failed").pipe(
+            Effect.annotateLogs({ consecutive, reason: failure.message })
+          )
+          yield* emit(
+            DaemonEvent.LivenessFailed({
+              pid: daemon.pid,
+              consecutive,
+              threshold: liveness.failureThreshold,
+              reason: failure.message
+            })
+          )
+          if (consecutive >= liveness.failureThreshold) {
+            return yield* new DaemonUnhealthy({
+              pid: daemon.pid,
+              consecutiveFailures: consecutive,
+              lastFailure: failure,
+              restarts,
+              logTail: yield* daemon.process.logTail
+            })
+          }
         })
       )
-    })
-  )
-  return yield* Effect.raceFirst(watching, death) as Effect.Effect<never, SupervisionError>
-}, Effect.annotateLogs({ component: "supervisor" }))
+    )
+
+    const watching = Effect.repeat(check, Schedule.spaced(liveness.interval)).pipe(
+      Effect.zipRight(Effect.never)
+    )
+    const death = Effect.flatMap(daemon.awaitExit, (status) =>
+      Effect.flatMap(daemon.process.logTail, (logTail) => {
+        const diagnosis = diagnose(logTail)
+        return Effect.fail(
+          new DaemonDied({
+            pid: daemon.pid,
+            status,
+            ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
+            restarts,
+            logTail,
+            ...(diagnosis === undefined ? {} : { diagnosis })
+          })
+        )
+      })
+    )
+    return yield* Effect.raceFirst(watching, death) as Effect.Effect<never, SupervisionError>
+  },
+  Effect.annotateLogs({ component: "supervisor" })
+)
 
 /**
  * Options of {@link run}.
@@ -185,7 +191,9 @@ export const run = (
 ): Effect.Effect<never, StartError | SupervisionError, ProcessManager> => {
   const restart = options.restart ?? never
   const maxRestarts = restart._tag === "OnFailure" ? restart.maxRestarts : 0
-  const instance = (restarts: number): Effect.Effect<never, StartError | SupervisionError, ProcessManager> =>
+  const instance = (
+    restarts: number
+  ): Effect.Effect<never, StartError | SupervisionError, ProcessManager> =>
     Effect.scoped(
       Effect.gen(function* () {
         const daemon = yield* Dockerd.start(config, options.readiness ?? fast, {
@@ -198,7 +206,9 @@ export const run = (
       }) as Effect.Effect<never, StartError | SupervisionError, ProcessManager | Scope.Scope>
     )
 
-  const loop = (restarts: number): Effect.Effect<never, StartError | SupervisionError, ProcessManager> =>
+  const loop = (
+    restarts: number
+  ): Effect.Effect<never, StartError | SupervisionError, ProcessManager> =>
     instance(restarts).pipe(
       Effect.catchAll((error) => {
         // Only failures of a daemon that was ready once are restarted; a

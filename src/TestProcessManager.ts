@@ -254,7 +254,8 @@ export const make = (
             // A SIGTERM sent while stopped was held by the kernel until now.
             const pending = proc.pendingTerm
             proc.pendingTerm = undefined
-            if (pending !== undefined && onTerm !== "ignore") yield* terminate(proc, pending, onTerm)
+            if (pending !== undefined && onTerm !== "ignore")
+              yield* terminate(proc, pending, onTerm)
             break
           }
           case "SIGTERM":

@@ -32,6 +32,8 @@ export * as Readiness from "./Readiness.js"
 /** @since 0.1.0 */
 export * as ReadinessPolicy from "./ReadinessPolicy.js"
 /** @since 0.1.0 */
+export * as Redaction from "./Redaction.js"
+/** @since 0.1.0 */
 export * as Supervisor from "./Supervisor.js"
 /** @since 0.1.0 */
 export * as ContainerProcessManager from "./ContainerProcessManager.js"

@@ -14,8 +14,9 @@
  * 3. an exit before ready ends as `ExitedBeforeReady`, reported at the
  *    moment of the exit, never as a timeout; a report is never given for a
  *    process that was already dead; a timeout only for a live process;
- * 4. after the scoped run no process of it is running and no fiber it forked
- *    is alive (tracked with `Supervisor.track`);
+ * 4. after the scoped run no process of it is running, and every fiber it
+ *    forked (tracked by a `Supervisor` that notes the virtual time each one
+ *    ends) is done, none later than the run itself;
  * 5. the scripted process dies exactly when its script and the signals say
  *    (a kernel-like model: SIGTERM to a stopped process waits for SIGCONT).
  *
@@ -43,7 +44,12 @@ import {
 import { ExitedBeforeReady, NotReadyByDeadline } from "../src/errors.js"
 import * as Probe from "../src/Probe.js"
 import { ProcessManager, type SignalName } from "../src/ProcessManager.js"
-import { describe as describeStatus, Exited, type ExitStatus, Signaled } from "../src/ProcessStatus.js"
+import {
+  describe as describeStatus,
+  Exited,
+  type ExitStatus,
+  Signaled
+} from "../src/ProcessStatus.js"
 import { ReadinessReport, waitUntilReady } from "../src/Readiness.js"
 import { ReadinessPolicy } from "../src/ReadinessPolicy.js"
 import * as TestProcessManager from "../src/TestProcessManager.js"
@@ -90,7 +96,9 @@ interface Sample {
     readonly exit?: { at: number; code: number } | { at: number; signal: SignalName }
     readonly onTerm?: number | "ignore"
     readonly output: ReadonlyArray<{ at: number; text: string }>
-    readonly probes: Readonly<Record<"socket" | "ping" | "info", ReadonlyArray<{ from: number; answer: Answer }>>>
+    readonly probes: Readonly<
+      Record<"socket" | "ping" | "info", ReadonlyArray<{ from: number; answer: Answer }>>
+    >
   }
   readonly signals: ReadonlyArray<{ readonly at: number; readonly signal: SignalName }>
   readonly killGrace: number
@@ -132,7 +140,7 @@ const policy: fc.Arbitrary<ReadinessPolicy> = fc
 const outputLine = fc.oneof(
   fc.string(),
   fc.constant('level=info msg="API listen on /run/docker.sock"\n'),
-  fc.constant("level=info msg=\"Starting up\"\n")
+  fc.constant('level=info msg="Starting up"\n')
 )
 
 const sample: fc.Arbitrary<Sample> = fc.record({
@@ -151,7 +159,9 @@ const sample: fc.Arbitrary<Sample> = fc.record({
       }),
       probes: fc
         .record({
-          socket: phases(fc.constantFrom<Answer>("absent", "refused", "ok", { fail: "not a socket" })),
+          socket: phases(
+            fc.constantFrom<Answer>("absent", "refused", "ok", { fail: "not a socket" })
+          ),
           ping: phases(answer),
           info: phases(answer),
           // Half the daemons become ready at some point: every probe answers
@@ -164,7 +174,11 @@ const sample: fc.Arbitrary<Sample> = fc.record({
             ...list.filter((phase) => phase.from < readyFrom),
             { from: readyFrom, answer: "ok" as const }
           ]
-          return { socket: until(probes.socket), ping: until(probes.ping), info: until(probes.info) }
+          return {
+            socket: until(probes.socket),
+            ping: until(probes.ping),
+            info: until(probes.info)
+          }
         })
     },
     { requiredKeys: ["output", "probes"] }
@@ -176,16 +190,14 @@ const sample: fc.Arbitrary<Sample> = fc.record({
     }),
     // Stopped, told to terminate, continued: what `Dockerd`'s stop does to
     // a daemon that may be stopped (SIGTERM, then SIGCONT).
-    fc
-      .uniqueArray(at(3, 40), { minLength: 3, maxLength: 3 })
-      .chain((times) => {
-        const [stop, term, cont] = [...times].sort((a, b) => a - b) as [number, number, number]
-        return fc.constantFrom<SignalName>("SIGTERM", "SIGINT").map((signal) => [
-          { at: stop, signal: "SIGSTOP" as SignalName },
-          { at: term, signal },
-          { at: cont, signal: "SIGCONT" as SignalName }
-        ])
-      })
+    fc.uniqueArray(at(3, 40), { minLength: 3, maxLength: 3 }).chain((times) => {
+      const [stop, term, cont] = [...times].sort((a, b) => a - b) as [number, number, number]
+      return fc.constantFrom<SignalName>("SIGTERM", "SIGINT").map((signal) => [
+        { at: stop, signal: "SIGSTOP" as SignalName },
+        { at: term, signal },
+        { at: cont, signal: "SIGCONT" as SignalName }
+      ])
+    })
   ),
   killGrace: fc.integer({ min: 0, max: 300 }),
   policy
@@ -206,7 +218,8 @@ const predictExit = (
   if (exit !== undefined) {
     scheduled.push({
       at: exit.at,
-      status: "code" in exit ? new Exited({ code: exit.code }) : new Signaled({ signal: exit.signal }),
+      status:
+        "code" in exit ? new Exited({ code: exit.code }) : new Signaled({ signal: exit.signal }),
       held: false
     })
   }
@@ -215,7 +228,8 @@ const predictExit = (
   const firstBefore = (limit: number) =>
     scheduled.filter((e) => e.at < limit).sort((a, b) => a.at - b.at)[0]
   const terminate = (time: number, signal: SignalName, held: boolean) => {
-    if (onTerm !== "ignore") scheduled.push({ at: time + onTerm, status: new Signaled({ signal }), held })
+    if (onTerm !== "ignore")
+      scheduled.push({ at: time + onTerm, status: new Signaled({ signal }), held })
   }
   for (const { at: time, signal } of [...s.signals].sort((a, b) => a.at - b.at)) {
     const done = firstBefore(time)
@@ -294,7 +308,9 @@ const observe = (s: Sample) =>
       let exitStatus: ExitStatus | undefined
       const result = yield* Effect.scoped(
         Effect.gen(function* () {
-          const handle = yield* manager.exec(["dockerd"], { killGrace: Duration.millis(s.killGrace) })
+          const handle = yield* manager.exec(["dockerd"], {
+            killGrace: Duration.millis(s.killGrace)
+          })
           yield* handle.awaitExit.pipe(
             Effect.flatMap((status) =>
               Effect.map(Clock.currentTimeMillis, (now) => {
@@ -305,7 +321,9 @@ const observe = (s: Sample) =>
             Effect.forkScoped
           )
           for (const { at: time, signal } of s.signals) {
-            yield* handle.signal(signal).pipe(Effect.delay(Duration.millis(time)), Effect.forkScoped)
+            yield* handle
+              .signal(signal)
+              .pipe(Effect.delay(Duration.millis(time)), Effect.forkScoped)
           }
           const probe = Probe.all([
             test.probe(handle.pid, "socket"),
@@ -337,7 +355,9 @@ const observe = (s: Sample) =>
                   ? undefined
                   : { ...s.script.exit, at: Duration.millis(s.script.exit.at) },
               onTerm:
-                typeof s.script.onTerm === "number" ? Duration.millis(s.script.onTerm) : s.script.onTerm
+                typeof s.script.onTerm === "number"
+                  ? Duration.millis(s.script.onTerm)
+                  : s.script.onTerm
             } as TestProcessManager.ProcessScript
           }
         ])
@@ -388,38 +408,46 @@ const check = (
     else return fail(`an untyped failure: ${String(cause.error)}`)
   }
   // 2. nothing finishes past the deadline plus one tick
-  if (o.endAt > deadline + 1) return fail(`${kind} at ${o.endAt}ms, past the deadline ${deadline}ms`)
+  if (o.endAt > deadline + 1)
+    return fail(`${kind} at ${o.endAt}ms, past the deadline ${deadline}ms`)
   // 3. exits are reported as exits, at once; no report for the dead
   const diedBefore = (t: number) => o.exitedAt !== undefined && o.exitedAt < t
   if (kind === "ready") {
-    if (diedBefore(o.endAt)) return fail(`ready at ${o.endAt}ms for a process dead since ${o.exitedAt}ms`)
+    if (diedBefore(o.endAt))
+      return fail(`ready at ${o.endAt}ms for a process dead since ${o.exitedAt}ms`)
     const report = (o.exit as Exit.Success<ReadinessReport, never>).value
     if (report.elapsedMs !== o.endAt) return fail("the report's elapsedMs is not the time of ready")
     if (report.results.some((r) => r._tag !== "ProbeSucceeded") || report.results.length !== 3)
       return fail("ready without three successful probes")
   }
   if (kind === "deadline") {
-    if (o.endAt < deadline) return fail(`a timeout at ${o.endAt}ms, before the deadline ${deadline}ms`)
+    if (o.endAt < deadline)
+      return fail(`a timeout at ${o.endAt}ms, before the deadline ${deadline}ms`)
     if (diedBefore(deadline))
       return fail(`exited at ${o.exitedAt}ms, before the deadline, but reported as a timeout`)
   }
   if (kind === "exited") {
-    const error = (o.exit as Exit.Failure<never, ExitedBeforeReady>).cause as Cause.Fail<ExitedBeforeReady>
+    const error = (o.exit as Exit.Failure<never, ExitedBeforeReady>)
+      .cause as Cause.Fail<ExitedBeforeReady>
     if (o.exitedAt === undefined) return fail("ExitedBeforeReady for a process that did not exit")
     if (o.endAt !== o.exitedAt)
       return fail(`exited at ${o.exitedAt}ms but reported at ${o.endAt}ms: it kept waiting`)
-    if (error.error.elapsedMs !== o.exitedAt) return fail("ExitedBeforeReady.elapsedMs is not the exit time")
+    if (error.error.elapsedMs !== o.exitedAt)
+      return fail("ExitedBeforeReady.elapsedMs is not the exit time")
     if (describeStatus(error.error.status) !== describeStatus(o.exitStatus!))
       return fail("ExitedBeforeReady does not carry the real status")
   }
   // 4. nothing left behind
-  if (o.runningAfter !== 0) return fail(`${o.runningAfter} process(es) still running after the scope`)
+  if (o.runningAfter !== 0)
+    return fail(`${o.runningAfter} process(es) still running after the scope`)
   // Every fiber forked by the run ended, and none later (in virtual time)
   // than the run: `forkScoped` interrupts without waiting, so a fiber may
   // finish a few scheduler steps after, but never at a later instant.
   if (fibersAlive !== 0) return fail(`${fibersAlive} fiber(s) forked by the run are still alive`)
   if (lastFiberEnd > o.closedAt)
-    return fail(`a fiber forked by the run ended at ${lastFiberEnd}ms, after the run ended at ${o.closedAt}ms`)
+    return fail(
+      `a fiber forked by the run ended at ${lastFiberEnd}ms, after the run ended at ${o.closedAt}ms`
+    )
   // 5. the process dies when the model says
   const predicted = predictExit(s)
   const predictedBeforeEnd = predicted !== undefined && predicted.at < o.endAt
@@ -461,7 +489,9 @@ describe("waitUntilReady: properties over random scripts and policies (TestClock
       }),
       { seed: SEED, numRuns: Math.ceil((2 * RUNS) / (BATCH + 1)) }
     )
-    console.log(`readiness properties: ${JSON.stringify(kinds)} in ${Date.now() - started}ms (seed ${SEED})`)
+    console.log(
+      `readiness properties: ${JSON.stringify(kinds)} in ${Date.now() - started}ms (seed ${SEED})`
+    )
     // The generator must reach every outcome, or the properties prove little.
     const total = kinds.ready + kinds.exited + kinds.deadline
     // …and the SIGTERM held while stopped, then delivered on SIGCONT.

@@ -131,7 +131,9 @@ const usageProblem = (said: ReadonlyArray<string>, error: ValidationError.Valida
  * @since 0.1.0
  * @category parsing
  */
-export const parse = (argv: ReadonlyArray<string>): Effect.Effect<Option.Option<Plan>, CliInputError> =>
+export const parse = (
+  argv: ReadonlyArray<string>
+): Effect.Effect<Option.Option<Plan>, CliInputError> =>
   Effect.gen(function* () {
     const normalized = normalizeArgv(argv)
     const missing = missingValue(normalized)
@@ -205,7 +207,9 @@ export const main = (argv: ReadonlyArray<string>): Promise<number> => {
     Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: execute })),
     Effect.provide(Layer.mergeAll(NodeContext.layer, LocalProcessManager.layer)),
     Logger.withMinimumLogLevel(logLevel()),
-    Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withLeveledConsole(Logger.logfmtLogger)))
+    Effect.provide(
+      Logger.replace(Logger.defaultLogger, Logger.withLeveledConsole(Logger.logfmtLogger))
+    )
   )
   return new Promise((resolve) => {
     let stopping = false
@@ -225,7 +229,11 @@ export const main = (argv: ReadonlyArray<string>): Promise<number> => {
   })
 }
 
-const exitCodeOf = (exit: Exit.Exit<unknown, unknown>, reporter: Reporter.Reporter, stopping: boolean): number => {
+const exitCodeOf = (
+  exit: Exit.Exit<unknown, unknown>,
+  reporter: Reporter.Reporter,
+  stopping: boolean
+): number => {
   if (Exit.isSuccess(exit)) return ExitCode.ok
   if (Cause.isInterruptedOnly(exit.cause)) return stopping ? ExitCode.ok : ExitCode.internal
   const failure = Cause.failureOption(exit.cause)
@@ -240,7 +248,10 @@ const exitCodeOf = (exit: Exit.Exit<unknown, unknown>, reporter: Reporter.Report
     }
   }
   Effect.runSync(
-    reporter.error({ _tag: "InternalError", message: Cause.pretty(exit.cause).split("\n")[0] ?? "internal error" })
+    reporter.error({
+      _tag: "InternalError",
+      message: Cause.pretty(exit.cause).split("\n")[0] ?? "internal error"
+    })
   )
   return ExitCode.internal
 }
