@@ -66,6 +66,7 @@ import {
   type SignalName
 } from "./ProcessManager.js"
 import { describe, Exited, type ExitStatus, Running, Signaled } from "./ProcessStatus.js"
+import { revealEnv } from "./Redaction.js"
 
 /**
  * Where the processes run.
@@ -274,7 +275,7 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
             AttachStderr: true,
             Tty: false,
             Cmd: cmd,
-            Env: Object.entries(config.env ?? {}).map(([key, value]) => `${key}=${value}`),
+            Env: Object.entries(revealEnv(config.env)).map(([key, value]) => `${key}=${value}`),
             WorkingDir: config.cwd ?? ""
           },
           schema: ExecCreated

@@ -28,12 +28,18 @@ export interface ReportableError {
 export interface Reporter {
   readonly event: (event: DaemonEvent) => Effect.Effect<void>
   readonly error: (error: ReportableError) => Effect.Effect<void>
-  readonly info: (event: string, fields: Record<string, unknown>, text: string) => Effect.Effect<void>
+  readonly info: (
+    event: string,
+    fields: Record<string, unknown>,
+    text: string
+  ) => Effect.Effect<void>
 }
 
-const kebab = (tag: string): string => tag.replace(/[a-z][A-Z]/g, (m) => `${m[0]}-${m[1]}`).toLowerCase()
+const kebab = (tag: string): string =>
+  tag.replace(/[a-z][A-Z]/g, (m) => `${m[0]}-${m[1]}`).toLowerCase()
 
-const write = (stream: NodeJS.WriteStream, line: string) => Effect.sync(() => void stream.write(line + "\n"))
+const write = (stream: NodeJS.WriteStream, line: string) =>
+  Effect.sync(() => void stream.write(line + "\n"))
 
 /** The fields of an error worth printing, without its tag and stack. */
 const fieldsOf = (error: ReportableError): Record<string, unknown> => {
@@ -88,7 +94,10 @@ export const make = (options: { readonly json: boolean }): Reporter => {
   return {
     event: (event) => {
       if (event._tag === "Probe") {
-        const key = event.outcome._tag === "ProbeSucceeded" ? "ok" : `${event.outcome._tag}:${"reason" in event.outcome ? event.outcome.reason : ""}`
+        const key =
+          event.outcome._tag === "ProbeSucceeded"
+            ? "ok"
+            : `${event.outcome._tag}:${"reason" in event.outcome ? event.outcome.reason : ""}`
         if (lastProbe.get(event.outcome.probe) === key) return Effect.void
         lastProbe.set(event.outcome.probe, key)
       }
@@ -97,7 +106,15 @@ export const make = (options: { readonly json: boolean }): Reporter => {
     },
     error: (error) =>
       options.json
-        ? write(process.stdout, JSON.stringify({ event: "error", error: error._tag, message: error.message, ...fieldsOf(error) }))
+        ? write(
+            process.stdout,
+            JSON.stringify({
+              event: "error",
+              error: error._tag,
+              message: error.message,
+              ...fieldsOf(error)
+            })
+          )
         : write(process.stderr, `${stamp()} error: ${error.message}`),
     info: (name, fields, text) => emit(name, fields, text)
   }

@@ -20,13 +20,10 @@ import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Effect, Schema, type Scope } from "effect"
 import * as DockerEngine from "../../src/DockerEngine.js"
-import type { BinaryNotFound, ReadinessError, SpawnFailed } from "../../src/errors.js"
-import { resolveExecutable } from "../../src/internal/executable.js"
-import { awaitGone, mountsUnder, pidsMentioning } from "../../src/internal/processTree.js"
+import * as Dockerd from "../../src/Dockerd.js"
+import type { StartError } from "../../src/errors.js"
 import * as LocalProcessManager from "../../src/LocalProcessManager.js"
-import * as Probe from "../../src/Probe.js"
 import { type ProcessHandle, ProcessManager } from "../../src/ProcessManager.js"
-import * as Readiness from "../../src/Readiness.js"
 import * as ReadinessPolicy from "../../src/ReadinessPolicy.js"
 
 /** `scripts/build-images.sh`. */
@@ -80,15 +77,6 @@ export interface TestDaemonOptions {
   readonly flags?: ReadonlyArray<string> | undefined
 }
 
-/** How long dockerd gets to stop after SIGTERM. */
-const STOP_GRACE = "10 seconds"
-/** Processes naming the dir get this long to go before SIGKILL… */
-const LEFTOVERS_KILL_AFTER_MS = 5_000
-/** …and this long in all. */
-const LEFTOVERS_GIVE_UP_AFTER_MS = 10_000
-
-const policy = ReadinessPolicy.fast.withDeadline("30 seconds")
-
 /** Runs `argv` on the local machine to its end; dies unless it exits 0. */
 const run = (argv: readonly [string, ...Array<string>], env?: Record<string, string>) =>
   Effect.scoped(
@@ -106,68 +94,46 @@ const run = (argv: readonly [string, ...Array<string>], env?: Record<string, str
     })
   ).pipe(Effect.orDie, Effect.provide(LocalProcessManager.layer))
 
-/** The temp dir, and at scope close: leftovers gone, mounts undone, dir removed. */
+/** The temp dir, removed when the scope closes (after the daemon stopped). */
 const ownedDir = Effect.acquireRelease(
   Effect.promise(() => mkdtemp(Path.join(Os.tmpdir(), "sandbox-docker-dockerd-"))),
-  (dir) =>
-    Effect.gen(function* () {
-      const left = yield* awaitGone(
-        yield* pidsMentioning(dir),
-        LEFTOVERS_KILL_AFTER_MS,
-        LEFTOVERS_GIVE_UP_AFTER_MS
-      )
-      if (left.length > 0) yield* Effect.logWarning(`processes left running: ${left.join(" ")}`)
-      for (const point of yield* mountsUnder(dir)) {
-        yield* Effect.ignore(Effect.sandbox(run(["umount", "-l", point])))
-      }
-      if ((yield* mountsUnder(dir)).length === 0) {
-        yield* Effect.promise(() => rm(dir, { recursive: true, force: true }))
-      }
-    })
+  (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
 )
 
 /**
- * Starts an isolated dockerd and waits until `GET /_ping` and `GET /info`
- * answer. It is stopped, with everything it started, when the scope closes.
+ * Starts an isolated dockerd with `Dockerd.start` (its own socket, data-root,
+ * exec-root, pidfile and network namespace, no bridge, no iptables) and waits
+ * until it is ready. It is stopped, with everything it started, when the
+ * scope closes.
  */
 export const start = (
   options: TestDaemonOptions = {}
-): Effect.Effect<TestDaemon, ReadinessError | BinaryNotFound | SpawnFailed, Scope.Scope> =>
+): Effect.Effect<TestDaemon, StartError, Scope.Scope> =>
   Effect.gen(function* () {
     const dir = yield* ownedDir
     const socket = Path.join(dir, "docker.sock")
     const configFile = Path.join(dir, "daemon.json")
     yield* Effect.promise(() => writeFile(configFile, JSON.stringify(options.config ?? {})))
-    // Resolved here so a missing dockerd is BinaryNotFound, not unshare's exit 127.
-    const dockerd = yield* resolveExecutable("dockerd", process.env.PATH)
-    const manager = yield* Effect.provide(ProcessManager, LocalProcessManager.layer)
-    const daemon = yield* manager.exec(
-      [
-        "unshare",
-        "--net",
-        "--",
-        dockerd,
-        `--host=unix://${socket}`,
-        `--data-root=${Path.join(dir, "data")}`,
-        `--exec-root=${Path.join(dir, "exec")}`,
-        `--pidfile=${Path.join(dir, "docker.pid")}`,
-        `--config-file=${configFile}`,
-        "--iptables=false",
-        "--ip6tables=false",
-        "--ip-forward=false",
-        "--bridge=none",
-        "--shutdown-timeout=2",
-        ...(options.flags ?? [])
-      ],
-      { killGrace: STOP_GRACE, tailLines: 200 }
-    )
+    const daemon = yield* Dockerd.start(
+      {
+        socket,
+        dataRoot: Path.join(dir, "data"),
+        execRoot: Path.join(dir, "exec"),
+        pidfile: Path.join(dir, "docker.pid"),
+        network: "private",
+        extraArgs: [
+          "--ip6tables=false",
+          "--ip-forward=false",
+          "--bridge=none",
+          `--config-file=${configFile}`,
+          "--shutdown-timeout=2",
+          ...(options.flags ?? [])
+        ]
+      },
+      ReadinessPolicy.fast.withDeadline("30 seconds")
+    ).pipe(Effect.provide(LocalProcessManager.layer))
     const engine = yield* DockerEngine.make(socket)
-    yield* Readiness.waitUntilReady(
-      daemon,
-      Probe.all([Probe.enginePing(engine), Probe.engineInfo(engine)]),
-      policy
-    )
-    return { dir, socket, host: `unix://${socket}`, engine, process: daemon }
+    return { dir, socket, host: `unix://${socket}`, engine, process: daemon.process }
   })
 
 /**
