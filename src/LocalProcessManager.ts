@@ -12,9 +12,10 @@ import { existsSync } from "node:fs"
 import { Command, CommandExecutor } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
 import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
-import { Deferred, Duration, Effect, Fiber, Layer, Option, Stream } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer, Stream } from "effect"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"
+import { stopGracefully } from "./internal/gracefulStop.js"
 import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"
 import { redactArgv, redactText, revealEnv, secretsOf } from "./Redaction.js"
 import {
@@ -29,8 +30,6 @@ import { Exited, type ExitStatus, Running, Signaled } from "./ProcessStatus.js"
 
 /** How long to wait for the pipes to drain once the process has exited. */
 const DRAIN_AFTER_EXIT = Duration.millis(5)
-/** How long to wait for the exit after SIGKILL before giving up. */
-const WAIT_AFTER_KILL = Duration.seconds(5)
 
 /**
  * Sends `signal` to the process group of `pid`, or to `pid` alone when it has
@@ -114,7 +113,15 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
       }),
       Effect.tap((child) =>
         Effect.addFinalizer(() =>
-          stopGroup(child.pid, exited, grace).pipe(
+          stopGracefully(
+            {
+              pid: child.pid,
+              exited,
+              deliver: (signal) => signalProcessGroup(child.pid, signal),
+              killRemains: killGroupRemains(child.pid)
+            },
+            grace
+          ).pipe(
             // The output is read until the process is gone (its last words
             // while stopping included), then the readers are let go.
             Effect.zipRight(
@@ -176,29 +183,6 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
       signal
     }
     return handle
-  })
-
-/**
- * Stops the process group led by `pid` unless it has exited: SIGTERM, up to
- * `grace` (an interruptible wait: finalizers run uninterruptibly), SIGKILL.
- * Then whatever the leader left behind in its group goes too.
- */
-const stopGroup = (pid: number, exited: Deferred.Deferred<ExitStatus>, grace: Duration.Duration) =>
-  Effect.gen(function* () {
-    const awaitExitWithin = (limit: Duration.Duration) =>
-      Deferred.await(exited).pipe(Effect.interruptible, Effect.timeout(limit))
-    if (!(yield* Deferred.isDone(exited))) {
-      yield* signalProcessGroup(pid, "SIGTERM")
-      const stopped = yield* Effect.option(awaitExitWithin(grace))
-      if (Option.isNone(stopped)) {
-        yield* Effect.logWarning("process ignored SIGTERM; sending SIGKILL").pipe(
-          Effect.annotateLogs({ pid, graceMs: Duration.toMillis(grace) })
-        )
-        yield* signalProcessGroup(pid, "SIGKILL")
-        yield* Effect.ignore(awaitExitWithin(WAIT_AFTER_KILL))
-      }
-    }
-    yield* killGroupRemains(pid)
   })
 
 /** SIGKILL for what is left of the group led by `pid` (nothing, usually). */
