@@ -24,7 +24,8 @@ const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(
   Layer.provideMerge(LocalProcessManager.layer)
 )
 
-const TIMEOUT = Duration.toMillis(Duration.minutes(5))
+// The first run on a fresh machine builds the Debian image with debootstrap (~3 min).
+const TIMEOUT = Duration.toMillis(Duration.minutes(10))
 
 describe.skipIf(!real)("the seed's scenario, end to end", () => {
   it.live(
