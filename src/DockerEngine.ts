@@ -8,8 +8,13 @@
  */
 import * as Http from "node:http"
 import type * as Net from "node:net"
-import { HttpClientError, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { NodeHttpClient } from "@effect/platform-node"
+// Module paths, not the packages' index: an index loads every module of the
+// package (HTTP API, Swagger UI, workers…), some 45 MB of memory this client
+// never uses.
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Effect, Schema, type Scope } from "effect"
 import { Agent } from "undici"
 
@@ -212,7 +217,12 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
         Effect.catchIf(HttpClientError.isHttpClientError, (error) =>
           Effect.fail(connectionError(socket, path, error.cause, error.message))
         ),
-        Effect.withSpan("DockerEngine.request", { attributes: { socket, method, path } })
+        // No call-site stack trace: readiness and liveness probes send
+        // requests in a loop, and it would be captured on every one.
+        Effect.withSpan("DockerEngine.request", {
+          attributes: { socket, method, path },
+          captureStackTrace: false
+        })
       )
     }
 

@@ -92,8 +92,13 @@ export interface StartOptions {
   readonly restarts?: number | undefined
 }
 
-/** How to get Docker into a sandbox image that lacks it. */
-const REMOTE_INSTALL_HINT =
+/**
+ * How to get Docker into a sandbox image that lacks it.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const REMOTE_INSTALL_HINT =
   "The sandbox image has no Docker: use an image with docker.io installed (scripts/build-images.sh builds one)."
 
 const InfoLine = Schema.parseJson(
@@ -248,8 +253,14 @@ const applySocketMode = (config: DockerdConfig.DockerdConfig) =>
       })
   })
 
-/** The readiness probe and the liveness probe for a location. */
-const probesFor = (config: DockerdConfig.DockerdConfig, location: Location) =>
+/**
+ * The readiness probe and the liveness probe for a location: for `remote`,
+ * `docker info` and `docker version` run through the ProcessManager.
+ *
+ * @since 0.1.0
+ * @category probes
+ */
+export const probesFor = (config: DockerdConfig.DockerdConfig, location: Location) =>
   Effect.gen(function* () {
     if (location === "local") {
       const engine = yield* DockerEngine.make(config.socket)
@@ -281,8 +292,13 @@ const probesFor = (config: DockerdConfig.DockerdConfig, location: Location) =>
     }
   })
 
-/** Server version, API version and storage driver from the readiness report. */
-const versionsOf = (report: ReadinessReport, location: Location) => {
+/**
+ * Server version, API version and storage driver from the readiness report.
+ *
+ * @since 0.1.0
+ * @category probes
+ */
+export const versionsOf = (report: ReadinessReport, location: Location) => {
   if (location === "local") {
     const info = report.resultOf("info") as DockerEngine.InfoAnswer | undefined
     const ping = report.resultOf("ping") as DockerEngine.PingAnswer | undefined

@@ -9,9 +9,13 @@
  * @since 0.1.0
  */
 import { existsSync } from "node:fs"
-import { Command, CommandExecutor } from "@effect/platform"
+// Module paths, not the packages' index, which loads every module of the
+// package (some 45 MB of memory: HTTP API, Swagger UI…).
+import * as Command from "@effect/platform/Command"
+import * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type { PlatformError } from "@effect/platform/Error"
-import { NodeCommandExecutor, NodeFileSystem } from "@effect/platform-node"
+import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Deferred, Duration, Effect, Fiber, Layer, Stream } from "effect"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"

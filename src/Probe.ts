@@ -127,32 +127,79 @@ export const make = (
 })
 
 /**
+ * The directory watches in use, one per directory however many paths in it
+ * are watched: each `fs.watch` is an inotify watch and an FSWatcher of its
+ * own, so a process waiting on many sockets in one directory shares one.
+ */
+const directoryWatches = new Map<
+  string,
+  { readonly watcher: ReturnType<typeof watch>; readonly listeners: Set<DirectoryListener> }
+>()
+
+interface DirectoryListener {
+  readonly base: string
+  readonly changed: () => void
+  readonly ended: () => void
+}
+
+/** Adds `listener` to its directory's watch; returns how to remove it. */
+const listenToDirectory = (dir: string, listener: DirectoryListener): (() => void) => {
+  let entry = directoryWatches.get(dir)
+  if (entry === undefined) {
+    const listeners = new Set<DirectoryListener>()
+    const watcher = watch(dir, { persistent: false }, (_event, name) => {
+      for (const one of listeners) if (name === null || name === one.base) one.changed()
+    })
+    watcher.on("error", () => {
+      directoryWatches.delete(dir)
+      watcher.close()
+      for (const one of [...listeners]) one.ended()
+      listeners.clear()
+    })
+    entry = { watcher, listeners }
+    directoryWatches.set(dir, entry)
+  }
+  const { listeners, watcher } = entry
+  listeners.add(listener)
+  return () => {
+    listeners.delete(listener)
+    if (listeners.size === 0 && directoryWatches.get(dir)?.watcher === watcher) {
+      directoryWatches.delete(dir)
+      watcher.close()
+    }
+  }
+}
+
+/**
  * Emits each time an entry named like `path` is created, renamed or removed
- * in `path`'s directory (inotify on Linux, through `fs.watch`). Ends at once
- * when the directory cannot be watched (it does not exist, or the watch
- * limit is reached): the readiness loop then relies on its spacing alone.
+ * in `path`'s directory (inotify on Linux, through `fs.watch`; one watch per
+ * directory, shared). Ends at once when the directory cannot be watched (it
+ * does not exist, or the watch limit is reached): the readiness loop then
+ * relies on its spacing alone.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const fileEvents = (path: string): Stream.Stream<void> =>
-  Stream.asyncScoped<void>((emit) =>
-    Effect.acquireRelease(
-      Effect.sync(() => {
-        const base = Path.basename(path)
-        try {
-          const watcher = watch(Path.dirname(path), { persistent: false }, (_event, name) => {
-            if (name === null || name === base) void emit.single(undefined)
-          })
-          watcher.on("error", () => void emit.end())
-          return watcher
-        } catch {
-          void emit.end()
-          return undefined
-        }
-      }),
-      (watcher) => Effect.sync(() => watcher?.close())
-    )
+  Stream.asyncPush<void>(
+    (emit) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          try {
+            return listenToDirectory(Path.dirname(path), {
+              base: Path.basename(path),
+              changed: () => void emit.single(undefined),
+              ended: () => void emit.end()
+            })
+          } catch {
+            emit.end()
+            return undefined
+          }
+        }),
+        (remove) => Effect.sync(() => remove?.())
+      ),
+    // One pending wake-up is as good as many.
+    { bufferSize: 1, strategy: "sliding" }
   )
 
 /**

@@ -13,6 +13,8 @@ import {
   Data,
   Duration,
   Effect,
+  FiberRef,
+  LogLevel,
   Metric,
   MetricBoundaries,
   Queue,
@@ -147,6 +149,10 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
     const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
     const emit = (event: ReadinessEvent) => options.onEvent?.(event) ?? Effect.void
     const attempts = yield* Ref.make(0)
+    const logsDebug = LogLevel.greaterThanEqual(
+      LogLevel.Debug,
+      yield* FiberRef.get(FiberRef.currentMinimumLogLevel)
+    )
     const order = Probe.names(probe)
     const last = yield* Ref.make(new Map<string, Probe.ProbeOutcome>())
     const lastInOrder = Effect.map(Ref.get(last), (results) =>
@@ -178,12 +184,16 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
             if (startsProcess.has(outcome.probe)) ranProcess = true
             yield* Ref.update(last, (results) => new Map(results).set(outcome.probe, outcome))
             const elapsedMs = yield* elapsed
-            yield* Effect.logDebug(
-              outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
-            ).pipe(Effect.annotateLogs({ probe: outcome.probe, elapsedMs }))
+            // Only when Debug logs are kept: annotations and the message
+            // cost allocations on every probe of every attempt otherwise.
+            if (logsDebug) {
+              yield* Effect.logDebug(
+                outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
+              ).pipe(Effect.annotateLogs({ attempt: n, probe: outcome.probe, elapsedMs }))
+            }
             yield* emit(ReadinessEvent.ProbeResult({ attempt: n, elapsedMs, outcome }))
           })
-      }).pipe(Effect.annotateLogs({ attempt: n }))
+      })
     })
 
     // Wake-ups: the probe's own (the socket file appeared) and the output
@@ -200,6 +210,8 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
     const listen = Effect.gen(function* () {
       if (policy.wakeOnProbeEvents) {
         for (const check of Probe.checks(probe)) {
+          // A check that cannot tell (most) costs no fiber.
+          if (check.wake === Stream.empty) continue
           watched.add(check.name)
           yield* Stream.runForEach(check.wake, () => wake).pipe(
             Effect.ensuring(Effect.sync(() => watched.delete(check.name))),

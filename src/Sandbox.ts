@@ -162,8 +162,16 @@ type DockerState =
 const ContainerCreated = Schema.Struct({ Id: Schema.String })
 const ContainerSummary = Schema.Struct({ Name: Schema.String })
 
-/** The flags of dockerd inside a sandbox, by runtime. */
-const innerDockerd = (spec: SandboxSpec, stopGrace: Duration.Duration): DockerdConfigInput =>
+/**
+ * The configuration of dockerd inside a sandbox, by runtime.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const innerDockerd = (
+  spec: SandboxSpec,
+  stopGrace: Duration.Duration
+): DockerdConfigInput =>
   spec.runtime === "runsc"
     ? { profile: "gvisor", stopGrace: Duration.toMillis(stopGrace) }
     : {
@@ -175,13 +183,21 @@ const innerDockerd = (spec: SandboxSpec, stopGrace: Duration.Duration): DockerdC
         stopGrace: Duration.toMillis(stopGrace)
       }
 
+/**
+ * The label every sandbox container carries (`sandbox-docker=sandbox`).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const SANDBOX_LABEL = "sandbox-docker"
+
 /** The container's create body. */
-const createBody = (spec: SandboxSpec) => ({
+const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>) => ({
   Image: spec.image,
   Entrypoint: ["sleep", "infinity"],
   Cmd: [],
   Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
-  Labels: { "sandbox-docker": "sandbox" },
+  Labels: { ...labels, [SANDBOX_LABEL]: "sandbox" },
   ...(spec.dockerEnabled ? { Volumes: { "/var/lib/docker": {} } } : {}),
   HostConfig: {
     NetworkMode: spec.network,
@@ -228,9 +244,13 @@ const prepareStep = (manager: ProcessManagerShape, argv: readonly [string, ...Ar
 /**
  * What Docker inside needs before it starts: a writable /sys and cgroup
  * hierarchy, the `devices` controller on cgroup v1, and (when the sandbox
- * has its own network namespace) IP forwarding.
+ * has its own network namespace) IP forwarding. Each step's failure is
+ * logged, not fatal.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
-const prepare = Effect.fn("Sandbox.prepare")(function* (
+export const prepare = Effect.fn("Sandbox.prepare")(function* (
   manager: ProcessManagerShape,
   spec: SandboxSpec
 ) {
@@ -274,38 +294,54 @@ const prepare = Effect.fn("Sandbox.prepare")(function* (
 })
 
 /**
- * Creates and starts a sandbox. Returns as soon as the container runs; with
- * Docker enabled, dockerd starts in the background.
+ * Decodes a sandbox specification, failing with `InvalidConfig`.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const create = Effect.fn("Sandbox.create")(function* (
-  input: SandboxSpec | typeof SandboxSpec.Encoded,
-  options: CreateOptions
-) {
-  const spec =
-    input instanceof SandboxSpec
-      ? input
-      : yield* Schema.decodeUnknown(SandboxSpec)(input).pipe(
-          Effect.mapError(
-            (error) =>
-              new InvalidConfig({
-                field: "sandbox",
-                problem: error.message.split("\n").slice(-1)[0] ?? error.message
-              })
-          )
+export const decodeSpec = (
+  input: SandboxSpec | typeof SandboxSpec.Encoded
+): Effect.Effect<SandboxSpec, InvalidConfig> =>
+  input instanceof SandboxSpec
+    ? Effect.succeed(input)
+    : Schema.decodeUnknown(SandboxSpec)(input).pipe(
+        Effect.mapError(
+          (error) =>
+            new InvalidConfig({
+              field: "sandbox",
+              problem: error.message.split("\n").slice(-1)[0] ?? error.message
+            })
         )
-  const parent = yield* Effect.scope
-  const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
-  const engine = yield* DockerEngine.make(options.engineSocket).pipe(Scope.extend(scope))
-  const stopGrace = Duration.decode(options.stopGrace ?? "10 seconds")
-  const emit: EventSink = options.onEvent ?? (() => Effect.void)
+      )
 
+/**
+ * A sandbox container, created and started.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SandboxContainer {
+  readonly id: string
+  readonly name: string
+}
+
+/**
+ * Creates and starts the sandbox container on the host engine (nothing
+ * inside is prepared or started). The container is removed again (with its
+ * volumes) if it cannot be started. `labels` are added to the container's.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
+  engine: DockerEngine.DockerEngineClient,
+  spec: SandboxSpec,
+  labels: Readonly<Record<string, string>> = {}
+) {
   const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
   const created = yield* engine
     .request("POST", `/containers/create${query}`, {
-      body: createBody(spec),
+      body: createBody(spec, labels),
       schema: ContainerCreated
     })
     .pipe(
@@ -320,40 +356,75 @@ export const create = Effect.fn("Sandbox.create")(function* (
                 ? "Register the runtime with the engine (dockerd --add-runtime, or runtimes in daemon.json)."
                 : "Check the engine's log."
           })
-      ),
-      Effect.tapError(() => Scope.close(scope, Exit.void))
+      )
     )
   const id = created.Id
-  // Registered first, so it runs last: after Docker inside has stopped.
-  yield* Scope.addFinalizer(
-    scope,
-    engine.request("DELETE", `/containers/${id}?force=true&v=true`).pipe(
-      Effect.timeout("30 seconds"),
-      Effect.tapError((error) =>
-        Effect.logWarning("could not remove the sandbox container").pipe(
-          Effect.annotateLogs({ error: String(error) })
-        )
-      ),
-      Effect.ignore
+  // Removed again on any failure from here on, an interruption included.
+  const name = yield* Effect.gen(function* () {
+    yield* engine.request("POST", `/containers/${id}/start`).pipe(
+      Effect.mapError(
+        (error) =>
+          new SandboxCreateFailed({
+            image: spec.image,
+            reason: error.message,
+            hint: "Check the engine's log and the runtime."
+          })
+      )
     )
-  )
-  yield* engine.request("POST", `/containers/${id}/start`).pipe(
-    Effect.mapError(
-      (error) =>
-        new SandboxCreateFailed({
-          image: spec.image,
-          reason: error.message,
-          hint: "Check the engine's log and the runtime."
-        })
+    return yield* engine
+      .request("GET", `/containers/${id}/json`, { schema: ContainerSummary })
+      .pipe(
+        Effect.map((summary) => summary.Name.replace(/^\//, "")),
+        Effect.orElseSucceed(() => id.slice(0, 12))
+      )
+  }).pipe(Effect.onError(() => removeContainer(engine, id)))
+  return { id, name } satisfies SandboxContainer
+})
+
+/**
+ * Removes a sandbox container, its processes and its volumes (bounded;
+ * a failure is logged).
+ *
+ * @since 0.1.0
+ * @category cleanup
+ */
+export const removeContainer = (
+  engine: DockerEngine.DockerEngineClient,
+  id: string
+): Effect.Effect<void> =>
+  engine.request("DELETE", `/containers/${encodeURIComponent(id)}?force=true&v=true`).pipe(
+    Effect.timeout("30 seconds"),
+    Effect.tapError((error) =>
+      Effect.logWarning("could not remove the sandbox container").pipe(
+        Effect.annotateLogs({ error: String(error) })
+      )
     ),
+    Effect.ignore
+  )
+
+/**
+ * Creates and starts a sandbox. Returns as soon as the container runs; with
+ * Docker enabled, dockerd starts in the background.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const create = Effect.fn("Sandbox.create")(function* (
+  input: SandboxSpec | typeof SandboxSpec.Encoded,
+  options: CreateOptions
+) {
+  const spec = yield* decodeSpec(input)
+  const parent = yield* Effect.scope
+  const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
+  const engine = yield* DockerEngine.make(options.engineSocket).pipe(Scope.extend(scope))
+  const stopGrace = Duration.decode(options.stopGrace ?? "10 seconds")
+  const emit: EventSink = options.onEvent ?? (() => Effect.void)
+
+  const { id, name } = yield* createContainer(engine, spec).pipe(
     Effect.tapError(() => Scope.close(scope, Exit.void))
   )
-  const name = yield* engine
-    .request("GET", `/containers/${id}/json`, { schema: ContainerSummary })
-    .pipe(
-      Effect.map((summary) => summary.Name.replace(/^\//, "")),
-      Effect.orElseSucceed(() => id.slice(0, 12))
-    )
+  // Registered first, so it runs last: after Docker inside has stopped.
+  yield* Scope.addFinalizer(scope, removeContainer(engine, id))
   const manager = yield* ContainerProcessManager.make({
     socket: options.engineSocket,
     containerId: id

@@ -15,6 +15,12 @@ export const ExitCode = {
   exitedBeforeReady: 4,
   notReady: 5,
   diedAfterReady: 6,
+  /** `sandbox docker`: the docker command inside the sandbox failed. */
+  dockerCommandFailed: 7,
+  /** `sandbox`: the host engine could not be reached, or refused (create, remove). */
+  engineFailed: 8,
+  /** `sandbox exec`: the command is not in the sandbox. */
+  commandNotFound: 127,
   /** A failure this project did not foresee: a bug to report. */
   internal: 70
 } as const
@@ -32,7 +38,10 @@ export const EXIT_CODES_HELP = [
   "  3  Docker is not installed",
   "  4  the daemon exited before it was ready",
   "  5  not ready by the deadline",
-  "  6  the daemon died or became unhealthy after ready, and no restart was left"
+  "  6  the daemon died or became unhealthy after ready, and no restart was left",
+  "  7  sandbox docker: the docker command failed in the sandbox",
+  "  8  sandbox: the host engine could not be reached or refused (e.g. no such image)",
+  "  127  sandbox exec: the command is not in the sandbox (otherwise exec exits with the command's code)"
 ].join("\n")
 
 /**
@@ -51,6 +60,9 @@ export const forError = (tag: string): number => {
     case "SocketPathIsDirectory":
     case "SocketInUse":
     case "DirectoryNotWritable":
+    case "SandboxNotFound":
+    case "DockerNotEnabled":
+    case "InvalidDockerArgument":
       return ExitCode.invalidInput
     case "DockerNotInstalled":
     case "BinaryNotFound":
@@ -65,6 +77,14 @@ export const forError = (tag: string): number => {
     case "DaemonDied":
     case "DaemonUnhealthy":
       return ExitCode.diedAfterReady
+    case "DockerCommandFailed":
+      return ExitCode.dockerCommandFailed
+    case "SandboxCreateFailed":
+    case "EngineUnreachable":
+    case "EngineBadAnswer":
+      return ExitCode.engineFailed
+    case "CommandNotFound":
+      return ExitCode.commandNotFound
     default:
       return ExitCode.internal
   }

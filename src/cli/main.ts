@@ -14,6 +14,7 @@ import * as LocalProcessManager from "../LocalProcessManager.js"
 import { ExitCode, forError } from "./ExitCode.js"
 import { type CliInputError, InvalidArguments, InvalidUsage } from "./options.js"
 import * as Reporter from "./Reporter.js"
+import * as SandboxCli from "./sandbox.js"
 import * as Up from "./up.js"
 import * as Wait from "./wait.js"
 
@@ -23,7 +24,7 @@ import * as Wait from "./wait.js"
  * @since 0.1.0
  * @category models
  */
-export type Plan = Up.UpPlan | Wait.WaitPlan
+export type Plan = Up.UpPlan | Wait.WaitPlan | SandboxCli.SandboxPlan
 
 /** The command tree, with what each command does with its plan. */
 const rootWith = (handler: (plan: Plan) => Effect.Effect<void>) =>
@@ -31,7 +32,11 @@ const rootWith = (handler: (plan: Plan) => Effect.Effect<void>) =>
     Command.withDescription(
       "Start a Docker daemon, know the moment it is ready, say exactly why when it is not."
     ),
-    Command.withSubcommands([Up.command(handler), Wait.command(handler)])
+    Command.withSubcommands([
+      Up.command(handler),
+      Wait.command(handler),
+      SandboxCli.command(handler)
+    ])
   )
 
 /** Options that take no value. */
@@ -41,7 +46,8 @@ const BOOLEAN_OPTIONS = new Set([
   "-h",
   "--version",
   "--wizard",
-  "--insecure-tcp"
+  "--insecure-tcp",
+  "--docker"
 ])
 
 /** Options that take a value, of every command. */
@@ -66,12 +72,26 @@ const VALUE_OPTIONS = new Set([
   "--restart",
   "--max-restarts",
   "--pid",
-  "--completions"
+  "--completions",
+  "--engine",
+  "--image",
+  "--runtime",
+  "--cpu",
+  "--memory",
+  "--env",
+  "--name"
 ])
+
+/** The options part of argv: what comes before `--` (after it, a command's own words). */
+const beforeSeparator = (argv: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const separator = argv.indexOf("--")
+  return separator === -1 ? argv : argv.slice(0, separator)
+}
 
 /**
  * Splits `--opt=value` into `--opt value`, as Docker's own CLI accepts both;
  * a value that itself starts with `-` (`--arg=--debug`) is kept whole.
+ * Everything from a `--` on (a command's own words) is left as it is.
  *
  * @since 0.1.0
  * @category parsing
@@ -79,7 +99,11 @@ const VALUE_OPTIONS = new Set([
 export const normalizeArgv = (argv: ReadonlyArray<string>): ReadonlyArray<string> => {
   const out: Array<string> = []
   let expectValue = false
-  for (const token of argv) {
+  for (const [index, token] of argv.entries()) {
+    if (token === "--" && !expectValue) {
+      out.push(...argv.slice(index))
+      break
+    }
     if (expectValue) {
       out.push(token)
       expectValue = false
@@ -136,7 +160,7 @@ export const parse = (
 ): Effect.Effect<Option.Option<Plan>, CliInputError> =>
   Effect.gen(function* () {
     const normalized = normalizeArgv(argv)
-    const missing = missingValue(normalized)
+    const missing = missingValue(beforeSeparator(normalized))
     if (missing !== undefined) return yield* missing
     let chosen: Plan | undefined
     const cli = Command.run(
@@ -173,9 +197,18 @@ export const parse = (
  * @since 0.1.0
  * @category running
  */
-export const execute = (plan: Plan) => (plan._tag === "Up" ? Up.execute(plan) : Wait.execute(plan))
+export const execute = (plan: Plan) => {
+  switch (plan._tag) {
+    case "Up":
+      return Up.execute(plan)
+    case "Wait":
+      return Wait.execute(plan)
+    default:
+      return SandboxCli.execute(plan)
+  }
+}
 
-const isJson = (argv: ReadonlyArray<string>) => argv.includes("--json")
+const isJson = (argv: ReadonlyArray<string>) => beforeSeparator(argv).includes("--json")
 
 /** Log level from SANDBOX_DOCKER_LOG (debug, info, warning, error, none); default: none. */
 const logLevel = (): LogLevel.LogLevel => {
@@ -234,7 +267,7 @@ const exitCodeOf = (
   reporter: Reporter.Reporter,
   stopping: boolean
 ): number => {
-  if (Exit.isSuccess(exit)) return ExitCode.ok
+  if (Exit.isSuccess(exit)) return typeof exit.value === "number" ? exit.value : ExitCode.ok
   if (Cause.isInterruptedOnly(exit.cause)) return stopping ? ExitCode.ok : ExitCode.internal
   const failure = Cause.failureOption(exit.cause)
   if (failure._tag === "Some") {
