@@ -10,7 +10,18 @@
  * Options: --cycles N (default 200), --every N (sample every N cycles,
  * default cycles/10), --warmup N (cycles before the baseline of fds and heap,
  * default min(10, cycles/5)), --fresh-dirs (a new directory per cycle instead
- * of one reused), --target dockerd (the only target until a sandbox exists).
+ * of one reused), --target dockerd|sandbox (default dockerd), --help.
+ *
+ * --target sandbox sets up one host environment for the whole soak
+ * (scripts/seedScenario.ts: a host engine in its own network namespace, the
+ * images, a local registry) and then, each cycle, creates a Docker-enabled
+ * sandbox on it, waits for Docker inside, runs one
+ * `docker run --rm busybox true` in it and removes the sandbox. Besides the
+ * measurements above (with the host environment's directory as the soak
+ * directory) it checks the containers on the host engine and the processes
+ * mentioning any sandbox's id:
+ *
+ *   npx tsx scripts/soak.ts --target sandbox --cycles 5
  *
  * Exit 0 when nothing grew beyond its tolerance, 1 otherwise (or when a cycle
  * failed). Runs as root, like the daemon.
@@ -19,16 +30,37 @@ import { execFileSync } from "node:child_process"
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
-import { Effect, Logger, LogLevel } from "effect"
+import { Effect, Logger, LogLevel, Schema } from "effect"
+import * as DockerEngine from "../src/DockerEngine.js"
 import * as Dockerd from "../src/Dockerd.js"
 import { mentionsPath } from "../src/internal/processTree.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
+import * as Sandbox from "../src/Sandbox.js"
+import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "./seedScenario.js"
 
 // ---------------------------------------------------------------------------
 // Options
 // ---------------------------------------------------------------------------
 
 const argv = process.argv.slice(2)
+if (argv.includes("--help") || argv.includes("-h")) {
+  console.log(
+    [
+      "usage: npx tsx scripts/soak.ts [--cycles N] [--every N] [--warmup N] [--fresh-dirs] [--target dockerd|sandbox]",
+      "",
+      "  --cycles N         start/stop cycles (default 200)",
+      "  --every N          sample every N cycles (default cycles/10)",
+      "  --warmup N         cycles before the baseline of fds and heap (default min(10, cycles/5))",
+      "  --fresh-dirs       dockerd: a new directory per cycle instead of one reused",
+      "  --target dockerd   start and stop an isolated dockerd (default)",
+      "  --target sandbox   one host environment (host engine, images, registry); per cycle a",
+      "                     Docker-enabled sandbox, one `docker run --rm` inside, then removed",
+      "",
+      "Exit 0 when nothing grew beyond its tolerance, 1 otherwise. Needs root."
+    ].join("\n")
+  )
+  process.exit(0)
+}
 const option = (name: string): string | undefined => {
   const at = argv.findIndex((arg) => arg === `--${name}` || arg.startsWith(`--${name}=`))
   if (at === -1) return undefined
@@ -51,10 +83,8 @@ const every = Math.max(1, count("every", Math.max(1, Math.round(cycles / 10))))
 const warmup = Math.min(cycles, count("warmup", Math.min(10, Math.floor(cycles / 5))))
 const freshDirs = argv.includes("--fresh-dirs")
 const target = option("target") ?? "dockerd"
-if (target !== "dockerd") {
-  console.error(
-    `soak: unknown --target ${target}; only "dockerd" exists (a sandbox target comes with the Sandbox module)`
-  )
+if (target !== "dockerd" && target !== "sandbox") {
+  console.error(`soak: unknown --target ${target}; "dockerd" or "sandbox"`)
   process.exit(2)
 }
 if (process.getuid?.() !== 0) {
@@ -69,7 +99,9 @@ const TOLERANCE = {
   processes: 0,
   mounts: 0,
   netns: 0,
-  heapMB: 20
+  heapMB: 20,
+  containers: 0,
+  sandboxProcs: 0
 } as const
 
 // ---------------------------------------------------------------------------
@@ -142,6 +174,10 @@ interface Sample {
   readonly netnsHost: number
   readonly heapMB: number
   readonly rssMB: number
+  /** Sandbox target: containers on the host engine (stopped ones included). */
+  readonly containers?: number
+  /** Sandbox target: processes whose command line mentions any sandbox's id. */
+  readonly sandboxProcs?: number
 }
 
 const sample = (cycle: number, dir: string): Sample => {
@@ -189,7 +225,7 @@ const sample = (cycle: number, dir: string): Sample => {
   }
 }
 
-const COLUMNS: ReadonlyArray<[keyof Sample, string]> = [
+const BASE_COLUMNS: ReadonlyArray<[keyof Sample, string]> = [
   ["cycle", "cycle"],
   ["fds", "fds"],
   ["children", "children"],
@@ -201,6 +237,10 @@ const COLUMNS: ReadonlyArray<[keyof Sample, string]> = [
   ["heapMB", "heap MB"],
   ["rssMB", "rss MB"]
 ]
+const COLUMNS: ReadonlyArray<[keyof Sample, string]> =
+  target === "sandbox"
+    ? [...BASE_COLUMNS, ["containers", "containers(host)"], ["sandboxProcs", "procs(sbx)"]]
+    : BASE_COLUMNS
 
 const cell = (value: number): string => (Number.isInteger(value) ? String(value) : value.toFixed(1))
 const printRow = (cells: ReadonlyArray<string>) =>
@@ -216,7 +256,7 @@ const soakRoot = mkdtempSync("/tmp/sdsoak-")
 const cycleDir = (cycle: number) => (freshDirs ? `${soakRoot}/c${cycle}` : `${soakRoot}/d`)
 
 /** One start and stop; the times to ready and to stopped, in ms. */
-const cycleOnce = (dir: string) =>
+const cycleDockerd = (dir: string) =>
   Effect.gen(function* () {
     let stopMs = Number.NaN
     const daemon = yield* Effect.scoped(
@@ -240,6 +280,53 @@ const cycleOnce = (dir: string) =>
     return { readyMs: daemon.timeToReadyMs, stopMs }
   })
 
+/**
+ * One sandbox: created, Docker inside ready, one `docker run --rm` and its
+ * exit, removed. The times from create to Docker ready and of the removal, in
+ * ms. `ids` receives the sandbox's id as soon as it exists.
+ */
+const cycleSandbox = (host: HostEnvironment, ids: Array<string>) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const t0 = Date.now()
+      const sandbox = yield* Sandbox.create(
+        { image: SANDBOX_IMAGE, dockerEnabled: true },
+        { engineSocket: host.socket, stopGrace: "3 seconds" }
+      )
+      ids.push(sandbox.id)
+      yield* sandbox.daemon
+      const readyMs = Date.now() - t0
+      yield* Effect.scoped(
+        Effect.flatMap(
+          sandbox.docker.run(host.image, ["/bin/busybox", "true"], { remove: true }),
+          (container) => container.wait
+        )
+      )
+      const t1 = Date.now()
+      yield* sandbox.remove
+      return { readyMs, stopMs: Date.now() - t1 }
+    })
+  )
+
+/** Processes (other than this one) whose command line mentions any of `ids`. */
+const processesMentioningAny = (ids: ReadonlyArray<string>): number =>
+  ids.length === 0
+    ? 0
+    : procs().filter((p) => {
+        if (p.pid === process.pid) return false
+        try {
+          const cmdline = readFileSync(`/proc/${p.pid}/cmdline`, "utf8")
+          return ids.some((id) => cmdline.includes(id))
+        } catch {
+          return false
+        }
+      }).length
+
+const ContainerList = Schema.Array(Schema.Struct({ Id: Schema.String }))
+
+/** The host environment's directory, once set up: cleaned up like the soak directory. */
+let hostDir: string | undefined
+
 const percentile = (values: ReadonlyArray<number>, p: number): number => {
   const sorted = [...values].filter((v) => Number.isFinite(v)).sort((a, b) => a - b)
   if (sorted.length === 0) return Number.NaN
@@ -247,18 +334,40 @@ const percentile = (values: ReadonlyArray<number>, p: number): number => {
 }
 
 const main = Effect.gen(function* () {
+  const host =
+    target === "sandbox"
+      ? yield* hostEnvironment((line) => console.log(`host: ${line}`)).pipe(
+          Effect.tap((env) => Effect.sync(() => (hostDir = env.dir)))
+        )
+      : undefined
+  const engine = host === undefined ? undefined : yield* DockerEngine.make(host.socket)
+  const ids: Array<string> = []
+  const dirOfSoak = host?.dir ?? soakRoot
   console.log(
-    `soak: ${cycles} start/stop cycles of ${target} in ${soakRoot} (${freshDirs ? "a new dir per cycle" : "one dir reused"}), sample every ${every}, warm-up ${warmup}`
+    host === undefined
+      ? `soak: ${cycles} start/stop cycles of ${target} in ${soakRoot} (${freshDirs ? "a new dir per cycle" : "one dir reused"}), sample every ${every}, warm-up ${warmup}`
+      : `soak: ${cycles} create/remove cycles of a Docker-enabled sandbox on the host engine in ${host.dir}, sample every ${every}, warm-up ${warmup}`
   )
   printRow(COLUMNS.map(([, title]) => title))
   const samples: Array<Sample> = []
-  const record = (cycle: number) => {
-    const s = sample(cycle, soakRoot)
-    samples.push(s)
-    printRow(COLUMNS.map(([key]) => cell(s[key])))
-    return s
-  }
-  const before = record(0)
+  const record = (cycle: number) =>
+    Effect.gen(function* () {
+      const base = sample(cycle, dirOfSoak)
+      const s: Sample =
+        engine === undefined
+          ? base
+          : {
+              ...base,
+              containers: (yield* engine.request("GET", "/containers/json?all=1", {
+                schema: ContainerList
+              })).length,
+              sandboxProcs: processesMentioningAny(ids)
+            }
+      samples.push(s)
+      printRow(COLUMNS.map(([key]) => cell(s[key] ?? Number.NaN)))
+      return s
+    })
+  const before = yield* record(0)
   let baseline = warmup === 0 ? before : undefined
   const ready: Array<number> = []
   const stop: Array<number> = []
@@ -267,7 +376,9 @@ const main = Effect.gen(function* () {
 
   for (let cycle = 1; cycle <= cycles; cycle++) {
     const dir = cycleDir(cycle)
-    const outcome = yield* Effect.either(cycleOnce(dir))
+    const outcome = yield* Effect.either(
+      host === undefined ? cycleDockerd(dir) : cycleSandbox(host, ids)
+    )
     if (outcome._tag === "Right") {
       ready.push(outcome.right.readyMs)
       stop.push(outcome.right.stopMs)
@@ -276,8 +387,8 @@ const main = Effect.gen(function* () {
       console.log(`  cycle ${cycle} failed: ${outcome.left.message.split("\n")[0]}`)
     }
     if (freshDirs) rmSync(dir, { recursive: true, force: true })
-    if (cycle === warmup) baseline = record(cycle)
-    else if (cycle % every === 0 || cycle === cycles) record(cycle)
+    if (cycle === warmup) baseline = yield* record(cycle)
+    else if (cycle % every === 0 || cycle === cycles) yield* record(cycle)
   }
 
   const end = samples.at(-1) ?? before
@@ -286,10 +397,31 @@ const main = Effect.gen(function* () {
     ["fds (from the warm-up baseline)", end.fds - base.fds, TOLERANCE.fds],
     ["children", end.children - before.children, TOLERANCE.children],
     ["processes mentioning the soak dir", end.processes - before.processes, TOLERANCE.processes],
-    ["mounts under the soak dir", end.mounts - before.mounts, TOLERANCE.mounts],
+    host === undefined
+      ? ["mounts under the soak dir", end.mounts - before.mounts, TOLERANCE.mounts]
+      : // The host engine bind-mounts host-exec/netns/default once, at its first container.
+        [
+          "mounts under the soak dir (from the warm-up baseline)",
+          end.mounts - base.mounts,
+          TOLERANCE.mounts
+        ],
     ["network namespaces held by what we started", end.netns - before.netns, TOLERANCE.netns],
     ["heap MB (from the warm-up baseline)", end.heapMB - base.heapMB, TOLERANCE.heapMB]
   ]
+  if (host !== undefined) {
+    checks.push(
+      [
+        "containers on the host engine",
+        (end.containers ?? 0) - (before.containers ?? 0),
+        TOLERANCE.containers
+      ],
+      [
+        "processes mentioning a sandbox's id",
+        (end.sandboxProcs ?? 0) - (before.sandboxProcs ?? 0),
+        TOLERANCE.sandboxProcs
+      ]
+    )
+  }
   const seconds = (Date.now() - started) / 1000
   console.log("")
   console.log(
@@ -310,10 +442,11 @@ const main = Effect.gen(function* () {
   return ok
 })
 
-/** Whatever a failed soak left: its processes killed, its mounts undone, its directory removed. */
+/** Whatever a failed soak left: its processes killed, its mounts undone, its directories removed. */
 const cleanUp = () => {
+  const roots = hostDir === undefined ? [soakRoot] : [soakRoot, hostDir]
   for (const p of procs()) {
-    if (p.pid !== process.pid && cmdlineMentions(p.pid, soakRoot)) {
+    if (p.pid !== process.pid && roots.some((root) => cmdlineMentions(p.pid, root))) {
       try {
         process.kill(p.pid, "SIGKILL")
       } catch {
@@ -321,23 +454,37 @@ const cleanUp = () => {
       }
     }
   }
-  const points = readFileSync("/proc/self/mountinfo", "utf8")
-    .split("\n")
-    .map((line) => (line.split(" ")[4] ?? "").replace(/\\040/g, " "))
-    .filter((point) => point === soakRoot || point.startsWith(`${soakRoot}/`))
-    .sort((a, b) => b.length - a.length)
-  for (const point of points) {
+  for (const root of roots) {
+    const points = readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .map((line) => (line.split(" ")[4] ?? "").replace(/\\040/g, " "))
+      .filter((point) => point === root || point.startsWith(`${root}/`))
+      .sort((a, b) => b.length - a.length)
+    for (const point of points) {
+      try {
+        execFileSync("umount", ["--lazy", point], { stdio: "ignore" })
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(root, { recursive: true, force: true })
+  }
+  if (hostDir !== undefined) {
+    // The host environment's network namespace (normally deleted when its scope closed).
     try {
-      execFileSync("umount", ["--lazy", point], { stdio: "ignore" })
+      execFileSync("ip", ["netns", "delete", `sds-${hostDir.slice(-6)}`], { stdio: "ignore" })
     } catch {
       // already gone
     }
   }
-  rmSync(soakRoot, { recursive: true, force: true })
 }
 
 const ok = await Effect.runPromise(
-  main.pipe(Effect.provide(LocalProcessManager.layer), Logger.withMinimumLogLevel(LogLevel.Error))
+  main.pipe(
+    Effect.scoped,
+    Effect.provide(LocalProcessManager.layer),
+    Logger.withMinimumLogLevel(LogLevel.Error)
+  )
 ).finally(cleanUp)
 console.log(ok ? "soak: ok" : "soak: FAILED")
 process.exitCode = ok ? 0 : 1

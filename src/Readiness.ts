@@ -170,7 +170,7 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
     // Whether the attempt under way ran a check that starts a process, and
     // how it ended.
     let ranProcess = false
-    const last1: { outcome: Probe.ProbeOutcome | undefined } = { outcome: undefined }
+    const lastOutcome: { outcome: Probe.ProbeOutcome | undefined } = { outcome: undefined }
 
     const attempt = Effect.gen(function* () {
       const n = yield* Ref.updateAndGet(attempts, (count) => count + 1)
@@ -180,7 +180,7 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
         timeoutFor: (name) => policy.timeoutFor(name),
         onOutcome: (outcome) =>
           Effect.gen(function* () {
-            last1.outcome = outcome
+            lastOutcome.outcome = outcome
             if (startsProcess.has(outcome.probe)) ranProcess = true
             yield* Ref.update(last, (results) => new Map(results).set(outcome.probe, outcome))
             const elapsedMs = yield* elapsed
@@ -237,11 +237,11 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
       for (;;) {
         // The attempt sees the state as it is now: older wake-ups are moot.
         yield* Queue.takeAll(wakeUps)
-        last1.outcome = undefined
+        lastOutcome.outcome = undefined
         const result = yield* Effect.either(attempt)
         if (result._tag === "Right") return result.right
         // (Set by the attempt's callbacks, which the compiler cannot see.)
-        const failure = last1.outcome as Probe.ProbeOutcome | undefined
+        const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
         const parked = failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
         const spacing = parked
           ? Effect.sleep(policy.slowestDelay)
