@@ -9,6 +9,7 @@
  * @since 0.1.0
  */
 import { existsSync } from "node:fs"
+import { readdir, readFile } from "node:fs/promises"
 // Module paths, not the packages' index, which loads every module of the
 // package (some 45 MB of memory: HTTP API, Swagger UI…).
 import * as Command from "@effect/platform/Command"
@@ -16,7 +17,7 @@ import * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type { PlatformError } from "@effect/platform/Error"
 import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { Deferred, Duration, Effect, Fiber, Layer, Stream } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer, Schedule, Stream } from "effect"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
@@ -189,14 +190,41 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
     return handle
   })
 
-/** SIGKILL for what is left of the group led by `pid` (nothing, usually). */
+/**
+ * SIGKILL for what is left of the group led by `pid` (nothing, usually), then
+ * a bounded wait until none of it is alive: a SIGKILL is not a death yet,
+ * and on a loaded machine the kernel takes a while to finish one.
+ */
 const killGroupRemains = (pid: number): Effect.Effect<void> =>
-  Effect.sync(() => {
+  Effect.suspend(() => {
     try {
       process.kill(-pid, "SIGKILL")
     } catch {
-      // ESRCH: the group is empty.
+      return Effect.void // ESRCH: the group is empty.
     }
+    return liveGroupMembers(pid).pipe(
+      Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: (left) => left === 0 }),
+      Effect.timeout(GROUP_GONE_WITHIN),
+      Effect.ignore
+    )
+  })
+
+/** How long the remains of a group may take to die after SIGKILL. */
+const GROUP_GONE_WITHIN = Duration.seconds(2)
+
+/** How many processes of the group `pgid` are alive (zombies are dead). */
+const liveGroupMembers = (pgid: number): Effect.Effect<number> =>
+  Effect.promise(async () => {
+    const entries = await readdir("/proc").catch(() => [] as Array<string>)
+    let alive = 0
+    for (const entry of entries) {
+      if (!/^\d+$/.test(entry)) continue
+      const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "")
+      // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      if (fields[0] !== "Z" && Number(fields[2]) === pgid) alive += 1
+    }
+    return alive
   })
 
 /**
