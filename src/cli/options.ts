@@ -215,3 +215,13 @@ export const readinessPolicy = (
     }
     return chosen
   })
+
+/**
+ * The parsed values of a record of options, before validation.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export type ValuesOf<T> = {
+  readonly [K in keyof T]: T[K] extends Options.Options<infer A> ? A : never
+}

@@ -126,8 +126,6 @@ const createOptions = {
   json: Shared.json
 }
 
-type OptionValue<O> = O extends Options.Options<infer A> ? A : never
-
 /**
  * What `sandbox create` will do, validated.
  *
@@ -145,9 +143,9 @@ export interface SandboxCreatePlan {
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
 const SANDBOX_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
 
-const planCreate = (opts: {
-  readonly [K in keyof typeof createOptions]: OptionValue<(typeof createOptions)[K]>
-}): Effect.Effect<SandboxCreatePlan, Shared.InvalidArguments> =>
+const planCreate = (
+  opts: Shared.ValuesOf<typeof createOptions>
+): Effect.Effect<SandboxCreatePlan, Shared.InvalidArguments> =>
   Effect.gen(function* () {
     const engine = yield* decodeEngine(opts.engine)
     const runtime = yield* Shared.decodeChoice("runtime", ["runc", "runsc"], opts.runtime, "runc")

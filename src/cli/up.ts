@@ -86,17 +86,13 @@ const options = {
   json: Shared.json
 }
 
-type OptionValue<O> = O extends Options.Options<infer A> ? A : never
-
 /**
  * The parsed options of `up`, before validation.
  *
  * @since 0.1.0
  * @category config
  */
-export type UpOptions = {
-  readonly [K in keyof typeof options]: OptionValue<(typeof options)[K]>
-}
+export type UpOptions = Shared.ValuesOf<typeof options>
 
 /**
  * What `up` will do, validated: nothing is started to make it.

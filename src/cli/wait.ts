@@ -31,17 +31,13 @@ const options = {
   json: Shared.json
 }
 
-type OptionValue<O> = O extends Options.Options<infer A> ? A : never
-
 /**
  * The parsed options of `wait`, before validation.
  *
  * @since 0.1.0
  * @category config
  */
-export type WaitOptions = {
-  readonly [K in keyof typeof options]: OptionValue<(typeof options)[K]>
-}
+export type WaitOptions = Shared.ValuesOf<typeof options>
 
 /**
  * What `wait` will do, validated.
