@@ -474,6 +474,7 @@ describe.skipIf(!real || !root)("fault matrix on a real daemon", () => {
       Effect.gen(function* () {
         const config = isolatedConfig(dir)
         const events: Array<DaemonEvent> = []
+        let containerd: number | undefined
         yield* Effect.scoped(
           Effect.gen(function* () {
             const daemon = yield* Dockerd.start(config, ReadinessPolicy.fast, {
@@ -481,7 +482,11 @@ describe.skipIf(!real || !root)("fault matrix on a real daemon", () => {
                 Effect.sync(() => {
                   events.push(event)
                   if (event._tag !== "Stopping") return
-                  // Kill it once it is inside its shutdown (it takes ~1 s).
+                  // Freeze containerd so that the shutdown cannot finish on its
+                  // own (dockerd waits for containerd), then kill dockerd once it
+                  // is inside that shutdown. Without the freeze a quick shutdown
+                  // could end before the SIGKILL lands.
+                  if (containerd !== undefined) process.kill(containerd, "SIGSTOP")
                   const timer = setInterval(() => {
                     void Effect.runPromise(daemon.process.logTail).then((tail) => {
                       if (tail.some((line) => line.includes("Processing signal 'terminated'"))) {
@@ -492,6 +497,7 @@ describe.skipIf(!real || !root)("fault matrix on a real daemon", () => {
                   }, 5)
                 })
             })
+            containerd = yield* eventually(containerdPid(dir))
             return daemon
           })
         )
@@ -499,6 +505,7 @@ describe.skipIf(!real || !root)("fault matrix on a real daemon", () => {
           _tag: "Stopped",
           status: { _tag: "Signaled", signal: "SIGKILL" }
         })
+        expect(existsSync(`/proc/${containerd}`)).toBe(false)
         expect(existsSync(config.pidfile as string)).toBe(false)
         expect(existsSync(config.socket as string)).toBe(false)
       })
