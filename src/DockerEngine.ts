@@ -8,15 +8,7 @@
  */
 import * as Http from "node:http"
 import type * as Net from "node:net"
-// Module paths, not the packages' index: an index loads every module of the
-// package (HTTP API, Swagger UI, workers…), some 45 MB of memory this client
-// never uses.
-import * as HttpClientError from "@effect/platform/HttpClientError"
-import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
-import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Effect, Schema, type Scope } from "effect"
-import { Agent } from "undici"
 
 /**
  * The answer to `GET /_ping`: the body `OK` and the API version header.
@@ -156,23 +148,27 @@ export interface DockerEngineClient {
 }
 
 /** Error codes meaning "nobody is listening there (yet)". */
-const NOT_LISTENING = new Set(["ENOENT", "ECONNREFUSED", "ECONNRESET", "EPIPE", "UND_ERR_SOCKET"])
+const NOT_LISTENING = new Set(["ENOENT", "ECONNREFUSED", "ECONNRESET", "EPIPE"])
 
-const describe = (error: unknown): string =>
-  error instanceof Error ? error.message : typeof error === "string" ? error : String(error)
+/** Answers larger than this are refused: the Engine's JSON answers are small. */
+const MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
-const findCode = (cause: unknown): string | undefined => {
-  for (let current = cause, depth = 0; current && depth < 6; depth++) {
-    const code = (current as { code?: unknown }).code
-    if (typeof code === "string") return code
-    current = (current as { cause?: unknown }).cause
-  }
-  return undefined
+/** A raw answer: the status, the headers this client reads, the body. */
+interface RawAnswer {
+  readonly status: number
+  readonly apiVersion: string | undefined
+  readonly body: string
 }
 
 /**
- * Creates a client for the Engine listening on the unix socket `socket`. The
- * connection pool is closed when the scope closes.
+ * Creates a client for the Engine listening on the unix socket `socket`. Its
+ * connections (kept alive between requests, so that probes and liveness
+ * checks do not connect each time) are closed when the scope closes.
+ *
+ * Requests go through `node:http` directly: readiness and liveness send them
+ * in loops, for many daemons at once, and this costs a fraction of the CPU of
+ * a general-purpose HTTP client (see bench/micro.ts). An interrupted request
+ * (a probe's timeout) destroys its connection.
  *
  * @since 0.1.0
  * @category constructors
@@ -180,42 +176,101 @@ const findCode = (cause: unknown): string | undefined => {
 export const make = (socket: string): Effect.Effect<DockerEngineClient, never, Scope.Scope> =>
   Effect.gen(function* () {
     const agent = yield* Effect.acquireRelease(
-      Effect.sync(() => new Agent({ connect: { socketPath: socket }, pipelining: 0 })),
-      (agent) => Effect.promise(() => agent.destroy())
+      Effect.sync(() => new Http.Agent({ keepAlive: true, maxSockets: 8, scheduling: "lifo" })),
+      (agent) => Effect.sync(() => agent.destroy())
     )
-    const client = NodeHttpClient.makeUndici(agent)
 
-    const badAnswer = (path: string, reason: string) =>
-      new EngineBadAnswer({ socket, path, reason })
+    const exchange = (method: Method, path: string, payload: string | undefined) =>
+      Effect.async<RawAnswer, EngineError>((resume) => {
+        let settled = false
+        const settle = (effect: Effect.Effect<RawAnswer, EngineError>) => {
+          if (settled) return
+          settled = true
+          resume(effect)
+        }
+        const start = (retry: boolean): Http.ClientRequest => {
+          const request = Http.request({
+            socketPath: socket,
+            agent,
+            method,
+            path,
+            headers:
+              payload === undefined
+                ? {}
+                : {
+                    "Content-Type": "application/json",
+                    "Content-Length": Buffer.byteLength(payload)
+                  }
+          })
+          request.on("response", (response) => {
+            const chunks: Array<Buffer> = []
+            let size = 0
+            response.on("data", (chunk: Buffer) => {
+              size += chunk.length
+              if (size > MAX_ANSWER_BYTES) {
+                response.destroy()
+                settle(
+                  Effect.fail(
+                    new EngineBadAnswer({
+                      socket,
+                      path,
+                      reason: `the answer is larger than ${MAX_ANSWER_BYTES} bytes`
+                    })
+                  )
+                )
+              } else chunks.push(chunk)
+            })
+            response.on("end", () => {
+              const header = response.headers["api-version"]
+              settle(
+                Effect.succeed({
+                  status: response.statusCode ?? 0,
+                  apiVersion: typeof header === "string" ? header : undefined,
+                  body: Buffer.concat(chunks).toString("utf8")
+                })
+              )
+            })
+            response.on("error", (error) =>
+              settle(Effect.fail(connectionError(socket, path, error, error.message)))
+            )
+          })
+          request.on("error", (error: NodeJS.ErrnoException) => {
+            // A kept-alive connection the Engine closed meanwhile: one more
+            // try on a fresh one (what a browser does).
+            if (retry && request.reusedSocket && error.code === "ECONNRESET") {
+              current = start(false)
+              return
+            }
+            settle(Effect.fail(connectionError(socket, path, error, error.message)))
+          })
+          request.end(payload)
+          return request
+        }
+        let current = start(true)
+        return Effect.sync(() => {
+          settled = true
+          current.destroy()
+        })
+      })
 
     const send = <A>(
       method: Method,
       path: string,
       body: unknown,
-      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, unknown>
-    ): Effect.Effect<A, EngineError> => {
-      const base = HttpClientRequest.make(method)(`http://localhost${path}`)
-      const request = body === undefined ? base : HttpClientRequest.bodyUnsafeJson(base, body)
-      return client.execute(request).pipe(
-        Effect.flatMap((response) =>
-          response.status >= 200 && response.status < 300
-            ? Effect.mapError(read(response), (error) => badAnswer(path, describe(error)))
-            : Effect.flatMap(
-                Effect.orElseSucceed(response.text, () => ""),
-                (text) =>
-                  Effect.fail(
-                    new EngineBadAnswer({
-                      socket,
-                      path,
-                      status: response.status,
-                      reason: `HTTP ${response.status} ${errorText(text)}`
-                    })
-                  )
+      read: (answer: RawAnswer) => Effect.Effect<A, EngineError>
+    ): Effect.Effect<A, EngineError> =>
+      exchange(method, path, body === undefined ? undefined : JSON.stringify(body)).pipe(
+        Effect.flatMap((answer) =>
+          answer.status >= 200 && answer.status < 300
+            ? read(answer)
+            : Effect.fail(
+                new EngineBadAnswer({
+                  socket,
+                  path,
+                  status: answer.status,
+                  reason: `HTTP ${answer.status} ${errorText(answer.body)}`
+                })
               )
-        ),
-        Effect.scoped,
-        Effect.catchIf(HttpClientError.isHttpClientError, (error) =>
-          Effect.fail(connectionError(socket, path, error.cause, error.message))
         ),
         // No call-site stack trace: readiness and liveness probes send
         // requests in a loop, and it would be captured on every one.
@@ -224,19 +279,26 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
           captureStackTrace: false
         })
       )
-    }
-
-    const get = <A>(
-      path: string,
-      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, unknown>
-    ) => send("GET", path, undefined, read)
 
     const decode =
-      <A, I>(schema: Schema.Schema<A, I>) =>
-      (response: HttpClientResponse.HttpClientResponse) =>
-        Effect.flatMap(response.json, Schema.decodeUnknown(schema, { onExcessProperty: "ignore" }))
+      <A, I>(path: string, schema: Schema.Schema<A, I>) =>
+      (answer: RawAnswer): Effect.Effect<A, EngineError> => {
+        let parsed: unknown
+        try {
+          parsed = JSON.parse(answer.body)
+        } catch (error) {
+          return Effect.fail(
+            new EngineBadAnswer({ socket, path, reason: `not JSON: ${describe(error)}` })
+          )
+        }
+        return Effect.mapError(
+          Schema.decodeUnknown(schema, { onExcessProperty: "ignore" })(parsed),
+          (error) => new EngineBadAnswer({ socket, path, reason: error.message })
+        )
+      }
 
-    const json = <A, I>(path: string, schema: Schema.Schema<A, I>) => get(path, decode(schema))
+    const json = <A, I>(path: string, schema: Schema.Schema<A, I>) =>
+      send("GET", path, undefined, decode(path, schema))
 
     const request = (
       method: Method,
@@ -247,17 +309,21 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
         method,
         path,
         options.body,
-        options.schema === undefined ? () => Effect.void : decode(options.schema)
+        options.schema === undefined ? () => Effect.void : decode(path, options.schema)
       )
 
     return {
       socket,
-      ping: get("/_ping", (response) =>
-        Effect.flatMap(response.text, (body) =>
-          body.trim() === "OK"
-            ? Effect.succeed(new PingAnswer({ apiVersion: response.headers["api-version"] }))
-            : Effect.fail(`unexpected body ${JSON.stringify(body.slice(0, 100))}`)
-        )
+      ping: send("GET", "/_ping", undefined, (answer) =>
+        answer.body.trim() === "OK"
+          ? Effect.succeed(new PingAnswer({ apiVersion: answer.apiVersion }, true))
+          : Effect.fail(
+              new EngineBadAnswer({
+                socket,
+                path: "/_ping",
+                reason: `unexpected body ${JSON.stringify(answer.body.slice(0, 100))}`
+              })
+            )
       ),
       version: json("/version", VersionAnswer),
       info: json("/info", InfoAnswer),
@@ -265,6 +331,9 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
       upgrade: (path, body) => upgrade(socket, path, body)
     }
   })
+
+const describe = (error: unknown): string =>
+  error instanceof Error ? error.message : typeof error === "string" ? error : String(error)
 
 /** The Engine's `{"message": …}` error body, or the raw text. */
 const errorText = (text: string): string => {
@@ -283,14 +352,13 @@ const connectionError = (
   cause: unknown,
   message: string
 ): EngineError => {
-  const code = findCode(cause)
-  return code !== undefined && NOT_LISTENING.has(code)
-    ? new EngineUnreachable({ socket, code, reason: message })
-    : new EngineBadAnswer({
-        socket,
-        path,
-        reason: code === undefined ? message : `${code}: ${message}`
-      })
+  const code = (cause as { code?: unknown } | undefined)?.code
+  return typeof code === "string" && NOT_LISTENING.has(code)
+    ? new EngineUnreachable({ socket, code, reason: message }, true)
+    : new EngineBadAnswer(
+        { socket, path, reason: typeof code === "string" ? `${code}: ${message}` : message },
+        true
+      )
 }
 
 const upgrade = (

@@ -6,10 +6,9 @@
  *
  * @since 0.1.0
  */
-import { watch } from "node:fs"
-import { stat } from "node:fs/promises"
+import { stat, watch } from "node:fs"
 import * as Path from "node:path"
-import { Clock, Duration, Effect, Option, type Redacted, Schema, Stream } from "effect"
+import { Clock, Duration, Effect, Option, type Redacted, Schema, type Scope } from "effect"
 import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
 import { ProbeFailed, type ProbeFailure, ProbeNotYet, ProbeTimedOut } from "./errors.js"
 import { ProcessManager } from "./ProcessManager.js"
@@ -53,12 +52,28 @@ export interface Check {
    */
   readonly startsProcess: boolean
   /**
-   * Emits when the check may have turned from failing to passing (the
+   * Watches for the moment the check may turn from failing to passing (the
    * socket file was created), so the readiness loop can try again at once
-   * instead of at its next turn. Empty when the check cannot tell.
+   * instead of at its next turn. Absent when the check cannot tell.
    */
-  readonly wake: Stream.Stream<void>
+  readonly watch: Watch | undefined
 }
+
+/**
+ * Registers two callbacks for as long as the scope lasts: `changed` each time
+ * the check may have turned from failing to passing, `ended` once if the
+ * watch stops (or could not start): from then on only the loop's spacing
+ * finds the change. Plain callbacks, not a Stream: a readiness wait for each
+ * of many daemons registers one, and a Stream's machinery per wait costs
+ * tens of kilobytes and a fiber.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Watch = (
+  changed: () => void,
+  ended: () => void
+) => Effect.Effect<void, never, Scope.Scope>
 
 /**
  * Several probes in order; the first failure ends the attempt.
@@ -115,7 +130,7 @@ export const make = (
   options: {
     readonly timeout?: Duration.DurationInput | undefined
     readonly startsProcess?: boolean | undefined
-    readonly wake?: Stream.Stream<void> | undefined
+    readonly watch?: Watch | undefined
   } = {}
 ): Check => ({
   _tag: "Check",
@@ -123,7 +138,7 @@ export const make = (
   timeout: Option.map(Option.fromNullable(options.timeout), Duration.decode),
   run,
   startsProcess: options.startsProcess ?? false,
-  wake: options.wake ?? Stream.empty
+  watch: options.watch
 })
 
 /**
@@ -171,36 +186,35 @@ const listenToDirectory = (dir: string, listener: DirectoryListener): (() => voi
 }
 
 /**
- * Emits each time an entry named like `path` is created, renamed or removed
- * in `path`'s directory (inotify on Linux, through `fs.watch`; one watch per
- * directory, shared). Ends at once when the directory cannot be watched (it
- * does not exist, or the watch limit is reached): the readiness loop then
- * relies on its spacing alone.
+ * A {@link Watch} on the entry named like `path` in its directory: `changed`
+ * each time it is created, renamed or removed (inotify on Linux, through
+ * `fs.watch`; one watch per directory, shared however many paths in it are
+ * watched). `ended` at once when the directory cannot be watched (it does
+ * not exist, or the watch limit is reached).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const fileEvents = (path: string): Stream.Stream<void> =>
-  Stream.asyncPush<void>(
-    (emit) =>
+export const watchFile =
+  (path: string): Watch =>
+  (changed, ended) =>
+    Effect.asVoid(
       Effect.acquireRelease(
         Effect.sync(() => {
           try {
             return listenToDirectory(Path.dirname(path), {
               base: Path.basename(path),
-              changed: () => void emit.single(undefined),
-              ended: () => void emit.end()
+              changed,
+              ended
             })
           } catch {
-            emit.end()
+            ended()
             return undefined
           }
         }),
         (remove) => Effect.sync(() => remove?.())
-      ),
-    // One pending wake-up is as good as many.
-    { bufferSize: 1, strategy: "sliding" }
-  )
+      )
+    )
 
 /**
  * All of `probes`, in order.
@@ -229,26 +243,33 @@ export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
   const name = options.name ?? "socket"
   return make(
     name,
-    Effect.tryPromise({
-      try: () => stat(path),
-      catch: (error) => {
-        const code = (error as NodeJS.ErrnoException).code ?? "unknown"
-        return code === "ENOENT"
-          ? new ProbeNotYet({ probe: name, reason: `no socket at ${path}` })
-          : new ProbeFailed({ probe: name, reason: `cannot stat ${path}: ${code}` })
-      }
-    }).pipe(
-      Effect.filterOrFail(
-        (info) => info.isSocket(),
-        (info) =>
-          new ProbeFailed({
-            probe: name,
-            reason: `${path} is a ${info.isDirectory() ? "directory" : "file"}, not a socket`
-          })
-      ),
-      Effect.as(path)
+    // The callback form of stat: cheaper than the promise one on a path
+    // polled for every daemon waited for.
+    Effect.async<string, ProbeFailure>((resume) =>
+      stat(path, (error, info) => {
+        if (error !== null) {
+          resume(
+            Effect.fail(
+              error.code === "ENOENT"
+                ? new ProbeNotYet({ probe: name, reason: `no socket at ${path}` }, true)
+                : new ProbeFailed(
+                    { probe: name, reason: `cannot stat ${path}: ${error.code ?? "unknown"}` },
+                    true
+                  )
+            )
+          )
+        } else if (info.isSocket()) resume(Effect.succeed(path))
+        else {
+          const kind = info.isDirectory() ? "directory" : "file"
+          resume(
+            Effect.fail(
+              new ProbeFailed({ probe: name, reason: `${path} is a ${kind}, not a socket` }, true)
+            )
+          )
+        }
+      })
     ),
-    { timeout: options.timeout, wake: fileEvents(path) }
+    { timeout: options.timeout, watch: watchFile(path) }
   )
 }
 
@@ -257,8 +278,8 @@ const fromEngine =
   <A>(request: Effect.Effect<A, EngineError>): Effect.Effect<A, ProbeFailure> =>
     Effect.mapError(request, (error) =>
       error._tag === "EngineUnreachable"
-        ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` })
-        : new ProbeFailed({ probe: name, reason: error.reason })
+        ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` }, true)
+        : new ProbeFailed({ probe: name, reason: error.reason }, true)
     )
 
 /**
@@ -371,18 +392,6 @@ export const checks = (probe: Probe): ReadonlyArray<Check> =>
   probe._tag === "Check" ? [probe] : probe.probes.flatMap(checks)
 
 /**
- * The wake-ups of every check in a probe, merged.
- *
- * @since 0.1.0
- * @category getters
- */
-export const wakes = (probe: Probe): Stream.Stream<void> =>
-  Stream.mergeAll(
-    checks(probe).map((check) => check.wake),
-    { concurrency: "unbounded" }
-  )
-
-/**
  * How {@link run} times and reports each check.
  *
  * @since 0.1.0
@@ -417,7 +426,7 @@ export const run = (
           Effect.timeoutFail({
             duration: timeout,
             onTimeout: () =>
-              new ProbeTimedOut({ probe: probe.name, timeoutMs: Duration.toMillis(timeout) })
+              new ProbeTimedOut({ probe: probe.name, timeoutMs: Duration.toMillis(timeout) }, true)
           }),
           Effect.either
         )
@@ -426,7 +435,11 @@ export const run = (
           return yield* Effect.fail(result.left)
         }
         const elapsedMs = (yield* Clock.currentTimeMillis) - started
-        const success = new ProbeSucceeded({ probe: probe.name, elapsedMs, value: result.right })
+        // (Fields typed by construction: no validation on this hot path.)
+        const success = new ProbeSucceeded(
+          { probe: probe.name, elapsedMs, value: result.right },
+          true
+        )
         yield* report(success)
         return [success]
       }).pipe(

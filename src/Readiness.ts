@@ -18,7 +18,6 @@ import {
   Metric,
   MetricBoundaries,
   Queue,
-  Ref,
   Schedule,
   Schema,
   Stream
@@ -147,20 +146,24 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
   ) {
     const started = yield* Clock.currentTimeMillis
     const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
-    const emit = (event: ReadinessEvent) => options.onEvent?.(event) ?? Effect.void
-    const attempts = yield* Ref.make(0)
+    const onEvent = options.onEvent
+    const emit = (event: () => ReadinessEvent) =>
+      onEvent === undefined ? Effect.void : Effect.suspend(() => onEvent(event()))
     const logsDebug = LogLevel.greaterThanEqual(
       LogLevel.Debug,
       yield* FiberRef.get(FiberRef.currentMinimumLogLevel)
     )
+    // The state of this one wait. Plain variables: only this wait's fibers
+    // touch them, one at a time (an attempt, then its spacing), and a Ref per
+    // attempt costs allocations on the hot path for no gain.
+    let attempts = 0
     const order = Probe.names(probe)
-    const last = yield* Ref.make(new Map<string, Probe.ProbeOutcome>())
-    const lastInOrder = Effect.map(Ref.get(last), (results) =>
+    const last = new Map<string, Probe.ProbeOutcome>()
+    const lastInOrder = () =>
       order.flatMap((name) => {
-        const result = results.get(name)
+        const result = last.get(name)
         return result === undefined ? [] : [result]
       })
-    )
 
     const startsProcess = new Set(
       Probe.checks(probe)
@@ -172,28 +175,33 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
     let ranProcess = false
     const lastOutcome: { outcome: Probe.ProbeOutcome | undefined } = { outcome: undefined }
 
-    const attempt = Effect.gen(function* () {
-      const n = yield* Ref.updateAndGet(attempts, (count) => count + 1)
-      yield* Metric.increment(attemptsTotal)
+    const runOptions: Probe.RunOptions = {
+      timeoutFor: (name) => policy.timeoutFor(name),
+      onOutcome: (outcome) => {
+        lastOutcome.outcome = outcome
+        if (startsProcess.has(outcome.probe)) ranProcess = true
+        last.set(outcome.probe, outcome)
+        // Only when someone listens: the clock read, the event and (for
+        // Debug logs) the annotations cost allocations on every probe of
+        // every attempt otherwise.
+        if (onEvent === undefined && !logsDebug) return Effect.void
+        const n = attempts
+        return Effect.flatMap(elapsed, (elapsedMs) =>
+          Effect.zipRight(
+            logsDebug
+              ? Effect.logDebug(
+                  outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
+                ).pipe(Effect.annotateLogs({ attempt: n, probe: outcome.probe, elapsedMs }))
+              : Effect.void,
+            emit(() => ReadinessEvent.ProbeResult({ attempt: n, elapsedMs, outcome }))
+          )
+        )
+      }
+    }
+    const attempt = Effect.suspend(() => {
+      attempts += 1
       ranProcess = false
-      return yield* Probe.run(probe, {
-        timeoutFor: (name) => policy.timeoutFor(name),
-        onOutcome: (outcome) =>
-          Effect.gen(function* () {
-            lastOutcome.outcome = outcome
-            if (startsProcess.has(outcome.probe)) ranProcess = true
-            yield* Ref.update(last, (results) => new Map(results).set(outcome.probe, outcome))
-            const elapsedMs = yield* elapsed
-            // Only when Debug logs are kept: annotations and the message
-            // cost allocations on every probe of every attempt otherwise.
-            if (logsDebug) {
-              yield* Effect.logDebug(
-                outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
-              ).pipe(Effect.annotateLogs({ attempt: n, probe: outcome.probe, elapsedMs }))
-            }
-            yield* emit(ReadinessEvent.ProbeResult({ attempt: n, elapsedMs, outcome }))
-          })
-      })
+      return Effect.zipRight(Metric.increment(attemptsTotal), Probe.run(probe, runOptions))
     })
 
     // Wake-ups: the probe's own (the socket file appeared) and the output
@@ -210,16 +218,14 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
     const listen = Effect.gen(function* () {
       if (policy.wakeOnProbeEvents) {
         for (const check of Probe.checks(probe)) {
-          // A check that cannot tell (most) costs no fiber.
-          if (check.wake === Stream.empty) continue
+          // A check that cannot tell (most) costs nothing.
+          if (check.watch === undefined) continue
           watched.add(check.name)
-          yield* Stream.runForEach(check.wake, () => wake).pipe(
-            Effect.ensuring(Effect.sync(() => watched.delete(check.name))),
-            Effect.forkScoped
+          yield* check.watch(
+            () => void wakeUps.unsafeOffer(undefined),
+            () => void watched.delete(check.name)
           )
         }
-        // Let the watches start before the first attempt looks.
-        yield* Effect.yieldNow()
       }
       if (pattern !== undefined) {
         yield* Stream.runForEach(linesOf(process.output), (line) =>
@@ -265,7 +271,7 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
           pid: process.pid,
           status,
           elapsedMs: yield* elapsed,
-          attempts: yield* Ref.get(attempts),
+          attempts,
           logTail: yield* process.logTail
         })
       })
@@ -282,8 +288,8 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
         pid: process.pid,
         deadlineMs: Duration.toMillis(policy.deadline),
         elapsedMs: yield* elapsed,
-        attempts: yield* Ref.get(attempts),
-        lastFailures: (yield* lastInOrder).filter(
+        attempts,
+        lastFailures: lastInOrder().filter(
           (result): result is ProbeFailure => result._tag !== "ProbeSucceeded"
         ),
         logTail: yield* process.logTail
@@ -299,25 +305,27 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
     if (outcome._tag === "Left") {
       const error = outcome.left
       yield* Metric.increment(failuresTotal).pipe(Effect.tagMetrics("reason", error._tag))
-      yield* Effect.logWarning(error.message).pipe(
-        Effect.annotateLogs({ attempts: yield* Ref.get(attempts) })
-      )
-      yield* emit(ReadinessEvent.Failed({ error }))
+      yield* Effect.logWarning(error.message).pipe(Effect.annotateLogs({ attempts }))
+      yield* emit(() => ReadinessEvent.Failed({ error }))
       return yield* Effect.fail(error)
     }
 
-    const report = new ReadinessReport({
-      pid: process.pid,
-      policy: policy.name,
-      attempts: yield* Ref.get(attempts),
-      elapsedMs: yield* elapsed,
-      results: yield* lastInOrder
-    })
+    // (Fields typed by construction: no validation.)
+    const report = new ReadinessReport(
+      {
+        pid: process.pid,
+        policy: policy.name,
+        attempts,
+        elapsedMs: yield* elapsed,
+        results: lastInOrder()
+      },
+      true
+    )
     yield* Metric.update(timeToReady, report.elapsedMs)
     yield* Effect.logInfo("ready").pipe(
       Effect.annotateLogs({ attempts: report.attempts, elapsedMs: report.elapsedMs })
     )
-    yield* emit(ReadinessEvent.Ready({ report }))
+    yield* emit(() => ReadinessEvent.Ready({ report }))
     return report
   },
   Effect.annotateLogs({ component: "readiness" })

@@ -14,7 +14,7 @@ import * as LocalProcessManager from "../LocalProcessManager.js"
 import { ExitCode, forError } from "./ExitCode.js"
 import { type CliInputError, InvalidArguments, InvalidUsage } from "./options.js"
 import * as Reporter from "./Reporter.js"
-import * as SandboxCli from "./sandbox.js"
+import * as SandboxCli from "./sandbox/index.js"
 import * as Up from "./up.js"
 import * as Wait from "./wait.js"
 

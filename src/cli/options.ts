@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Options } from "@effect/cli"
+import { type Args, Options } from "@effect/cli"
 import { Duration, Effect, Either, Option, Schema } from "effect"
 import { parseDuration } from "../internal/duration.js"
 import { presets, type ReadinessPolicy } from "../ReadinessPolicy.js"
@@ -217,11 +217,15 @@ export const readinessPolicy = (
   })
 
 /**
- * The parsed values of a record of options, before validation.
+ * The parsed values of a record of options and arguments, before validation.
  *
  * @since 0.1.0
  * @category options
  */
 export type ValuesOf<T> = {
-  readonly [K in keyof T]: T[K] extends Options.Options<infer A> ? A : never
+  readonly [K in keyof T]: T[K] extends Options.Options<infer A>
+    ? A
+    : T[K] extends Args.Args<infer A>
+      ? A
+      : never
 }

@@ -8,15 +8,15 @@
  *
  * @since 0.1.0
  */
-import { Command, Options } from "@effect/cli"
+import { Options } from "@effect/cli"
 import { Duration, Effect, Option } from "effect"
 import type { DockerdConfigInput } from "../DockerdConfig.js"
 import * as DockerdConfig from "../DockerdConfig.js"
 import type { InvalidConfig } from "../errors.js"
 import type { ReadinessPolicy } from "../ReadinessPolicy.js"
 import * as Supervisor from "../Supervisor.js"
-import { EXIT_CODES_HELP } from "./ExitCode.js"
 import * as Shared from "./options.js"
+import * as Planned from "./planned.js"
 import * as Reporter from "./Reporter.js"
 
 const { text } = Shared
@@ -259,12 +259,12 @@ export const execute = (upPlan: UpPlan) =>
  * @since 0.1.0
  * @category commands
  */
-export const command = <E, R>(handler: (upPlan: UpPlan) => Effect.Effect<void, E, R>) =>
-  Command.make("up", options, (opts) => Effect.flatMap(plan(opts), handler)).pipe(
-    Command.withDescription(
-      `Start dockerd, wait until it is ready, print the ready report and supervise it in the foreground until SIGINT or SIGTERM; then stop it and exit 0.\n\n${EXIT_CODES_HELP}`
-    )
-  )
+export const command = Planned.command(
+  "up",
+  options,
+  plan,
+  "Start dockerd, wait until it is ready, print the ready report and supervise it in the foreground until SIGINT or SIGTERM; then stop it and exit 0."
+)
 
 /**
  * The `up` command.

@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Command, Options } from "@effect/cli"
+import { Options } from "@effect/cli"
 import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import { DaemonEvent } from "../DaemonEvent.js"
 import { toStartError } from "../Dockerd.js"
@@ -16,8 +16,8 @@ import { external } from "../internal/externalProcess.js"
 import * as Probe from "../Probe.js"
 import { ReadinessEvent, waitUntilReady } from "../Readiness.js"
 import type { ReadinessPolicy } from "../ReadinessPolicy.js"
-import { EXIT_CODES_HELP } from "./ExitCode.js"
 import * as Shared from "./options.js"
+import * as Planned from "./planned.js"
 import * as Reporter from "./Reporter.js"
 
 const options = {
@@ -133,12 +133,12 @@ export const execute = (waitPlan: WaitPlan) =>
  * @since 0.1.0
  * @category commands
  */
-export const command = <E, R>(handler: (waitPlan: WaitPlan) => Effect.Effect<void, E, R>) =>
-  Command.make("wait", options, (opts) => Effect.flatMap(plan(opts), handler)).pipe(
-    Command.withDescription(
-      `Wait until the Docker daemon on --socket answers /_ping and /info; exit 0 when it does.\n\n${EXIT_CODES_HELP}`
-    )
-  )
+export const command = Planned.command(
+  "wait",
+  options,
+  plan,
+  "Wait until the Docker daemon on --socket answers /_ping and /info; exit 0 when it does."
+)
 
 /**
  * The `wait` command.

@@ -1,0 +1,162 @@
+/**
+ * Per-operation CPU cost of the readiness hot path, beside a baseline: what
+ * one Engine request, one probe run and one whole wait cost this process,
+ * against a bare `node:http` request on the same socket. The scale section's
+ * numbers are these costs times a thousand daemons; this is where to look
+ * when they move.
+ *
+ *   npm run bench:micro [-- N]     (N operations each, default 2000)
+ *
+ * The Engine is a stand-in in a process of its own (bench/fixtures/
+ * engine-stub.mjs: answers `/_ping` and `/info` at once), so the CPU counted
+ * is the client's alone (`process.cpuUsage()` over N sequential operations,
+ * after 300 of warm-up). Printed: CPU µs per operation and wall µs per
+ * operation. Then 1,000 waits started at once on sockets that never appear:
+ * the CPU each costs until its first attempt, and the heap they hold.
+ */
+import { spawn } from "node:child_process"
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
+import * as Http from "node:http"
+import * as Path from "node:path"
+import { Duration, Effect, Logger, LogLevel, Stream } from "effect"
+import * as DockerEngine from "../src/DockerEngine.js"
+import * as Probe from "../src/Probe.js"
+import type { ProcessHandle } from "../src/ProcessManager.js"
+import { Running } from "../src/ProcessStatus.js"
+import * as Readiness from "../src/Readiness.js"
+import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
+import { fixture } from "./lib/helpers.js"
+
+// As shipped: the package runs compiled, without tsx's source-map rewriting
+// of every stack trace that is formatted.
+process.setSourceMapsEnabled(false)
+
+const N = Number(process.argv[2] ?? 2000)
+const root = mkdtempSync("/tmp/sdb-micro-")
+const socket = Path.join(root, "engine.sock")
+const stub = spawn(process.execPath, [fixture("engine-stub.mjs"), socket], {
+  stdio: ["ignore", "pipe", "inherit"]
+})
+await new Promise((resolve) => stub.stdout.once("data", resolve))
+
+const measure = async (name: string, once: () => Promise<unknown>) => {
+  for (let i = 0; i < 300; i++) await once()
+  const cpu0 = process.cpuUsage()
+  const wall0 = performance.now()
+  for (let i = 0; i < N; i++) await once()
+  const cpu = process.cpuUsage(cpu0)
+  const wall = performance.now() - wall0
+  console.log(
+    `  ${name.padEnd(44)} CPU ${String(Math.round((cpu.user + cpu.system) / N)).padStart(5)} µs/op   wall ${String(Math.round((wall * 1000) / N)).padStart(5)} µs/op`
+  )
+}
+
+const keepAlive = new Http.Agent({ keepAlive: true, maxSockets: 1 })
+const bare = (agent: Http.Agent | false) => () =>
+  new Promise<void>((resolve, reject) => {
+    const request = Http.request({ socketPath: socket, path: "/_ping", agent }, (response) => {
+      response.resume()
+      response.on("end", resolve)
+    })
+    request.on("error", reject)
+    request.end()
+  })
+
+/** A process that runs forever and prints nothing: waits are about probes here. */
+const forever: ProcessHandle = {
+  pid: 1,
+  argv: ["stand-in"],
+  status: Effect.succeed(new Running()),
+  awaitExit: Effect.never,
+  output: Stream.empty,
+  logTail: Effect.succeed([]),
+  signal: () => Effect.succeed(false)
+}
+
+const quiet = <A, E>(effect: Effect.Effect<A, E>) =>
+  Effect.runPromise(Effect.either(effect).pipe(Logger.withMinimumLogLevel(LogLevel.None)))
+
+console.log(`micro: ${N} operations each, one at a time`)
+await measure("baseline: node:http GET /_ping, new connection", bare(false))
+await measure("baseline: node:http GET /_ping, kept alive", bare(keepAlive))
+await quiet(
+  Effect.scoped(
+    Effect.gen(function* () {
+      const engine = yield* DockerEngine.make(socket)
+      const probe = Probe.all([
+        Probe.socketFile(socket),
+        Probe.enginePing(engine),
+        Probe.engineInfo(engine)
+      ])
+      const options = { timeoutFor: () => Duration.seconds(2) }
+      const missing = Probe.socketFile(Path.join(root, "missing.sock"))
+      const op = (name: string, effect: Effect.Effect<unknown, unknown>) =>
+        Effect.promise(() => measure(name, () => quiet(effect)))
+      yield* op("DockerEngine ping", engine.ping)
+      yield* op("DockerEngine info (decoded)", engine.info)
+      yield* op("probe: socket file, not there", Probe.run(missing, options))
+      yield* op("probe: socket, /_ping, /info", Probe.run(probe, options))
+      yield* op(
+        "waitUntilReady, ready at the first attempt",
+        Readiness.waitUntilReady(forever, probe)
+      )
+    })
+  )
+)
+
+// 1,000 waits at once on sockets that never appear.
+const WAITS = 1000
+let started = 0
+let firstAttemptsAt = 0
+let firstAttemptsCpu = 0
+const cpu0 = process.cpuUsage()
+const wall0 = performance.now()
+const heap0 = process.memoryUsage().heapUsed
+let heapAtFirst = 0
+const policy = ReadinessPolicy.fast.withDeadline(Duration.seconds(2))
+await quiet(
+  Effect.forEach(
+    Array.from({ length: WAITS }, (_, i) => i),
+    (i) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = Path.join(root, String(i))
+          mkdirSync(dir)
+          const path = Path.join(dir, "docker.sock")
+          const engine = yield* DockerEngine.make(path)
+          let seen = false
+          yield* Effect.either(
+            Readiness.waitUntilReady(
+              forever,
+              Probe.all([
+                Probe.socketFile(path),
+                Probe.enginePing(engine),
+                Probe.engineInfo(engine)
+              ]),
+              policy,
+              {
+                onEvent: () =>
+                  Effect.sync(() => {
+                    if (seen) return
+                    seen = true
+                    started += 1
+                    if (started === WAITS) {
+                      const cpu = process.cpuUsage(cpu0)
+                      firstAttemptsCpu = (cpu.user + cpu.system) / 1000
+                      firstAttemptsAt = performance.now() - wall0
+                      heapAtFirst = process.memoryUsage().heapUsed - heap0
+                    }
+                  })
+              }
+            )
+          )
+        })
+      ),
+    { concurrency: "unbounded", discard: true }
+  )
+)
+console.log(
+  `  ${WAITS} waits at once, to their first attempt: ${Math.round(firstAttemptsAt)} ms wall, CPU ${Math.round((firstAttemptsCpu * 1000) / WAITS)} µs per wait, heap +${Math.round(heapAtFirst / 1024 / WAITS)} KB per wait`
+)
+stub.kill()
+rmSync(root, { recursive: true, force: true })
