@@ -6,6 +6,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Real daemons share two cores: run test files one after another.
-    fileParallelism: false
+    fileParallelism: false,
+    // The library logs as it works (INFO and up): shown for failing tests
+    // only, where they tell what happened.
+    silent: "passed-only"
   }
 })

@@ -262,10 +262,19 @@ const run = async (count: number, seconds: number, fakeHost: string) => {
   return { summary }
 }
 
+/** A fixed CPU loop, timed: how fast this process runs (see sections/scale.ts). */
+const speedMs = (): number => {
+  const start = now()
+  let sum = 0
+  for (let i = 0; i < 20_000_000; i++) sum += i % 7
+  return sum > 0 ? round(now() - start, 1) : Number.NaN
+}
+
 const [countArg = "1000", secondsArg = "8", fakeHost = ""] = process.argv.slice(2)
+const speed = speedMs()
 try {
   const { summary } = await run(Number(countArg), Number(secondsArg), fakeHost)
-  process.stdout.write(JSON.stringify(summary) + "\n")
+  process.stdout.write(JSON.stringify({ ...summary, speedMs: speed }) + "\n")
 } finally {
   killHelpers()
 }

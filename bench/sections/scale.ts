@@ -30,12 +30,26 @@ export interface ScaleSummary {
   readonly events: number
   readonly eventsPerSecond: number
   readonly cpuPercentOfCore: number
+  /** A fixed CPU loop timed at the worker's start, in ms: how fast this process runs. */
+  readonly speedMs: number
 }
 
 const BUILD_DIR = fileURLToPath(new URL("../results/.build/", import.meta.url))
 
-/** Runs `count` fake daemons for `seconds` s under one supervising process. */
-export const run = async (count: number, seconds: number, log: (line: string) => void) => {
+/**
+ * Runs `count` fake daemons for `seconds` s under one supervising process,
+ * `trials` times in a row. Every trial is printed and kept; the summary is
+ * the trial with the median p99 readiness overhead. (On the machines this was
+ * measured on, a process sometimes runs several times slower from its start,
+ * for reasons outside it: each trial prints `speed`, a fixed loop timed at
+ * the worker's start, so such a trial shows as one.)
+ */
+export const run = async (
+  count: number,
+  seconds: number,
+  log: (line: string) => void,
+  trials = 1
+) => {
   mkdirSync(BUILD_DIR, { recursive: true })
   const outfile = `${BUILD_DIR}scaleWorker.mjs`
   await build({
@@ -48,25 +62,33 @@ export const run = async (count: number, seconds: number, log: (line: string) =>
     packages: "external",
     logLevel: "error"
   })
-  const summary = await new Promise<ScaleSummary>((resolve, reject) => {
-    const child = startHelper([
-      process.execPath,
-      outfile,
-      String(count),
-      String(seconds),
-      fixture("fake-host.mjs")
-    ])
-    let result: ScaleSummary | undefined
-    onLines(child, (line) => {
-      if (line.startsWith("{")) result = JSON.parse(line) as ScaleSummary
+  const all: Array<ScaleSummary> = []
+  for (let trial = 1; trial <= trials; trial++) {
+    const summary = await new Promise<ScaleSummary>((resolve, reject) => {
+      const child = startHelper([
+        process.execPath,
+        outfile,
+        String(count),
+        String(seconds),
+        fixture("fake-host.mjs")
+      ])
+      let result: ScaleSummary | undefined
+      onLines(child, (line) => {
+        if (line.startsWith("{")) result = JSON.parse(line) as ScaleSummary
+      })
+      child.on("error", reject)
+      child.on("exit", (code) =>
+        result === undefined ? reject(new Error(`scale worker exited ${code}`)) : resolve(result)
+      )
     })
-    child.on("error", reject)
-    child.on("exit", (code) =>
-      result === undefined ? reject(new Error(`scale worker exited ${code}`)) : resolve(result)
+    all.push(summary)
+    log(
+      `  scale trial ${trial}/${trials}, ${summary.daemons} daemons: ${summary.ready} ready, peak RSS ${summary.peakRssMb} MB (baseline ${summary.baselineRssMb} MB), heap ${summary.peakHeapMb} MB, overhead p50 ${round(summary.overheadMs.p50)} p99 ${round(summary.overheadMs.p99)} ms, deaths seen after p50 ${round(summary.deathDetectionMs.p50)} p99 ${round(summary.deathDetectionMs.p99)} ms, ${summary.eventsPerSecond} events/s, CPU ${summary.cpuPercentOfCore}% of a core, speed ${summary.speedMs} ms`
     )
-  })
-  log(
-    `  scale ${summary.daemons} daemons: ${summary.ready} ready, peak RSS ${summary.peakRssMb} MB (baseline ${summary.baselineRssMb} MB), heap ${summary.peakHeapMb} MB, overhead p50 ${round(summary.overheadMs.p50)} p99 ${round(summary.overheadMs.p99)} ms, deaths seen after p50 ${round(summary.deathDetectionMs.p50)} p99 ${round(summary.deathDetectionMs.p99)} ms, ${summary.eventsPerSecond} events/s, CPU ${summary.cpuPercentOfCore}% of a core`
+  }
+  const byP99 = [...all].sort(
+    (a, b) => (a.overheadMs.p99 ?? Infinity) - (b.overheadMs.p99 ?? Infinity)
   )
-  return { summary }
+  const summary = byP99[Math.floor((byP99.length - 1) / 2)] as ScaleSummary
+  return { summary, trials: all }
 }
