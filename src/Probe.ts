@@ -307,10 +307,12 @@ export const engineInfo = (client: DockerEngineClient, options: ProbeOptions = {
 
 /**
  * Output that means "the daemon is not listening (yet)" when a Docker client
- * says it.
+ * says it. Debian's docker CLI 20.10, asked for `docker info --format`
+ * while it cannot connect, prints only a template error about the missing
+ * `Info` (seen inside sandboxes while dockerd starts).
  */
 const NOT_YET_OUTPUT =
-  /Cannot connect to the Docker daemon|connection refused|no such file or directory/i
+  /Cannot connect to the Docker daemon|connection refused|no such file or directory|nil pointer to embedded struct field Info/i
 
 /**
  * Options of {@link command}.

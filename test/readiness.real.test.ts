@@ -7,6 +7,7 @@ import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, type Scope } from "effect"
 import * as DockerEngine from "../src/DockerEngine.js"
+import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Probe from "../src/Probe.js"
 import type { ProcessHandle, ProcessManager } from "../src/ProcessManager.js"
 import { type ReadinessEvent, waitUntilReady } from "../src/Readiness.js"
@@ -294,6 +295,29 @@ describe("waitUntilReady with real processes and probes", () => {
           })
         )
       })
+  )
+
+  it.live(
+    "docker CLI 20.10's template error while it cannot connect is 'not yet', not a failure",
+    () =>
+      Effect.gen(function* () {
+        const check = yield* Probe.command(
+          [
+            "sh",
+            "-c",
+            `echo '{"ServerVersion":'; echo 'template: :1:24: executing "" at <.ServerVersion>: reflect: indirection through nil pointer to embedded struct field Info' >&2; exit 1`
+          ],
+          { name: "docker info" }
+        )
+        const failure = yield* Effect.flip(
+          Probe.run(check, { timeoutFor: () => Duration.seconds(5) })
+        )
+        expect(failure).toMatchObject({
+          _tag: "ProbeNotYet",
+          probe: "docker info",
+          reason: expect.stringMatching(/nil pointer to embedded struct field Info/)
+        })
+      }).pipe(Effect.provide(LocalProcessManager.layer))
   )
 
   it.live("a command probe that hangs times out and its process is killed", () =>
