@@ -65,9 +65,11 @@ const HOST_DAEMON_JSON = {
 }
 
 /** A phase runner: runs an effect, records and prints how long it took. */
+/** One clock for every phase this process prints, host and sandbox alike. */
+const started = Date.now()
+
 const phases = (log: (line: string) => void) => {
   const done: Array<Phase> = []
-  const started = Date.now()
   const phase = <A, E, R>(name: string, effect: Effect.Effect<A, E, R>) =>
     Effect.gen(function* () {
       const t0 = Date.now()
