@@ -225,7 +225,9 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
  * stderr and the rest still run. One exec instead of one per step (a cgroup
  * v1 host has a dozen controllers to remount): each exec through the Engine
  * costs a round of API calls, and under load they added seconds to a
- * sandbox's start. Constant text: no value of the caller's reaches it.
+ * sandbox's start. Constant text: no value of the caller's reaches it; its
+ * one parameter (`$1`) is `forward` when the sandbox has its own network
+ * namespace and so must forward IP.
  */
 const PREPARE_SCRIPT = `
 failed() { echo "preparation step failed: $*" >&2; }
@@ -243,11 +245,9 @@ else
       failed "mount -t cgroup -o devices devices /sys/fs/cgroup/devices"
   fi
 fi
-`
-
-/** With its own network namespace, the sandbox also forwards IP. */
-const FORWARD_SCRIPT = `
-echo 1 > /proc/sys/net/ipv4/ip_forward || failed "enable ip_forward"
+if [ "$1" = forward ]; then
+  echo 1 > /proc/sys/net/ipv4/ip_forward || failed "enable ip_forward"
+fi
 `
 
 /**
@@ -264,10 +264,10 @@ export const prepare = Effect.fn("Sandbox.prepare")(function* (
   manager: ProcessManagerShape,
   spec: SandboxSpec
 ) {
-  const script = spec.network === "host" ? PREPARE_SCRIPT : PREPARE_SCRIPT + FORWARD_SCRIPT
+  const forward = spec.network === "host" ? "no-forward" : "forward"
   yield* Effect.scoped(
     Effect.gen(function* () {
-      const handle = yield* manager.exec(["sh", "-c", script], {
+      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT, "sh", forward], {
         killGrace: "1 second",
         tailLines: 50
       })
