@@ -182,6 +182,7 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
 
     const exchange = (method: Method, path: string, payload: string | undefined) =>
       Effect.async<RawAnswer, EngineError>((resume) => {
+        const idempotent = method === "GET" || method === "HEAD" || method === "DELETE"
         let settled = false
         const settle = (effect: Effect.Effect<RawAnswer, EngineError>) => {
           if (settled) return
@@ -236,8 +237,9 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
           })
           request.on("error", (error: NodeJS.ErrnoException) => {
             // A kept-alive connection the Engine closed meanwhile: one more
-            // try on a fresh one (what a browser does).
-            if (retry && request.reusedSocket && error.code === "ECONNRESET") {
+            // try on a fresh one, as browsers do, for idempotent requests only
+            // (a POST may have been acted on before the reset).
+            if (retry && idempotent && request.reusedSocket && error.code === "ECONNRESET") {
               current = start(false)
               return
             }
