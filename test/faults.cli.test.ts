@@ -18,6 +18,7 @@ import { hasDockerd, leftovers, removeDir, tempDir } from "./support/isolated.js
 
 const run = promisify(execFile)
 const BIN = "dist/bin/sandbox-docker.js"
+const ANNOUNCE_SIGTERM_CATCH = "./test/fixtures/announce-sigterm-catch.mjs"
 const real = hasDockerd()
 const root = process.getuid?.() === 0
 const dirs: Array<string> = []
@@ -63,11 +64,13 @@ interface Running {
   readonly child: ChildProcess
   readonly events: Array<Event>
   readonly waitFor: (predicate: (event: Event) => boolean) => Promise<Event>
+  /** Resolves at the first line on stderr that is `line`. */
+  readonly waitForStderr: (line: string) => Promise<void>
   readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-const start = (args: ReadonlyArray<string>): Running => {
-  const child = spawn("node", [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+const start = (args: ReadonlyArray<string>, nodeArgs: ReadonlyArray<string> = []): Running => {
+  const child = spawn("node", [...nodeArgs, BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
   const events: Array<Event> = []
   const output: Array<string> = []
   const waiters: Array<{ predicate: (e: Event) => boolean; resolve: (e: Event) => void }> = []
@@ -85,7 +88,14 @@ const start = (args: ReadonlyArray<string>): Running => {
     }
   }
   createInterface({ input: child.stdout! }).on("line", take)
-  createInterface({ input: child.stderr! }).on("line", (line) => output.push(line))
+  const stderrWaiters: Array<{ line: string; resolve: () => void }> = []
+  createInterface({ input: child.stderr! }).on("line", (line) => {
+    output.push(line)
+    for (const waiter of stderrWaiters.filter((w) => w.line === line)) {
+      stderrWaiters.splice(stderrWaiters.indexOf(waiter), 1)
+      waiter.resolve()
+    }
+  })
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on("exit", (code, signal) => resolve({ code, signal }))
   )
@@ -93,6 +103,14 @@ const start = (args: ReadonlyArray<string>): Running => {
     child,
     events,
     exit,
+    waitForStderr: (line) =>
+      new Promise((resolve, reject) => {
+        if (output.includes(line)) return resolve()
+        stderrWaiters.push({ line, resolve })
+        void exit.then(({ code }) =>
+          reject(new Error(`exited ${code} first:\n${output.join("\n")}`))
+        )
+      }),
     waitFor: (predicate) =>
       new Promise((resolve, reject) => {
         const found = events.find(predicate)
@@ -145,9 +163,12 @@ describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix",
 
   it("SIGTERM while the CLI is still loading, before it started anything: exit 0", async () => {
     const dir = newDir()
-    const up = start(["up", ...isolatedArgs(dir)])
-    // Node is running the executable by now; loading the CLI takes longer.
-    await new Promise((resolve) => setTimeout(resolve, 250))
+    // The executable's first lines catch SIGTERM; loading the CLI takes far
+    // longer. Signalled the moment the catch is in place, which a preload
+    // announces (a fixed delay raced Node's own start on a slow machine).
+    const up = start(["up", ...isolatedArgs(dir)], ["--import", ANNOUNCE_SIGTERM_CATCH])
+    await up.waitForStderr("catching SIGTERM")
+    expect(up.events).toEqual([])
     up.child.kill("SIGTERM")
     expect(await up.exit).toEqual({ code: 0, signal: null })
     nothingLeft(dir)
