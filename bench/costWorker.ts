@@ -22,6 +22,7 @@
  * and whatever it ran); the daemon is still running at the end of the
  * window, so its own CPU is not counted. Prints one JSON line.
  */
+import "./lib/asShipped.js"
 import * as Path from "node:path"
 import { statSync } from "node:fs"
 import { Duration, Effect, Either, Logger, LogLevel } from "effect"
@@ -32,12 +33,6 @@ import { ProcessManager } from "../src/ProcessManager.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import { childrenCpuMs, fixture, selfCpuMs } from "./lib/helpers.js"
-
-// Measure the library as shipped: compiled JavaScript, without the
-// source-map rewriting of stack traces that tsx turns on (it makes every
-// formatted stack trace parse source maps, a cost no user of the package
-// pays unless they opt in with --enable-source-maps).
-process.setSourceMapsEnabled(false)
 
 const [
   probeKind = "engine",

@@ -13,6 +13,7 @@
  * dockerd is isolated like the tests' (own temp dir with socket, data-root,
  * exec-root, pidfile; own network namespace) and stopped before the next.
  */
+import "./lib/asShipped.js"
 import { execFileSync } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import * as Os from "node:os"
@@ -27,12 +28,6 @@ import * as Crash from "./sections/crash.js"
 import * as Hang from "./sections/hang.js"
 import * as Scale from "./sections/scale.js"
 import * as TimeToReady from "./sections/timeToReady.js"
-
-// Measure the library as shipped: compiled JavaScript, without the
-// source-map rewriting of stack traces that tsx turns on (it makes every
-// formatted stack trace parse source maps, a cost no user of the package
-// pays unless they opt in with --enable-source-maps).
-process.setSourceMapsEnabled(false)
 
 const { values: flags } = parseArgs({
   options: {

@@ -14,6 +14,7 @@
  * operation. Then 1,000 waits started at once on sockets that never appear:
  * the CPU each costs until its first attempt, and the heap they hold.
  */
+import "./lib/asShipped.js"
 import { spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import * as Http from "node:http"
@@ -26,10 +27,6 @@ import { Running } from "../src/ProcessStatus.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import { fixture } from "./lib/helpers.js"
-
-// As shipped: the package runs compiled, without tsx's source-map rewriting
-// of every stack trace that is formatted.
-process.setSourceMapsEnabled(false)
 
 const N = Number(process.argv[2] ?? 2000)
 const root = mkdtempSync("/tmp/sdb-micro-")

@@ -324,6 +324,51 @@ export const versionsOf = (report: ReadinessReport, location: Location) => {
 }
 
 /**
+ * Waits until the dockerd of `handle` is ready, with the probes for its
+ * location ({@link probesFor}): each probe's result goes to `emit` as a
+ * `DaemonEvent.Probe`, a failed wait is a {@link StartError}. Succeeds with
+ * the ready daemon. Used by {@link start}, and by callers that started
+ * dockerd some other way (the CLI's detached dockerd in a sandbox).
+ *
+ * @since 0.1.0
+ * @category waiting
+ */
+export const awaitReady = (
+  handle: ProcessHandle,
+  config: DockerdConfig.DockerdConfig,
+  location: Location,
+  policy: ReadinessPolicy,
+  emit: EventSink = () => Effect.void
+): Effect.Effect<DockerDaemon, StartError, ProcessManager | Scope.Scope> =>
+  Effect.gen(function* () {
+    const probes = yield* probesFor(config, location)
+    const report = yield* waitUntilReady(handle, probes.readiness, policy, {
+      onEvent: (event) =>
+        ReadinessEvent.$is("ProbeResult")(event)
+          ? emit(
+              DaemonEvent.Probe({
+                attempt: event.attempt,
+                elapsedMs: event.elapsedMs,
+                outcome: event.outcome
+              })
+            )
+          : Effect.void
+    }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
+    return {
+      pid: handle.pid,
+      socket: config.socket,
+      config,
+      ...versionsOf(report, location),
+      timeToReadyMs: report.elapsedMs,
+      report,
+      process: handle,
+      awaitExit: handle.awaitExit,
+      liveness: probes.liveness,
+      location
+    }
+  })
+
+/**
  * Starts dockerd and waits until it is ready.
  *
  * @since 0.1.0
@@ -389,43 +434,17 @@ export const start: (
   )
   yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed }))
 
-  const probes = yield* probesFor(config, location)
-  const report = yield* waitUntilReady(handle, probes.readiness, policy, {
-    onEvent: (event) =>
-      ReadinessEvent.$is("ProbeResult")(event)
-        ? emit(
-            DaemonEvent.Probe({
-              attempt: event.attempt,
-              elapsedMs: event.elapsedMs,
-              outcome: event.outcome
-            })
-          )
-        : Effect.void
-  }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
-
+  const daemon = yield* awaitReady(handle, config, location, policy, emit)
   if (location === "local") {
     containerd = yield* readPidfile(`${config.effectiveExecRoot}/containerd/containerd.pid`)
     yield* applySocketMode(config)
-  }
-  const versions = versionsOf(report, location)
-  const daemon: DockerDaemon = {
-    pid: handle.pid,
-    socket: config.socket,
-    config,
-    ...versions,
-    timeToReadyMs: report.elapsedMs,
-    report,
-    process: handle,
-    awaitExit: handle.awaitExit,
-    liveness: probes.liveness,
-    location
   }
   yield* emit(
     DaemonEvent.Ready({
       pid: handle.pid,
       socket: config.socket,
       elapsedMs: yield* elapsed,
-      attempts: report.attempts,
+      attempts: daemon.report.attempts,
       serverVersion: daemon.serverVersion,
       apiVersion: daemon.apiVersion,
       storageDriver: daemon.storageDriver,

@@ -27,10 +27,9 @@ import {
   type SignalName
 } from "../ProcessManager.js"
 import { Exited, type ExitStatus, Running, Signaled, type ProcessStatus } from "../ProcessStatus.js"
-import { ReadinessEvent, waitUntilReady } from "../Readiness.js"
 import type { ReadinessPolicy } from "../ReadinessPolicy.js"
 import * as Sandbox from "../Sandbox.js"
-import { DaemonEvent, type EventSink } from "../DaemonEvent.js"
+import type { EventSink } from "../DaemonEvent.js"
 
 /**
  * Where the launcher keeps dockerd's pid and exit code, inside the sandbox.
@@ -324,36 +323,10 @@ export const awaitReady = (
   policy: ReadinessPolicy,
   onEvent: EventSink = () => Effect.void
 ): Effect.Effect<Dockerd.DockerDaemon, StartError> =>
-  Effect.gen(function* () {
-    const probes = yield* Dockerd.probesFor(config, "remote").pipe(
-      Effect.provideService(ProcessManager, manager)
-    )
-    const report = yield* waitUntilReady(process, probes.readiness, policy, {
-      onEvent: (event) =>
-        ReadinessEvent.$is("ProbeResult")(event)
-          ? onEvent(
-              DaemonEvent.Probe({
-                attempt: event.attempt,
-                elapsedMs: event.elapsedMs,
-                outcome: event.outcome
-              })
-            )
-          : Effect.void
-    }).pipe(Effect.mapError((error) => Dockerd.toStartError(error, config.socket)))
-    const versions = Dockerd.versionsOf(report, "remote")
-    return {
-      pid: process.pid,
-      socket: config.socket,
-      config,
-      ...versions,
-      timeToReadyMs: report.elapsedMs,
-      report,
-      process,
-      awaitExit: process.awaitExit,
-      liveness: probes.liveness,
-      location: "remote"
-    } satisfies Dockerd.DockerDaemon
-  }).pipe(Effect.scoped)
+  Dockerd.awaitReady(process, config, "remote", policy, onEvent).pipe(
+    Effect.provideService(ProcessManager, manager),
+    Effect.scoped
+  )
 
 /**
  * Stops the detached dockerd: SIGTERM, up to `grace`, SIGKILL.
