@@ -21,6 +21,8 @@ import * as Http from "node:http"
 import * as Path from "node:path"
 import { Duration, Effect, Logger, LogLevel, Stream } from "effect"
 import * as DockerEngine from "../src/DockerEngine.js"
+import * as Driver from "../src/internal/driver.js"
+import { runProbe } from "../src/internal/runProbe.js"
 import * as Probe from "../src/Probe.js"
 import type { ProcessHandle } from "../src/ProcessManager.js"
 import { Running } from "../src/ProcessStatus.js"
@@ -93,6 +95,14 @@ await quiet(
       yield* op("DockerEngine info (decoded)", engine.info)
       yield* op("probe: socket file, not there", Probe.run(missing, options))
       yield* op("probe: socket, /_ping, /info", Probe.run(probe, options))
+      // As the readiness and liveness loops run it: callbacks, no fiber.
+      const driver = yield* Driver.make
+      yield* op(
+        "probe: socket, /_ping, /info, by callbacks",
+        Effect.async<unknown, unknown>((resume) =>
+          Effect.sync(runProbe(probe, driver, options, (exit) => resume(exit)))
+        )
+      )
       yield* op(
         "waitUntilReady, ready at the first attempt",
         Readiness.waitUntilReady(forever, probe)

@@ -3,7 +3,7 @@
  * bundles this file with esbuild and runs it with plain `node`, so the
  * memory measured is the library's, not the TypeScript loader's).
  *
- *   node scaleWorker.mjs COUNT SECONDS FAKE_HOST_PATH
+ *   node scaleWorker.mjs COUNT SECONDS FAKE_HOST_PATH [library|hand-written]
  *
  * Prints one JSON line: the summary.
  *
@@ -23,6 +23,10 @@
  * minimal: this process plays the process manager, and a fake's "die" line
  * from its host is its exit.
  *
+ * `hand-written` watches the same fakes with bench/lib/handWritten.ts
+ * instead: the same work in plain callbacks, no library, no Effect. It is
+ * the floor of what this machine can do, run beside the library.
+ *
  * Measured: RSS and heap (sampled every 50 ms, peak), readiness overhead
  * (detected − the moment the fake started serving, on one clock), death
  * detection (typed error − the moment the fake died), events per second.
@@ -40,6 +44,7 @@ import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
 import { now, sleep } from "./lib/clock.js"
+import { watchDaemon } from "./lib/handWritten.js"
 import { killHelpers, onLines, startHelper, uniform } from "./lib/helpers.js"
 import { round, summarize } from "./lib/stats.js"
 
@@ -81,7 +86,10 @@ interface Outcome {
 }
 
 /** Runs `count` fakes for `seconds` seconds. */
-const run = async (count: number, seconds: number, fakeHost: string) => {
+/** Who watches the fakes: the library, or the hand-written floor. */
+type Mode = "library" | "hand-written"
+
+const run = async (count: number, seconds: number, fakeHost: string, mode: Mode) => {
   const root = mkdtempSync("/tmp/sdb-scale-")
   const start = now() + 1500
   const plans: Array<Plan> = Array.from({ length: count }, (_, i) => {
@@ -99,6 +107,8 @@ const run = async (count: number, seconds: number, fakeHost: string) => {
   const served = new Map<number, number>()
   const died = new Map<number, number>()
   const exits = await Effect.runPromise(Effect.forEach(plans, () => Deferred.make<ExitStatus>()))
+  // The hand-written floor learns of an exit by a plain callback.
+  const exitCallbacks: Array<(() => void) | undefined> = []
   const hosts = await Promise.all(
     Array.from({ length: HOSTS }, (_, h) => {
       const mine = plans.map((plan, i) => ({ plan, i })).filter(({ i }) => i % HOSTS === h)
@@ -116,6 +126,7 @@ const run = async (count: number, seconds: number, fakeHost: string) => {
           if (fact.e === "serve") served.set(index, fact.at)
           else {
             died.set(index, fact.at)
+            exitCallbacks[index]?.()
             const exit = exits[index]
             if (exit !== undefined)
               Effect.runSync(Deferred.succeed(exit, new Signaled({ signal: "SIGKILL" })))
@@ -190,22 +201,37 @@ const run = async (count: number, seconds: number, fakeHost: string) => {
     []
   const began = now()
   const cpu0 = process.cpuUsage()
-  await Effect.runPromise(
-    Effect.forEach(
-      plans,
-      (plan, i) =>
-        one(i, plan).pipe(
-          Effect.orDie,
-          Effect.tap((result) => Effect.sync(() => (results[i] = result)))
-        ),
-      { concurrency: "unbounded", discard: true }
-    ).pipe(
-      // The survivors are supervised until the end of the window.
-      Effect.timeout(Duration.millis(start + seconds * 1000 - now())),
-      Effect.ignore,
-      Logger.withMinimumLogLevel(LogLevel.None)
+  const windowMs = start + seconds * 1000 - now()
+  if (mode === "hand-written") {
+    const watches = plans.map((plan, i) =>
+      watchDaemon(plan.socket, (exited) => (exitCallbacks[i] = exited), now)
     )
-  )
+    // The survivors are watched until the end of the window.
+    const window = setTimeout(() => watches.forEach((one) => one.stop()), windowMs)
+    const outcomes = await Promise.all(watches.map((one) => one.outcome))
+    clearTimeout(window)
+    outcomes.forEach((outcome, i) => {
+      results[i] = outcome
+      if (outcome.readyAt !== null) readyTimes[i] = outcome.readyAt
+    })
+  } else {
+    await Effect.runPromise(
+      Effect.forEach(
+        plans,
+        (plan, i) =>
+          one(i, plan).pipe(
+            Effect.orDie,
+            Effect.tap((result) => Effect.sync(() => (results[i] = result)))
+          ),
+        { concurrency: "unbounded", discard: true }
+      ).pipe(
+        // The survivors are supervised until the end of the window.
+        Effect.timeout(Duration.millis(windowMs)),
+        Effect.ignore,
+        Logger.withMinimumLogLevel(LogLevel.None)
+      )
+    )
+  }
   const wallMs = now() - began
   const cpu = process.cpuUsage(cpu0)
   clearInterval(sampler)
@@ -230,6 +256,7 @@ const run = async (count: number, seconds: number, fakeHost: string) => {
   )
   const mb = (bytes: number) => round(bytes / 1024 / 1024, 1)
   const summary = {
+    mode,
     daemons: count,
     seconds,
     hosts: HOSTS,
@@ -270,10 +297,16 @@ const speedMs = (): number => {
   return sum > 0 ? round(now() - start, 1) : Number.NaN
 }
 
-const [countArg = "1000", secondsArg = "8", fakeHost = ""] = process.argv.slice(2)
+const [countArg = "1000", secondsArg = "8", fakeHost = "", modeArg = "library"] =
+  process.argv.slice(2)
 const speed = speedMs()
 try {
-  const { summary } = await run(Number(countArg), Number(secondsArg), fakeHost)
+  const { summary } = await run(
+    Number(countArg),
+    Number(secondsArg),
+    fakeHost,
+    modeArg === "hand-written" ? "hand-written" : "library"
+  )
   process.stdout.write(JSON.stringify({ ...summary, speedMs: speed }) + "\n")
 } finally {
   killHelpers()

@@ -8,7 +8,7 @@
  */
 import * as Http from "node:http"
 import type * as Net from "node:net"
-import { Effect, Schema, type Scope } from "effect"
+import { Effect, Either, ParseResult, Schema, type Scope } from "effect"
 
 /**
  * The answer to `GET /_ping`: the body `OK` and the API version header.
@@ -120,6 +120,19 @@ export interface DockerEngineClient {
   readonly version: Effect.Effect<VersionAnswer, EngineError>
   readonly info: Effect.Effect<InfoAnswer, EngineError>
   /**
+   * `GET /_ping` as plain callbacks: `done` is called once, unless the
+   * returned function cancels the request first. For loops that poll many
+   * daemons from callbacks (readiness and liveness checks); `ping` is the
+   * same request as an Effect.
+   */
+  readonly unsafePing: (
+    done: (result: Either.Either<PingAnswer, EngineError>) => void
+  ) => () => void
+  /** `GET /info` as plain callbacks, like `unsafePing`. */
+  readonly unsafeInfo: (
+    done: (result: Either.Either<InfoAnswer, EngineError>) => void
+  ) => () => void
+  /**
    * Any Engine API call: `body` is sent as JSON, any 2xx status is success.
    * With a `schema` the JSON answer is decoded with it (excess fields are
    * ignored); without one the answer is discarded.
@@ -180,80 +193,116 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
       (agent) => Effect.sync(() => agent.destroy())
     )
 
-    const exchange = (method: Method, path: string, payload: string | undefined) =>
-      Effect.async<RawAnswer, EngineError>((resume) => {
-        const idempotent = method === "GET" || method === "HEAD" || method === "DELETE"
-        let settled = false
-        const settle = (effect: Effect.Effect<RawAnswer, EngineError>) => {
-          if (settled) return
-          settled = true
-          resume(effect)
-        }
-        const start = (retry: boolean): Http.ClientRequest => {
-          const request = Http.request({
-            socketPath: socket,
-            agent,
-            method,
-            path,
-            headers:
-              payload === undefined
-                ? {}
-                : {
-                    "Content-Type": "application/json",
-                    "Content-Length": Buffer.byteLength(payload)
-                  }
-          })
-          request.on("response", (response) => {
-            const chunks: Array<Buffer> = []
-            let size = 0
-            response.on("data", (chunk: Buffer) => {
-              size += chunk.length
-              if (size > MAX_ANSWER_BYTES) {
-                response.destroy()
-                settle(
-                  Effect.fail(
-                    new EngineBadAnswer({
-                      socket,
-                      path,
-                      reason: `the answer is larger than ${MAX_ANSWER_BYTES} bytes`
-                    })
-                  )
-                )
-              } else chunks.push(chunk)
-            })
-            response.on("end", () => {
-              const header = response.headers["api-version"]
+    /** One exchange, as callbacks: `done` once with the answer or the error. */
+    const exchangeNow = (
+      method: Method,
+      path: string,
+      payload: string | undefined,
+      done: (result: Either.Either<RawAnswer, EngineError>) => void
+    ): (() => void) => {
+      const idempotent = method === "GET" || method === "HEAD" || method === "DELETE"
+      let settled = false
+      const settle = (result: Either.Either<RawAnswer, EngineError>) => {
+        if (settled) return
+        settled = true
+        done(result)
+      }
+      const start = (retry: boolean): Http.ClientRequest => {
+        const request = Http.request({
+          socketPath: socket,
+          agent,
+          method,
+          path,
+          headers:
+            payload === undefined
+              ? {}
+              : {
+                  "Content-Type": "application/json",
+                  "Content-Length": Buffer.byteLength(payload)
+                }
+        })
+        request.on("response", (response) => {
+          const chunks: Array<Buffer> = []
+          let size = 0
+          response.on("data", (chunk: Buffer) => {
+            size += chunk.length
+            if (size > MAX_ANSWER_BYTES) {
+              response.destroy()
               settle(
-                Effect.succeed({
-                  status: response.statusCode ?? 0,
-                  apiVersion: typeof header === "string" ? header : undefined,
-                  body: Buffer.concat(chunks).toString("utf8")
-                })
+                Either.left(
+                  new EngineBadAnswer({
+                    socket,
+                    path,
+                    reason: `the answer is larger than ${MAX_ANSWER_BYTES} bytes`
+                  })
+                )
               )
-            })
-            response.on("error", (error) =>
-              settle(Effect.fail(connectionError(socket, path, error, error.message)))
+            } else chunks.push(chunk)
+          })
+          response.on("end", () => {
+            const header = response.headers["api-version"]
+            settle(
+              Either.right({
+                status: response.statusCode ?? 0,
+                apiVersion: typeof header === "string" ? header : undefined,
+                body: Buffer.concat(chunks).toString("utf8")
+              })
             )
           })
-          request.on("error", (error: NodeJS.ErrnoException) => {
-            // A kept-alive connection the Engine closed meanwhile: one more
-            // try on a fresh one, as browsers do, for idempotent requests only
-            // (a POST may have been acted on before the reset).
-            if (retry && idempotent && request.reusedSocket && error.code === "ECONNRESET") {
-              current = start(false)
-              return
-            }
-            settle(Effect.fail(connectionError(socket, path, error, error.message)))
-          })
-          request.end(payload)
-          return request
-        }
-        let current = start(true)
-        return Effect.sync(() => {
-          settled = true
-          current.destroy()
+          response.on("error", (error) =>
+            settle(Either.left(connectionError(socket, path, error, error.message)))
+          )
         })
+        request.on("error", (error: NodeJS.ErrnoException) => {
+          // A kept-alive connection the Engine closed meanwhile: one more
+          // try on a fresh one, as browsers do, for idempotent requests only
+          // (a POST may have been acted on before the reset).
+          if (retry && idempotent && request.reusedSocket && error.code === "ECONNRESET") {
+            current = start(false)
+            return
+          }
+          settle(Either.left(connectionError(socket, path, error, error.message)))
+        })
+        request.end(payload)
+        return request
+      }
+      let current = start(true)
+      return () => {
+        settled = true
+        current.destroy()
+      }
+    }
+
+    const exchange = (method: Method, path: string, payload: string | undefined) =>
+      Effect.async<RawAnswer, EngineError>((resume) => {
+        const cancel = exchangeNow(method, path, payload, (result) => resume(result))
+        return Effect.sync(cancel)
       })
+
+    /** A 2xx answer, or the Engine's error as an `EngineBadAnswer`. */
+    const statusOk =
+      (path: string) =>
+      (answer: RawAnswer): Either.Either<RawAnswer, EngineError> =>
+        answer.status >= 200 && answer.status < 300
+          ? Either.right(answer)
+          : Either.left(
+              new EngineBadAnswer({
+                socket,
+                path,
+                status: answer.status,
+                reason: `HTTP ${answer.status} ${errorText(answer.body)}`
+              })
+            )
+
+    const parseJson = (path: string, answer: RawAnswer): Either.Either<unknown, EngineError> => {
+      try {
+        return Either.right(JSON.parse(answer.body) as unknown)
+      } catch (error) {
+        return Either.left(
+          new EngineBadAnswer({ socket, path, reason: `not JSON: ${describe(error)}` })
+        )
+      }
+    }
 
     const send = <A>(
       method: Method,
@@ -262,18 +311,8 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
       read: (answer: RawAnswer) => Effect.Effect<A, EngineError>
     ): Effect.Effect<A, EngineError> =>
       exchange(method, path, body === undefined ? undefined : JSON.stringify(body)).pipe(
-        Effect.flatMap((answer) =>
-          answer.status >= 200 && answer.status < 300
-            ? read(answer)
-            : Effect.fail(
-                new EngineBadAnswer({
-                  socket,
-                  path,
-                  status: answer.status,
-                  reason: `HTTP ${answer.status} ${errorText(answer.body)}`
-                })
-              )
-        ),
+        Effect.flatMap(statusOk(path)),
+        Effect.flatMap(read),
         // No call-site stack trace: readiness and liveness probes send
         // requests in a loop, and it would be captured on every one.
         Effect.withSpan("DockerEngine.request", {
@@ -285,16 +324,10 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
     const decode =
       <A, I>(path: string, schema: Schema.Schema<A, I>) =>
       (answer: RawAnswer): Effect.Effect<A, EngineError> => {
-        let parsed: unknown
-        try {
-          parsed = JSON.parse(answer.body)
-        } catch (error) {
-          return Effect.fail(
-            new EngineBadAnswer({ socket, path, reason: `not JSON: ${describe(error)}` })
-          )
-        }
+        const parsed = parseJson(path, answer)
+        if (Either.isLeft(parsed)) return Either.left(parsed.left)
         return Effect.mapError(
-          Schema.decodeUnknown(schema, { onExcessProperty: "ignore" })(parsed),
+          Schema.decodeUnknown(schema, { onExcessProperty: "ignore" })(parsed.right),
           (error) => new EngineBadAnswer({ socket, path, reason: error.message })
         )
       }
@@ -314,21 +347,45 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
         options.schema === undefined ? () => Effect.void : decode(path, options.schema)
       )
 
+    const readPing = (answer: RawAnswer): Either.Either<PingAnswer, EngineError> =>
+      answer.body.trim() === "OK"
+        ? Either.right(new PingAnswer({ apiVersion: answer.apiVersion }, true))
+        : Either.left(
+            new EngineBadAnswer({
+              socket,
+              path: "/_ping",
+              reason: `unexpected body ${JSON.stringify(answer.body.slice(0, 100))}`
+            })
+          )
+    const decodeInfo = Schema.decodeUnknownEither(InfoAnswer, { onExcessProperty: "ignore" })
+    const readInfo = (answer: RawAnswer): Either.Either<InfoAnswer, EngineError> =>
+      Either.flatMap(parseJson("/info", answer), (parsed) =>
+        Either.mapLeft(
+          decodeInfo(parsed),
+          (error) =>
+            new EngineBadAnswer({
+              socket,
+              path: "/info",
+              reason: ParseResult.TreeFormatter.formatErrorSync(error)
+            })
+        )
+      )
+
+    /** A GET as callbacks: the status checked, the answer read. */
+    const getNow =
+      <A>(path: string, read: (answer: RawAnswer) => Either.Either<A, EngineError>) =>
+      (done: (result: Either.Either<A, EngineError>) => void): (() => void) =>
+        exchangeNow("GET", path, undefined, (result) =>
+          done(Either.flatMap(Either.flatMap(result, statusOk(path)), read))
+        )
+
     return {
       socket,
-      ping: send("GET", "/_ping", undefined, (answer) =>
-        answer.body.trim() === "OK"
-          ? Effect.succeed(new PingAnswer({ apiVersion: answer.apiVersion }, true))
-          : Effect.fail(
-              new EngineBadAnswer({
-                socket,
-                path: "/_ping",
-                reason: `unexpected body ${JSON.stringify(answer.body.slice(0, 100))}`
-              })
-            )
-      ),
+      ping: send("GET", "/_ping", undefined, readPing),
       version: json("/version", VersionAnswer),
-      info: json("/info", InfoAnswer),
+      info: send("GET", "/info", undefined, readInfo),
+      unsafePing: getNow("/_ping", readPing),
+      unsafeInfo: getNow("/info", readInfo),
       request: request as DockerEngineClient["request"],
       upgrade: (path, body) => upgrade(socket, path, body)
     }

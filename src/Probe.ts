@@ -8,7 +8,7 @@
  */
 import { stat, watch } from "node:fs"
 import * as Path from "node:path"
-import { Clock, Duration, Effect, Option, type Redacted, Schema, type Scope } from "effect"
+import { Clock, Duration, Effect, Either, Option, type Redacted, Schema, type Scope } from "effect"
 import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
 import { ProbeFailed, type ProbeFailure, ProbeNotYet, ProbeTimedOut } from "./errors.js"
 import { ProcessManager } from "./ProcessManager.js"
@@ -57,7 +57,24 @@ export interface Check {
    * instead of at its next turn. Absent when the check cannot tell.
    */
   readonly watch: Watch | undefined
+  /**
+   * The same check as plain callbacks, when it has that form (the built-in
+   * socket and Engine checks do): loops that watch many daemons run it
+   * without a fiber per run. `run` is always there and means the same.
+   */
+  readonly unsafeRun: CheckCallback | undefined
 }
+
+/**
+ * A check as plain callbacks: starts it, calls `done` once with its result
+ * (unless cancelled first), and returns the function that cancels it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type CheckCallback = (
+  done: (result: Either.Either<unknown, ProbeFailure>) => void
+) => () => void
 
 /**
  * Registers two callbacks for as long as the scope lasts: `changed` each time
@@ -138,7 +155,32 @@ export const make = (
   timeout: Option.map(Option.fromNullable(options.timeout), Duration.decode),
   run,
   startsProcess: options.startsProcess ?? false,
-  watch: options.watch
+  watch: options.watch,
+  unsafeRun: undefined
+})
+
+/**
+ * A probe from plain callbacks (see {@link CheckCallback}). Its `run` is the
+ * same callbacks as an Effect; loops that watch many daemons call the
+ * callbacks directly.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromCallback = (
+  name: string,
+  callback: CheckCallback,
+  options: {
+    readonly timeout?: Duration.DurationInput | undefined
+    readonly watch?: Watch | undefined
+  } = {}
+): Check => ({
+  ...make(
+    name,
+    Effect.async<unknown, ProbeFailure>((resume) => Effect.sync(callback(resume))),
+    options
+  ),
+  unsafeRun: callback
 })
 
 /**
@@ -241,15 +283,17 @@ export const firstOf = (probes: ReadonlyArray<Probe>): FirstOf => ({ _tag: "Firs
  */
 export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
   const name = options.name ?? "socket"
-  return make(
+  return fromCallback(
     name,
     // The callback form of stat: cheaper than the promise one on a path
     // polled for every daemon waited for.
-    Effect.async<string, ProbeFailure>((resume) =>
+    (done) => {
+      let cancelled = false
       stat(path, (error, info) => {
+        if (cancelled) return
         if (error !== null) {
-          resume(
-            Effect.fail(
+          done(
+            Either.left(
               error.code === "ENOENT"
                 ? new ProbeNotYet({ probe: name, reason: `no socket at ${path}` }, true)
                 : new ProbeFailed(
@@ -258,29 +302,43 @@ export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
                   )
             )
           )
-        } else if (info.isSocket()) resume(Effect.succeed(path))
+        } else if (info.isSocket()) done(Either.right(path))
         else {
           const kind = info.isDirectory() ? "directory" : "file"
-          resume(
-            Effect.fail(
+          done(
+            Either.left(
               new ProbeFailed({ probe: name, reason: `${path} is a ${kind}, not a socket` }, true)
             )
           )
         }
       })
-    ),
+      return () => {
+        cancelled = true
+      }
+    },
     { timeout: options.timeout, watch: watchFile(path) }
   )
 }
 
-const fromEngine =
+/** An Engine request's error as a probe's: unreachable is "not yet". */
+const engineFailure =
   (name: string) =>
-  <A>(request: Effect.Effect<A, EngineError>): Effect.Effect<A, ProbeFailure> =>
-    Effect.mapError(request, (error) =>
-      error._tag === "EngineUnreachable"
-        ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` }, true)
-        : new ProbeFailed({ probe: name, reason: error.reason }, true)
-    )
+  (error: EngineError): ProbeFailure =>
+    error._tag === "EngineUnreachable"
+      ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` }, true)
+      : new ProbeFailed({ probe: name, reason: error.reason }, true)
+
+/** A check from an Engine request in callback form. */
+const fromEngine = (
+  name: string,
+  request: (done: (result: Either.Either<unknown, EngineError>) => void) => () => void,
+  options: ProbeOptions
+): Check => {
+  const failure = engineFailure(name)
+  return fromCallback(name, (done) => request((result) => done(Either.mapLeft(result, failure))), {
+    timeout: options.timeout
+  })
+}
 
 /**
  * Docker Engine `GET /_ping` answers `OK`.
@@ -288,10 +346,8 @@ const fromEngine =
  * @since 0.1.0
  * @category constructors
  */
-export const enginePing = (client: DockerEngineClient, options: ProbeOptions = {}): Check => {
-  const name = options.name ?? "ping"
-  return make(name, fromEngine(name)(client.ping), options)
-}
+export const enginePing = (client: DockerEngineClient, options: ProbeOptions = {}): Check =>
+  fromEngine(options.name ?? "ping", client.unsafePing, options)
 
 /**
  * Docker Engine `GET /info` answers and decodes. `/_ping` can be OK while
@@ -300,10 +356,8 @@ export const enginePing = (client: DockerEngineClient, options: ProbeOptions = {
  * @since 0.1.0
  * @category constructors
  */
-export const engineInfo = (client: DockerEngineClient, options: ProbeOptions = {}): Check => {
-  const name = options.name ?? "info"
-  return make(name, fromEngine(name)(client.info), options)
-}
+export const engineInfo = (client: DockerEngineClient, options: ProbeOptions = {}): Check =>
+  fromEngine(options.name ?? "info", client.unsafeInfo, options)
 
 /**
  * Output that means "the daemon is not listening (yet)" when a Docker client

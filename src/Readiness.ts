@@ -1,24 +1,35 @@
 /**
  * `waitUntilReady`: the policy's `Schedule`s drive probe attempts, each probe
- * under its own `Effect.timeout`, while a fiber watching the process's exit
- * races the loop. Events cut the wait between attempts short: a probe's
- * wake-up (the socket file appeared) or a line of the process's output that
- * the policy names (dockerd's `API listen on`). The deadline is hard: no
- * hanging probe keeps it waiting.
+ * under its own timeout, while a fiber watching the process's exit races the
+ * loop and `Effect.timeout` holds the deadline. Events cut the wait between
+ * attempts short: a probe's wake-up (the socket file appeared) or a line of
+ * the process's output that the policy names (dockerd's `API listen on`).
+ * The deadline is hard: no hanging probe keeps it waiting.
+ *
+ * The attempt loop itself runs as callbacks on the fiber's clock and runtime
+ * (internal/driver.ts): a probe run, then a timer for the spacing that a
+ * wake-up cuts short. Checks with a callback form (the socket and Engine
+ * checks) run without a fiber, their timeouts timers of the same clock;
+ * other checks run as effects under `Effect.timeoutFail`. Under `TestClock`
+ * every timer is a sleep on the test clock. One wait then costs a few
+ * callbacks per attempt instead of several fibers, which is what lets one
+ * process watch many daemons (bench: the scale section).
  *
  * @since 0.1.0
  */
 import {
+  Cause,
   Clock,
   Data,
   Duration,
   Effect,
+  Exit,
   FiberRef,
   LogLevel,
   Metric,
   MetricBoundaries,
+  Option,
   Queue,
-  Schedule,
   Schema,
   Stream
 } from "effect"
@@ -29,6 +40,10 @@ import {
   ProbeFailure,
   type ReadinessError
 } from "./errors.js"
+import * as Driver from "./internal/driver.js"
+import type { Cancel } from "./internal/driver.js"
+import { runProbe, type RunOptions, type RunResult } from "./internal/runProbe.js"
+import * as ScheduleStepper from "./internal/scheduleStepper.js"
 import * as Probe from "./Probe.js"
 import type { ProcessHandle } from "./ProcessManager.js"
 import type { ReadinessPolicy } from "./ReadinessPolicy.js"
@@ -175,7 +190,7 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
     let ranProcess = false
     const lastOutcome: { outcome: Probe.ProbeOutcome | undefined } = { outcome: undefined }
 
-    const runOptions: Probe.RunOptions = {
+    const runOptions: RunOptions = {
       timeoutFor: (name) => policy.timeoutFor(name),
       onOutcome: (outcome) => {
         lastOutcome.outcome = outcome
@@ -184,7 +199,7 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
         // Only when someone listens: the clock read, the event and (for
         // Debug logs) the annotations cost allocations on every probe of
         // every attempt otherwise.
-        if (onEvent === undefined && !logsDebug) return Effect.void
+        if (onEvent === undefined && !logsDebug) return undefined
         const n = attempts
         return Effect.flatMap(elapsed, (elapsedMs) =>
           Effect.zipRight(
@@ -198,71 +213,112 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
         )
       }
     }
-    const attempt = Effect.suspend(() => {
-      attempts += 1
-      ranProcess = false
-      return Effect.zipRight(Metric.increment(attemptsTotal), Probe.run(probe, runOptions))
-    })
+    const metricLabels = yield* FiberRef.get(FiberRef.currentMetricLabels)
 
-    // Wake-ups: the probe's own (the socket file appeared) and the output
-    // lines the policy names. A sliding queue of one: wake-ups that come
-    // while an attempt runs are kept (one is enough), older ones dropped.
-    const wakeUps = yield* Queue.sliding<void>(1)
-    const wake = Queue.offer(wakeUps, undefined)
-    const pattern = policy.wakeOnOutput === undefined ? undefined : new RegExp(policy.wakeOnOutput)
     // Checks whose wake-ups are being watched now: while such a check says
     // "not yet", polling it is pointless until it wakes the loop, so the
     // loop waits for the wake-up, polling only at the slowest spacing as a
     // safety net. A watch that ends (it could not be set up) ends this.
     const watched = new Set<string>()
-    const listen = Effect.gen(function* () {
-      if (policy.wakeOnProbeEvents) {
-        for (const check of Probe.checks(probe)) {
-          // A check that cannot tell (most) costs nothing.
-          if (check.watch === undefined) continue
-          watched.add(check.name)
-          yield* check.watch(
-            () => void wakeUps.unsafeOffer(undefined),
-            () => void watched.delete(check.name)
-          )
+    // Set once the loop runs; a wake-up before that is kept for it.
+    let wake = () => {}
+    const listen = (onWake: () => void) =>
+      Effect.gen(function* () {
+        if (policy.wakeOnProbeEvents) {
+          for (const check of Probe.checks(probe)) {
+            // A check that cannot tell (most) costs nothing.
+            if (check.watch === undefined) continue
+            watched.add(check.name)
+            yield* check.watch(onWake, () => void watched.delete(check.name))
+          }
         }
-      }
-      if (pattern !== undefined) {
-        yield* Stream.runForEach(linesOf(process.output), (line) =>
-          pattern.test(line) ? wake : Effect.void
-        ).pipe(Effect.forkScoped)
-      }
-    })
+        const pattern =
+          policy.wakeOnOutput === undefined ? undefined : new RegExp(policy.wakeOnOutput)
+        if (pattern !== undefined) {
+          yield* Stream.runForEach(linesOf(process.output), (line) =>
+            pattern.test(line) ? Effect.sync(onWake) : Effect.void
+          ).pipe(Effect.forkScoped)
+        }
+      })
 
-    // The policy's Schedules drive the spacing; a wake-up cuts a wait short.
-    const cheapSpacing = yield* Schedule.driver(policy.schedule)
-    const commandSpacing = yield* Schedule.driver(policy.commandSchedule)
+    // The attempts, as callbacks on the fiber's clock and runtime (see
+    // internal/driver.ts): an attempt is a probe run, the wait between
+    // attempts a timer that a wake-up cuts short. The policy's Schedules
+    // give the spacing. One wait costs a few callbacks per attempt instead
+    // of fibers, which is what lets one process watch many daemons.
     const probing = Effect.gen(function* () {
-      yield* listen
-      yield* Effect.sleep(policy.initialDelay)
-      for (;;) {
-        // The attempt sees the state as it is now: older wake-ups are moot.
-        yield* Queue.takeAll(wakeUps)
-        lastOutcome.outcome = undefined
-        const result = yield* Effect.either(attempt)
-        if (result._tag === "Right") return result.right
-        // (Set by the attempt's callbacks, which the compiler cannot see.)
-        const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
-        const parked = failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
-        const spacing = parked
-          ? Effect.sleep(policy.slowestDelay)
-          : ranProcess
-            ? Effect.all([cheapSpacing.next(undefined), commandSpacing.next(undefined)], {
-                concurrency: 2,
-                discard: true
-              })
-            : cheapSpacing.next(undefined)
-        // A schedule that runs out leaves the deadline to decide.
-        yield* Effect.raceFirst(
-          spacing.pipe(Effect.catchAll(() => Effect.never)),
-          Queue.take(wakeUps)
-        )
-      }
+      yield* listen(() => wake())
+      const driver = yield* Driver.make
+      const cheapSpacing = ScheduleStepper.make(policy.schedule, driver.now)
+      const commandSpacing = ScheduleStepper.make(policy.commandSchedule, driver.now)
+      const slowestMs = Duration.toMillis(policy.slowestDelay)
+      return yield* Effect.async<ReadonlyArray<Probe.ProbeSucceeded>>((resume) => {
+        let over = false
+        let woken = false
+        let pending: Cancel = () => {}
+        let generation = 0
+        // Between attempts: what cuts the wait short.
+        let waiting: Cancel | undefined
+
+        const attempt = () => {
+          if (over) return
+          // The attempt sees the state as it is now: older wake-ups are moot.
+          woken = false
+          waiting = undefined
+          attempts += 1
+          ranProcess = false
+          lastOutcome.outcome = undefined
+          attemptsTotal.unsafeUpdate(1, metricLabels)
+          const mine = ++generation
+          const cancel = runProbe(probe, driver, runOptions, settled)
+          // (Unless it already settled, and something newer is pending.)
+          if (generation === mine) pending = cancel
+        }
+
+        const settled = (result: RunResult) => {
+          if (Exit.isSuccess(result)) {
+            over = true
+            return resume(Effect.succeed(result.value))
+          }
+          if (Option.isNone(Cause.failureOption(result.cause))) {
+            // A defect of a check: the wait ends with it.
+            over = true
+            return resume(Effect.failCause(result.cause as Cause.Cause<never>))
+          }
+          // (Set by the attempt's callbacks, which the compiler cannot see.)
+          const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
+          const parked =
+            failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
+          // A schedule that runs out leaves the deadline to decide.
+          const delay = parked
+            ? slowestMs
+            : ranProcess
+              ? Math.max(cheapSpacing(), commandSpacing())
+              : cheapSpacing()
+          if (woken) return attempt()
+          generation += 1
+          const cancel = driver.schedule(delay, attempt)
+          waiting = cancel
+          pending = cancel
+        }
+
+        wake = () => {
+          if (over) return
+          if (waiting === undefined) {
+            woken = true
+            return
+          }
+          waiting()
+          attempt()
+        }
+        const initialMs = Duration.toMillis(policy.initialDelay)
+        if (initialMs > 0) pending = driver.schedule(initialMs, attempt)
+        else attempt()
+        return Effect.sync(() => {
+          over = true
+          pending()
+        })
+      }).pipe(Effect.ensuring(driver.shutdown))
     }).pipe(Effect.scoped)
 
     const exitError = (status: ExitedBeforeReady["status"]) =>

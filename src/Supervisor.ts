@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Schedule, Schema, type Scope } from "effect"
+import { Cause, Duration, Effect, Exit, Option, Schedule, Schema, type Scope } from "effect"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
 import * as Dockerd from "./Dockerd.js"
 import type { DockerdConfig, DockerdConfigInput } from "./DockerdConfig.js"
@@ -15,9 +15,12 @@ import {
   type StartError,
   type SupervisionError
 } from "./errors.js"
-import * as Probe from "./Probe.js"
 import type { ProcessManager } from "./ProcessManager.js"
 import { diagnose } from "./Diagnosis.js"
+import * as Driver from "./internal/driver.js"
+import type { Cancel } from "./internal/driver.js"
+import * as RunProbe from "./internal/runProbe.js"
+import * as ScheduleStepper from "./internal/scheduleStepper.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 
 /**
@@ -108,38 +111,71 @@ export const supervise = Effect.fn("Supervisor.supervise")(
     const restarts = options.restarts ?? 0
     let consecutive = 0
 
-    const check = Probe.run(daemon.liveness, { timeoutFor: () => liveness.timeout }).pipe(
-      Effect.tap(() => Effect.sync(() => (consecutive = 0))),
-      Effect.catchAll((failure: ProbeFailure) =>
-        Effect.gen(function* () {
-          consecutive += 1
-          yield* Effect.logWarning("liveness check failed").pipe(
-            Effect.annotateLogs({ consecutive, reason: failure.message })
-          )
-          yield* emit(
-            DaemonEvent.LivenessFailed({
-              pid: daemon.pid,
-              consecutive,
-              threshold: liveness.failureThreshold,
-              reason: failure.message
-            })
-          )
-          if (consecutive >= liveness.failureThreshold) {
-            return yield* new DaemonUnhealthy({
-              pid: daemon.pid,
-              consecutiveFailures: consecutive,
-              lastFailure: failure,
-              restarts,
-              logTail: yield* daemon.process.logTail
-            })
+    // Liveness checks as callbacks on the fiber's clock and runtime (see
+    // internal/driver.ts): a check, then a timer spaced by the Schedule;
+    // no fiber per check. A failure is logged and reported before the next
+    // check; the threshold ends the loop with the last failure.
+    const watching = Effect.gen(function* () {
+      const driver = yield* Driver.make
+      const spacing = ScheduleStepper.make(Schedule.spaced(liveness.interval), driver.now)
+      const options: RunProbe.RunOptions = {
+        timeoutFor: () => liveness.timeout,
+        onOutcome: (outcome) => {
+          if (outcome._tag === "ProbeSucceeded") {
+            consecutive = 0
+            return undefined
           }
-        })
-      )
-    )
+          consecutive += 1
+          const reached = consecutive
+          return Effect.zipRight(
+            Effect.logWarning("liveness check failed").pipe(
+              Effect.annotateLogs({ consecutive: reached, reason: outcome.message })
+            ),
+            emit(
+              DaemonEvent.LivenessFailed({
+                pid: daemon.pid,
+                consecutive: reached,
+                threshold: liveness.failureThreshold,
+                reason: outcome.message
+              })
+            )
+          )
+        }
+      }
+      const lastFailure = yield* Effect.async<ProbeFailure>((resume) => {
+        let pending: Cancel = () => {}
+        let generation = 0
+        const check = () => {
+          const mine = ++generation
+          const cancel = RunProbe.runProbe(daemon.liveness, driver, options, settled)
+          if (generation === mine) pending = cancel
+        }
+        const settled = (result: RunProbe.RunResult) => {
+          if (Exit.isFailure(result)) {
+            const failure = Cause.failureOption(result.cause)
+            // A defect of the check ends supervision with it.
+            if (Option.isNone(failure)) {
+              return resume(Effect.failCause(result.cause as Cause.Cause<never>))
+            }
+            if (consecutive >= liveness.failureThreshold) {
+              return resume(Effect.succeed(failure.value))
+            }
+          }
+          generation += 1
+          pending = driver.schedule(spacing(), check)
+        }
+        check()
+        return Effect.sync(() => pending())
+      }).pipe(Effect.ensuring(driver.shutdown))
+      return yield* new DaemonUnhealthy({
+        pid: daemon.pid,
+        consecutiveFailures: consecutive,
+        lastFailure,
+        restarts,
+        logTail: yield* daemon.process.logTail
+      })
+    })
 
-    const watching = Effect.repeat(check, Schedule.spaced(liveness.interval)).pipe(
-      Effect.zipRight(Effect.never)
-    )
     const death = Effect.flatMap(daemon.awaitExit, (status) =>
       Effect.flatMap(daemon.process.logTail, (logTail) => {
         const diagnosis = diagnose(logTail)

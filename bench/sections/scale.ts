@@ -4,6 +4,10 @@
  * with esbuild (the one tsx itself uses) and run with plain `node`: the
  * memory measured is then the library's and Effect's, not that of the
  * TypeScript loader, whose own thread alone holds some 80 MB.
+ *
+ * Each trial runs twice, back to back: the library, and the hand-written
+ * floor (bench/lib/handWritten.ts: the same work in plain callbacks), so
+ * that the library's figures read beside what the machine does at all.
  */
 import { mkdirSync } from "node:fs"
 import { fileURLToPath } from "node:url"
@@ -13,6 +17,8 @@ import { round, type Summary } from "../lib/stats.js"
 
 /** What the worker measured. */
 export interface ScaleSummary {
+  /** Who watched the fakes: the library, or the hand-written floor. */
+  readonly mode: "library" | "hand-written"
   readonly daemons: number
   readonly seconds: number
   readonly hosts: number
@@ -38,8 +44,9 @@ const BUILD_DIR = fileURLToPath(new URL("../results/.build/", import.meta.url))
 
 /**
  * Runs `count` fake daemons for `seconds` s under one supervising process,
- * `trials` times in a row. Every trial is printed and kept; the summary is
- * the trial with the median p99 readiness overhead. (On the machines this was
+ * `trials` times in a row, each with the library and then the hand-written
+ * floor. Every trial is printed and kept; the summary of each is the trial
+ * with the median p99 readiness overhead. (On the machines this was
  * measured on, a process sometimes runs several times slower from its start,
  * for reasons outside it: each trial prints `speed`, a fixed loop timed at
  * the worker's start, so such a trial shows as one.)
@@ -64,31 +71,36 @@ export const run = async (
   })
   const all: Array<ScaleSummary> = []
   for (let trial = 1; trial <= trials; trial++) {
-    const summary = await new Promise<ScaleSummary>((resolve, reject) => {
-      const child = startHelper([
-        process.execPath,
-        outfile,
-        String(count),
-        String(seconds),
-        fixture("fake-host.mjs")
-      ])
-      let result: ScaleSummary | undefined
-      onLines(child, (line) => {
-        if (line.startsWith("{")) result = JSON.parse(line) as ScaleSummary
+    for (const mode of ["library", "hand-written"] as const) {
+      const summary = await new Promise<ScaleSummary>((resolve, reject) => {
+        const child = startHelper([
+          process.execPath,
+          outfile,
+          String(count),
+          String(seconds),
+          fixture("fake-host.mjs"),
+          mode
+        ])
+        let result: ScaleSummary | undefined
+        onLines(child, (line) => {
+          if (line.startsWith("{")) result = JSON.parse(line) as ScaleSummary
+        })
+        child.on("error", reject)
+        child.on("exit", (code) =>
+          result === undefined ? reject(new Error(`scale worker exited ${code}`)) : resolve(result)
+        )
       })
-      child.on("error", reject)
-      child.on("exit", (code) =>
-        result === undefined ? reject(new Error(`scale worker exited ${code}`)) : resolve(result)
+      all.push(summary)
+      log(
+        `  scale trial ${trial}/${trials}, ${mode}, ${summary.daemons} daemons: ${summary.ready} ready, peak RSS ${summary.peakRssMb} MB (baseline ${summary.baselineRssMb} MB), heap ${summary.peakHeapMb} MB, overhead p50 ${round(summary.overheadMs.p50)} p99 ${round(summary.overheadMs.p99)} ms, deaths seen after p50 ${round(summary.deathDetectionMs.p50)} p99 ${round(summary.deathDetectionMs.p99)} ms, ${summary.eventsPerSecond} events/s, CPU ${summary.cpuPercentOfCore}% of a core, speed ${summary.speedMs} ms`
       )
-    })
-    all.push(summary)
-    log(
-      `  scale trial ${trial}/${trials}, ${summary.daemons} daemons: ${summary.ready} ready, peak RSS ${summary.peakRssMb} MB (baseline ${summary.baselineRssMb} MB), heap ${summary.peakHeapMb} MB, overhead p50 ${round(summary.overheadMs.p50)} p99 ${round(summary.overheadMs.p99)} ms, deaths seen after p50 ${round(summary.deathDetectionMs.p50)} p99 ${round(summary.deathDetectionMs.p99)} ms, ${summary.eventsPerSecond} events/s, CPU ${summary.cpuPercentOfCore}% of a core, speed ${summary.speedMs} ms`
-    )
+    }
   }
-  const byP99 = [...all].sort(
-    (a, b) => (a.overheadMs.p99 ?? Infinity) - (b.overheadMs.p99 ?? Infinity)
-  )
-  const summary = byP99[Math.floor((byP99.length - 1) / 2)] as ScaleSummary
-  return { summary, trials: all }
+  const median = (mode: ScaleSummary["mode"]) => {
+    const byP99 = all
+      .filter((one) => one.mode === mode)
+      .sort((a, b) => (a.overheadMs.p99 ?? Infinity) - (b.overheadMs.p99 ?? Infinity))
+    return byP99[Math.floor((byP99.length - 1) / 2)] as ScaleSummary
+  }
+  return { summary: median("library"), floor: median("hand-written"), trials: all }
 }

@@ -1,0 +1,168 @@
+/**
+ * Runs a probe once from callbacks, as `Probe.run` does as an Effect: each
+ * check under its own timeout, `All` in order up to the first failure,
+ * `FirstOf` up to the first success. A check with a callback form
+ * (`Check.unsafeRun`) runs without a fiber, its timeout a timer of the
+ * driver's clock; any other check runs as an effect on the caller's runtime
+ * under `Effect.timeoutFail`. The readiness and liveness loops use this: one
+ * attempt of theirs is then a few callbacks instead of several fibers.
+ *
+ * @internal
+ */
+import { Cause, Duration, Effect, Either, Exit, Option } from "effect"
+import { ProbeTimedOut, type ProbeFailure } from "../errors.js"
+import * as Probe from "../Probe.js"
+import type { Cancel, Driver } from "./driver.js"
+
+/**
+ * How one run times and reports its checks.
+ */
+export interface RunOptions {
+  /** The timeout of a check without its own, by the check's name. */
+  readonly timeoutFor: (name: string) => Duration.Duration
+  /**
+   * Called with the outcome of every check that ran; when it returns an
+   * effect, the run goes on once that effect has run (events stay in order).
+   */
+  readonly onOutcome?:
+    ((outcome: Probe.ProbeOutcome) => Effect.Effect<void> | undefined) | undefined
+}
+
+/** What a run ends with: the successes that decided it, or the failure. */
+export type RunResult = Exit.Exit<ReadonlyArray<Probe.ProbeSucceeded>, ProbeFailure>
+
+/**
+ * Runs `probe` once; `done` is called once with the result unless the
+ * returned function cancels the run first (a check in flight is then
+ * cancelled: its request destroyed, its fiber interrupted).
+ */
+export const runProbe = (
+  probe: Probe.Probe,
+  driver: Driver,
+  options: RunOptions,
+  done: (result: RunResult) => void
+): Cancel => {
+  // What cancels the step in flight. A step can finish synchronously and
+  // start the next one before it returns its own cancel: the generation
+  // keeps the newer one.
+  let cancel: Cancel = () => {}
+  let generation = 0
+  let cancelled = false
+  const step = (start: () => Cancel) => {
+    const mine = ++generation
+    const stop = start()
+    if (generation === mine) cancel = stop
+  }
+
+  const report = (outcome: Probe.ProbeOutcome, then: () => void) => {
+    const effect = options.onOutcome?.(outcome)
+    if (effect === undefined) return then()
+    step(() =>
+      driver.run(effect, () => {
+        if (!cancelled) then()
+      })
+    )
+  }
+
+  const check = (one: Probe.Check, finish: (result: RunResult) => void) => {
+    const timeout = Option.getOrElse(one.timeout, () => options.timeoutFor(one.name))
+    const started = driver.now()
+    const settle = (result: Either.Either<unknown, ProbeFailure>) => {
+      if (Either.isLeft(result)) {
+        const failure = result.left
+        return report(failure, () => finish(Exit.fail(failure)))
+      }
+      // (Fields typed by construction: no validation on this hot path.)
+      const success = new Probe.ProbeSucceeded(
+        { probe: one.name, elapsedMs: driver.now() - started, value: result.right },
+        true
+      )
+      report(success, () => finish(Exit.succeed([success])))
+    }
+    const timedOut = () =>
+      new ProbeTimedOut({ probe: one.name, timeoutMs: Duration.toMillis(timeout) }, true)
+
+    const callback = one.unsafeRun
+    if (callback !== undefined) {
+      return step(() => {
+        let over = false
+        let stopCheck: Cancel = () => {}
+        let stopTimer: Cancel = () => {}
+        const end = (result: Either.Either<unknown, ProbeFailure>) => {
+          if (over) return
+          over = true
+          stopTimer()
+          stopCheck()
+          settle(result)
+        }
+        stopTimer = driver.schedule(Duration.toMillis(timeout), () => end(Either.left(timedOut())))
+        stopCheck = callback(end)
+        return () => {
+          over = true
+          stopTimer()
+          stopCheck()
+        }
+      })
+    }
+    step(() =>
+      driver.run(
+        one.run.pipe(
+          Effect.timeoutFail({ duration: timeout, onTimeout: timedOut }),
+          Effect.either,
+          // No call-site stack trace: it would be captured on every attempt.
+          Effect.withSpan("Probe.check", {
+            attributes: { probe: one.name },
+            captureStackTrace: false
+          })
+        ),
+        (exit) => {
+          if (Exit.isSuccess(exit)) return settle(exit.value)
+          // A defect of the check (never an interruption: that is a cancel,
+          // and a cancelled run reports nothing) ends the run as it is.
+          if (!Cause.isInterruptedOnly(exit.cause)) finish(Exit.failCause(exit.cause))
+        }
+      )
+    )
+  }
+
+  const go = (current: Probe.Probe, finish: (result: RunResult) => void): void => {
+    switch (current._tag) {
+      case "Check":
+        return check(current, finish)
+      case "All": {
+        const successes: Array<Probe.ProbeSucceeded> = []
+        const next = (index: number) => {
+          const probe = current.probes[index]
+          if (probe === undefined) return finish(Exit.succeed(successes))
+          go(probe, (result) => {
+            if (Exit.isFailure(result)) return finish(result)
+            successes.push(...result.value)
+            next(index + 1)
+          })
+        }
+        return next(0)
+      }
+      case "FirstOf": {
+        const next = (index: number, last: RunResult | undefined) => {
+          const probe = current.probes[index]
+          if (probe === undefined) {
+            return finish(last ?? Exit.die(new Error("Probe.firstOf of no probes")))
+          }
+          go(probe, (result) => (Exit.isSuccess(result) ? finish(result) : next(index + 1, result)))
+        }
+        return next(0, undefined)
+      }
+    }
+  }
+
+  go(probe, (result) => {
+    if (cancelled) return
+    cancelled = true
+    done(result)
+  })
+  return () => {
+    if (cancelled) return
+    cancelled = true
+    cancel()
+  }
+}

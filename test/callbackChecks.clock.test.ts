@@ -1,0 +1,241 @@
+/**
+ * Checks in callback form (`Probe.fromCallback`, as the built-in socket and
+ * Engine checks are) run by the readiness and liveness loops without a
+ * fiber: their timeouts, spacing and cancellation, under TestClock. The
+ * same loops with real sockets and a real dockerd are in the `.real` tests.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Deferred, Duration, Effect, Either, Exit, Fiber, Stream, TestClock } from "effect"
+import type * as Dockerd from "../src/Dockerd.js"
+import * as DockerdConfig from "../src/DockerdConfig.js"
+import { ProbeNotYet } from "../src/errors.js"
+import * as Driver from "../src/internal/driver.js"
+import * as Probe from "../src/Probe.js"
+import type { ProcessHandle } from "../src/ProcessManager.js"
+import { type ExitStatus, Running, Signaled } from "../src/ProcessStatus.js"
+import { ReadinessReport, waitUntilReady } from "../src/Readiness.js"
+import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
+import * as Supervisor from "../src/Supervisor.js"
+
+/** A process that lives until `exited` is completed. */
+const processUntil = (exited: Deferred.Deferred<ExitStatus>): ProcessHandle => ({
+  pid: 4242,
+  argv: ["stand-in"],
+  status: Effect.map(Deferred.poll(exited), (done) =>
+    done._tag === "None" ? new Running() : new Signaled({ signal: "SIGKILL" })
+  ),
+  awaitExit: Deferred.await(exited),
+  output: Stream.empty,
+  logTail: Effect.succeed([]),
+  signal: () => Effect.succeed(false)
+})
+
+/**
+ * A callback check that records when it starts, answers with `answer(n)` for
+ * the n-th run (`undefined`: never answers), and counts cancellations.
+ */
+const scripted = (
+  name: string,
+  now: () => number,
+  answer: (run: number) => Either.Either<unknown, ProbeNotYet> | undefined
+) => {
+  const state = { runs: [] as Array<number>, cancelled: 0, inFlight: 0 }
+  const check = Probe.fromCallback(name, (done) => {
+    const run = state.runs.length
+    state.runs.push(now())
+    const result = answer(run)
+    let over = false
+    if (result === undefined) state.inFlight += 1
+    else queueMicrotask(() => !over && done(result))
+    return () => {
+      if (over) return
+      over = true
+      if (result === undefined) {
+        state.inFlight -= 1
+        state.cancelled += 1
+      }
+    }
+  })
+  return { check, state }
+}
+
+/** Reads the test clock from callbacks. */
+const testTime = Effect.map(Effect.clock, (clock) => () => clock.unsafeCurrentTimeMillis())
+
+const notYet = (name: string) => Either.left(new ProbeNotYet({ probe: name, reason: "not yet" }))
+
+const policy = (
+  fields: Partial<ConstructorParameters<typeof ReadinessPolicy.ReadinessPolicy>[0]>
+) =>
+  new ReadinessPolicy.ReadinessPolicy({
+    ...ReadinessPolicy.fast,
+    wakeOnOutput: undefined,
+    ...fields
+  })
+
+describe("callback checks under TestClock", () => {
+  it.effect("a check that never answers times out at its timeout, and is cancelled", () =>
+    Effect.gen(function* () {
+      const exited = yield* Deferred.make<ExitStatus>()
+      const now = yield* testTime
+      const hanging = scripted("ping", now, (run) => (run < 2 ? undefined : Either.right("OK")))
+      const fiber = yield* Effect.fork(
+        waitUntilReady(
+          processUntil(exited),
+          hanging.check,
+          policy({ probeTimeout: Duration.seconds(2), deadline: Duration.seconds(30) })
+        )
+      )
+      yield* TestClock.adjust("1999 millis")
+      expect(hanging.state.inFlight).toBe(1)
+      expect(hanging.state.cancelled).toBe(0)
+      // The first run times out at 2 s and is cancelled; 2 ms later (the
+      // fast spacing) the second run starts, and times out at 4002 ms.
+      yield* TestClock.adjust("1 millis")
+      expect(hanging.state.cancelled).toBe(1)
+      yield* TestClock.adjust("4 seconds")
+      const report = yield* Fiber.join(fiber)
+      expect(report).toBeInstanceOf(ReadinessReport)
+      expect(hanging.state.cancelled).toBe(2)
+      expect(hanging.state.inFlight).toBe(0)
+      expect(report.attempts).toBe(3)
+    })
+  )
+
+  it.effect("attempts follow the policy's Schedule on the test clock", () =>
+    Effect.gen(function* () {
+      const exited = yield* Deferred.make<ExitStatus>()
+      const now = yield* testTime
+      const socket = scripted("socket", now, (run) =>
+        run < 6 ? notYet("socket") : Either.right(1)
+      )
+      const fiber = yield* Effect.fork(
+        waitUntilReady(processUntil(exited), socket.check, policy({}))
+      )
+      yield* TestClock.adjust("100 millis")
+      yield* Fiber.join(fiber)
+      // 2 ms, then ×1.5 each time: 2, 3, 4.5, 6.75, 10.125, 15.1875 ms apart.
+      expect(socket.state.runs).toEqual([0, 2, 5, 9.5, 16.25, 26.375, 41.5625])
+    })
+  )
+
+  it.effect("interrupting a wait cancels the check in flight and leaves no fiber", () =>
+    Effect.gen(function* () {
+      const exited = yield* Deferred.make<ExitStatus>()
+      const now = yield* testTime
+      const hanging = scripted("info", now, () => undefined)
+      const fiber = yield* Effect.fork(
+        waitUntilReady(processUntil(exited), hanging.check, policy({}))
+      )
+      yield* TestClock.adjust("100 millis")
+      expect(hanging.state.inFlight).toBe(1)
+      yield* Fiber.interrupt(fiber)
+      expect(hanging.state.inFlight).toBe(0)
+      expect(hanging.state.cancelled).toBe(1)
+    })
+  )
+
+  it.effect("an exit while a check is in flight is the error, and the check is cancelled", () =>
+    Effect.gen(function* () {
+      const exited = yield* Deferred.make<ExitStatus>()
+      const now = yield* testTime
+      const hanging = scripted("ping", now, () => undefined)
+      const fiber = yield* Effect.fork(
+        Effect.either(waitUntilReady(processUntil(exited), hanging.check, policy({})))
+      )
+      yield* TestClock.adjust("300 millis")
+      yield* Deferred.succeed(exited, new Signaled({ signal: "SIGKILL" }))
+      const outcome = yield* Fiber.join(fiber)
+      expect(Either.isLeft(outcome) && outcome.left._tag).toBe("ExitedBeforeReady")
+      expect(hanging.state.cancelled).toBe(1)
+    })
+  )
+
+  it.effect(
+    "liveness: a check that hangs fails at each timeout; the threshold ends supervision",
+    () =>
+      Effect.gen(function* () {
+        const exited = yield* Deferred.make<ExitStatus>()
+        const now = yield* testTime
+        const process = processUntil(exited)
+        // OK twice, then hangs.
+        const liveness = scripted("liveness", now, (run) =>
+          run < 2 ? Either.right("OK") : undefined
+        )
+        const daemon: Dockerd.DockerDaemon = {
+          pid: process.pid,
+          socket: "/nowhere/docker.sock",
+          config: yield* DockerdConfig.decode({ socket: "/nowhere/docker.sock" }),
+          serverVersion: "test",
+          apiVersion: "1.41",
+          storageDriver: "vfs",
+          timeToReadyMs: 0,
+          report: new ReadinessReport({
+            pid: process.pid,
+            policy: "test",
+            attempts: 1,
+            elapsedMs: 0,
+            results: []
+          }),
+          process,
+          awaitExit: process.awaitExit,
+          liveness: liveness.check,
+          location: "local"
+        }
+        const failures: Array<number> = []
+        const fiber = yield* Effect.fork(
+          Effect.either(
+            Supervisor.supervise(daemon, Supervisor.defaultLiveness, {
+              onEvent: (event) =>
+                event._tag === "LivenessFailed"
+                  ? Effect.flatMap(Clock.currentTimeMillis, (at) =>
+                      Effect.sync(() => failures.push(at))
+                    )
+                  : Effect.void
+            })
+          )
+        )
+        yield* TestClock.adjust("1 minute")
+        const outcome = yield* Fiber.join(fiber)
+        // Checks at 0 and 1 s pass; from 2 s each hangs 2 s (its timeout)
+        // and the next starts 1 s later: failures at 4, 7 and 10 s.
+        expect(failures).toEqual([4000, 7000, 10000])
+        expect(Either.isLeft(outcome) && outcome.left._tag).toBe("DaemonUnhealthy")
+        expect(liveness.state.inFlight).toBe(0)
+        expect(liveness.state.cancelled).toBe(3)
+      })
+  )
+})
+
+describe("Driver", () => {
+  it.effect("runs a synchronous effect at once and follows one that goes async", () =>
+    Effect.gen(function* () {
+      const driver = yield* Driver.make
+      const seen: Array<string> = []
+      driver.run(Effect.succeed("sync"), (exit) =>
+        seen.push(Exit.isSuccess(exit) ? exit.value : "?")
+      )
+      expect(seen).toEqual(["sync"])
+      driver.run(Effect.as(Effect.sleep("1 second"), "async"), (exit) =>
+        seen.push(Exit.isSuccess(exit) ? exit.value : "?")
+      )
+      expect(seen).toEqual(["sync"])
+      yield* TestClock.adjust("1 second")
+      yield* Effect.yieldNow()
+      expect(seen).toEqual(["sync", "async"])
+    })
+  )
+
+  it.effect("shutdown interrupts what still runs; a cancelled run reports nothing", () =>
+    Effect.gen(function* () {
+      const driver = yield* Driver.make
+      const seen: Array<string> = []
+      const cancel = driver.run(Effect.never, () => seen.push("never"))
+      driver.schedule(1000, () => seen.push("timer"))
+      cancel()
+      yield* driver.shutdown
+      yield* TestClock.adjust("2 seconds")
+      expect(seen).toEqual([])
+    })
+  )
+})
