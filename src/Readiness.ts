@@ -215,112 +215,6 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
     }
     const metricLabels = yield* FiberRef.get(FiberRef.currentMetricLabels)
 
-    // Checks whose wake-ups are being watched now: while such a check says
-    // "not yet", polling it is pointless until it wakes the loop, so the
-    // loop waits for the wake-up, polling only at the slowest spacing as a
-    // safety net. A watch that ends (it could not be set up) ends this.
-    const watched = new Set<string>()
-    // Set once the loop runs; a wake-up before that is kept for it.
-    let wake = () => {}
-    const listen = (onWake: () => void) =>
-      Effect.gen(function* () {
-        if (policy.wakeOnProbeEvents) {
-          for (const check of Probe.checks(probe)) {
-            // A check that cannot tell (most) costs nothing.
-            if (check.watch === undefined) continue
-            watched.add(check.name)
-            yield* check.watch(onWake, () => void watched.delete(check.name))
-          }
-        }
-        const pattern =
-          policy.wakeOnOutput === undefined ? undefined : new RegExp(policy.wakeOnOutput)
-        if (pattern !== undefined) {
-          yield* Stream.runForEach(linesOf(process.output), (line) =>
-            pattern.test(line) ? Effect.sync(onWake) : Effect.void
-          ).pipe(Effect.forkScoped)
-        }
-      })
-
-    // The attempts, as callbacks on the fiber's clock and runtime (see
-    // internal/driver.ts): an attempt is a probe run, the wait between
-    // attempts a timer that a wake-up cuts short. The policy's Schedules
-    // give the spacing. One wait costs a few callbacks per attempt instead
-    // of fibers, which is what lets one process watch many daemons.
-    const probing = Effect.gen(function* () {
-      yield* listen(() => wake())
-      const driver = yield* Driver.make
-      const cheapSpacing = ScheduleStepper.make(policy.schedule, driver.now)
-      const commandSpacing = ScheduleStepper.make(policy.commandSchedule, driver.now)
-      const slowestMs = Duration.toMillis(policy.slowestDelay)
-      return yield* Effect.async<ReadonlyArray<Probe.ProbeSucceeded>>((resume) => {
-        let over = false
-        let woken = false
-        let pending: Cancel = () => {}
-        let generation = 0
-        // Between attempts: what cuts the wait short.
-        let waiting: Cancel | undefined
-
-        const attempt = () => {
-          if (over) return
-          // The attempt sees the state as it is now: older wake-ups are moot.
-          woken = false
-          waiting = undefined
-          attempts += 1
-          ranProcess = false
-          lastOutcome.outcome = undefined
-          attemptsTotal.unsafeUpdate(1, metricLabels)
-          const mine = ++generation
-          const cancel = runProbe(probe, driver, runOptions, settled)
-          // (Unless it already settled, and something newer is pending.)
-          if (generation === mine) pending = cancel
-        }
-
-        const settled = (result: RunResult) => {
-          if (Exit.isSuccess(result)) {
-            over = true
-            return resume(Effect.succeed(result.value))
-          }
-          if (Option.isNone(Cause.failureOption(result.cause))) {
-            // A defect of a check: the wait ends with it.
-            over = true
-            return resume(Effect.failCause(result.cause as Cause.Cause<never>))
-          }
-          // (Set by the attempt's callbacks, which the compiler cannot see.)
-          const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
-          const parked =
-            failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
-          // A schedule that runs out leaves the deadline to decide.
-          const delay = parked
-            ? slowestMs
-            : ranProcess
-              ? Math.max(cheapSpacing(), commandSpacing())
-              : cheapSpacing()
-          if (woken) return attempt()
-          generation += 1
-          const cancel = driver.schedule(delay, attempt)
-          waiting = cancel
-          pending = cancel
-        }
-
-        wake = () => {
-          if (over) return
-          if (waiting === undefined) {
-            woken = true
-            return
-          }
-          waiting()
-          attempt()
-        }
-        const initialMs = Duration.toMillis(policy.initialDelay)
-        if (initialMs > 0) pending = driver.schedule(initialMs, attempt)
-        else attempt()
-        return Effect.sync(() => {
-          over = true
-          pending()
-        })
-      }).pipe(Effect.ensuring(driver.shutdown))
-    }).pipe(Effect.scoped)
-
     const exitError = (status: ExitedBeforeReady["status"]) =>
       Effect.gen(function* () {
         return new ExitedBeforeReady({
@@ -331,10 +225,6 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
           logTail: yield* process.logTail
         })
       })
-
-    const watchExit = Effect.flatMap(process.awaitExit, (status) =>
-      Effect.flatMap(exitError(status), Effect.fail)
-    )
 
     const deadlineError = Effect.gen(function* () {
       // An exit that came first is reported as the exit, never as a timeout.
@@ -352,11 +242,158 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
       })
     })
 
-    const outcome = yield* Effect.raceFirst(probing, watchExit).pipe(
-      Effect.timeout(policy.deadline),
-      Effect.catchTag("TimeoutException", () => Effect.flatMap(deadlineError, Effect.fail)),
-      Effect.either
-    )
+    // Checks whose wake-ups are being watched now: while such a check says
+    // "not yet", polling it is pointless until it wakes the loop, so the
+    // loop waits for the wake-up, polling only at the slowest spacing as a
+    // safety net. A watch that ends (it could not be set up) ends this.
+    const watched = new Set<string>()
+    const pattern = policy.wakeOnOutput === undefined ? undefined : new RegExp(policy.wakeOnOutput)
+
+    // The wait, as callbacks on the fiber's clock and runtime (see
+    // internal/driver.ts): an attempt is a probe run, the wait between
+    // attempts a timer that a wake-up cuts short, the policy's Schedules
+    // give the spacing; beside them a fiber waits for the process's exit and
+    // a timer holds the deadline. Whichever ends the wait first cancels the
+    // rest. One wait costs a few callbacks per attempt instead of fibers,
+    // which is what lets one process watch many daemons.
+    const waiting = Effect.gen(function* () {
+      // Set once the loop runs.
+      let wake = () => {}
+      if (policy.wakeOnProbeEvents) {
+        for (const check of Probe.checks(probe)) {
+          // A check that cannot tell (most) costs nothing.
+          if (check.watch === undefined) continue
+          watched.add(check.name)
+          yield* check.watch(
+            () => wake(),
+            () => void watched.delete(check.name)
+          )
+        }
+      }
+      const driver = yield* Driver.make
+      const cheapSpacing = ScheduleStepper.make(policy.schedule, driver.now)
+      const commandSpacing = ScheduleStepper.make(policy.commandSchedule, driver.now)
+      const slowestMs = Duration.toMillis(policy.slowestDelay)
+      const deadlineMs = Duration.toMillis(policy.deadline)
+      return yield* Effect.async<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>((resume) => {
+        let over = false
+        let woken = false
+        let pending: Cancel = () => {}
+        let generation = 0
+        // Between attempts: what cuts the wait short.
+        let spacing: Cancel | undefined
+        let readingOutput = false
+        let stopExitWatch: Cancel = () => {}
+        let stopDeadline: Cancel = () => {}
+
+        const end = (
+          effect: Effect.Effect<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>
+        ) => {
+          if (over) return
+          over = true
+          pending()
+          stopDeadline()
+          stopExitWatch()
+          resume(effect)
+        }
+
+        // The output lines the policy names wake the loop too. They are
+        // read from the first attempt that fails other than by a watched
+        // "not yet": until then a watch (the socket file) or a check in
+        // flight (a held connection) catches the moment anyway, and a
+        // Stream per wait costs memory when one process watches many.
+        const readOutput = () => {
+          if (readingOutput || pattern === undefined) return
+          readingOutput = true
+          driver.run(
+            Effect.suspend(() => {
+              const lines = lineSplitter()
+              return Stream.runForEachChunk(process.output, (chunks) =>
+                Effect.sync(() => {
+                  for (const chunk of chunks) {
+                    if (lines(chunk).some((line) => pattern.test(line))) wake()
+                  }
+                })
+              )
+            }),
+            () => {}
+          )
+        }
+
+        const attempt = () => {
+          if (over) return
+          // The attempt sees the state as it is now: older wake-ups are moot.
+          woken = false
+          spacing = undefined
+          attempts += 1
+          ranProcess = false
+          lastOutcome.outcome = undefined
+          attemptsTotal.unsafeUpdate(1, metricLabels)
+          const mine = ++generation
+          const cancel = runProbe(probe, driver, runOptions, settled)
+          // (Unless it already settled, and something newer is pending.)
+          if (generation === mine) pending = cancel
+        }
+
+        const settled = (result: RunResult) => {
+          if (Exit.isSuccess(result)) return end(Effect.succeed(result.value))
+          if (Option.isNone(Cause.failureOption(result.cause))) {
+            // A defect of a check: the wait ends with it.
+            return end(Effect.failCause(result.cause as Cause.Cause<never>))
+          }
+          // (Set by the attempt's callbacks, which the compiler cannot see.)
+          const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
+          const parked =
+            failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
+          if (!parked) readOutput()
+          // A schedule that runs out leaves the deadline to decide.
+          const delay = parked
+            ? slowestMs
+            : ranProcess
+              ? Math.max(cheapSpacing(), commandSpacing())
+              : cheapSpacing()
+          if (woken) return attempt()
+          generation += 1
+          const cancel = driver.schedule(delay, attempt)
+          spacing = cancel
+          pending = cancel
+        }
+
+        wake = () => {
+          if (over) return
+          if (spacing === undefined) {
+            woken = true
+            return
+          }
+          spacing()
+          attempt()
+        }
+
+        // (A process that already ended ends the wait right here.)
+        stopExitWatch = driver.run(process.awaitExit, (exit) =>
+          end(
+            Exit.isSuccess(exit)
+              ? Effect.flatMap(exitError(exit.value), Effect.fail)
+              : Effect.failCause(exit.cause)
+          )
+        )
+        if (over) return
+        stopDeadline = driver.schedule(deadlineMs - (driver.now() - started), () =>
+          end(Effect.flatMap(deadlineError, Effect.fail))
+        )
+        const initialMs = Duration.toMillis(policy.initialDelay)
+        if (initialMs > 0) pending = driver.schedule(initialMs, attempt)
+        else attempt()
+        return Effect.sync(() => {
+          over = true
+          pending()
+          stopDeadline()
+          stopExitWatch()
+        })
+      }).pipe(Effect.ensuring(driver.shutdown))
+    }).pipe(Effect.scoped)
+
+    const outcome = yield* Effect.either(waiting)
 
     if (outcome._tag === "Left") {
       const error = outcome.left
@@ -387,17 +424,19 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
   Effect.annotateLogs({ component: "readiness" })
 )
 
-/** Complete lines of a process's output (stdout and stderr each on their own). */
-const linesOf = (output: Stream.Stream<OutputChunk>): Stream.Stream<string> =>
-  Stream.suspend(() => {
-    const partial: Record<OutputChunk["source"], string> = { stdout: "", stderr: "" }
-    return Stream.mapConcat(output, (chunk) => {
-      const parts = (partial[chunk.source] + chunk.text).split("\n")
-      // Keep at most one long line's worth of an unfinished line.
-      partial[chunk.source] = (parts.pop() ?? "").slice(-4096)
-      return parts
-    })
-  })
+/**
+ * Splits a process's output into complete lines, stdout and stderr each on
+ * their own: each call takes a chunk and returns the lines it completed.
+ */
+const lineSplitter = () => {
+  const partial: Record<OutputChunk["source"], string> = { stdout: "", stderr: "" }
+  return (chunk: OutputChunk): Array<string> => {
+    const parts = (partial[chunk.source] + chunk.text).split("\n")
+    // Keep at most one long line's worth of an unfinished line.
+    partial[chunk.source] = (parts.pop() ?? "").slice(-4096)
+    return parts
+  }
+}
 
 /**
  * The events of one wait as a Stream, ending with `Ready` or `Failed`.

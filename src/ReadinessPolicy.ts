@@ -87,7 +87,10 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
    * after which an attempt starts at once, whatever the spacing says: a line
    * the process prints when it becomes ready, such as dockerd's `API listen
    * on` (printed as it starts serving). Probes may wake the loop too (the
-   * socket file appearing). Wake-ups never run attempts side by side.
+   * socket file appearing). Wake-ups never run attempts side by side. The
+   * output is read from the first attempt that fails other than by a
+   * watched "not yet" on (until then a watch or a check in flight catches
+   * the moment anyway).
    */
   wakeOnOutput: Schema.optional(Schema.String),
   /**

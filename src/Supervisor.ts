@@ -16,6 +16,7 @@ import {
   type SupervisionError
 } from "./errors.js"
 import type { ProcessManager } from "./ProcessManager.js"
+import type { ExitStatus } from "./ProcessStatus.js"
 import { diagnose } from "./Diagnosis.js"
 import * as Driver from "./internal/driver.js"
 import type { Cancel } from "./internal/driver.js"
@@ -111,72 +112,7 @@ export const supervise = Effect.fn("Supervisor.supervise")(
     const restarts = options.restarts ?? 0
     let consecutive = 0
 
-    // Liveness checks as callbacks on the fiber's clock and runtime (see
-    // internal/driver.ts): a check, then a timer spaced by the Schedule;
-    // no fiber per check. A failure is logged and reported before the next
-    // check; the threshold ends the loop with the last failure.
-    const watching = Effect.gen(function* () {
-      const driver = yield* Driver.make
-      const spacing = ScheduleStepper.make(Schedule.spaced(liveness.interval), driver.now)
-      const options: RunProbe.RunOptions = {
-        timeoutFor: () => liveness.timeout,
-        onOutcome: (outcome) => {
-          if (outcome._tag === "ProbeSucceeded") {
-            consecutive = 0
-            return undefined
-          }
-          consecutive += 1
-          const reached = consecutive
-          return Effect.zipRight(
-            Effect.logWarning("liveness check failed").pipe(
-              Effect.annotateLogs({ consecutive: reached, reason: outcome.message })
-            ),
-            emit(
-              DaemonEvent.LivenessFailed({
-                pid: daemon.pid,
-                consecutive: reached,
-                threshold: liveness.failureThreshold,
-                reason: outcome.message
-              })
-            )
-          )
-        }
-      }
-      const lastFailure = yield* Effect.async<ProbeFailure>((resume) => {
-        let pending: Cancel = () => {}
-        let generation = 0
-        const check = () => {
-          const mine = ++generation
-          const cancel = RunProbe.runProbe(daemon.liveness, driver, options, settled)
-          if (generation === mine) pending = cancel
-        }
-        const settled = (result: RunProbe.RunResult) => {
-          if (Exit.isFailure(result)) {
-            const failure = Cause.failureOption(result.cause)
-            // A defect of the check ends supervision with it.
-            if (Option.isNone(failure)) {
-              return resume(Effect.failCause(result.cause as Cause.Cause<never>))
-            }
-            if (consecutive >= liveness.failureThreshold) {
-              return resume(Effect.succeed(failure.value))
-            }
-          }
-          generation += 1
-          pending = driver.schedule(spacing(), check)
-        }
-        check()
-        return Effect.sync(() => pending())
-      }).pipe(Effect.ensuring(driver.shutdown))
-      return yield* new DaemonUnhealthy({
-        pid: daemon.pid,
-        consecutiveFailures: consecutive,
-        lastFailure,
-        restarts,
-        logTail: yield* daemon.process.logTail
-      })
-    })
-
-    const death = Effect.flatMap(daemon.awaitExit, (status) =>
+    const died = (status: ExitStatus) =>
       Effect.flatMap(daemon.process.logTail, (logTail) => {
         const diagnosis = diagnose(logTail)
         return Effect.fail(
@@ -190,8 +126,92 @@ export const supervise = Effect.fn("Supervisor.supervise")(
           })
         )
       })
-    )
-    return yield* Effect.raceFirst(watching, death) as Effect.Effect<never, SupervisionError>
+
+    const unhealthy = (lastFailure: ProbeFailure) =>
+      Effect.flatMap(daemon.process.logTail, (logTail) =>
+        Effect.fail(
+          new DaemonUnhealthy({
+            pid: daemon.pid,
+            consecutiveFailures: consecutive,
+            lastFailure,
+            restarts,
+            logTail
+          })
+        )
+      )
+
+    // Liveness checks as callbacks on the fiber's clock and runtime (see
+    // internal/driver.ts): a check, then a timer spaced by the Schedule; no
+    // fiber per check. A failure is logged and reported before the next
+    // check; the threshold ends supervision with the last failure. Beside
+    // them a fiber waits for the daemon's exit; whichever comes first ends
+    // supervision and cancels the other.
+    const driver = yield* Driver.make
+    const spacing = ScheduleStepper.make(Schedule.spaced(liveness.interval), driver.now)
+    const checkOptions: RunProbe.RunOptions = {
+      timeoutFor: () => liveness.timeout,
+      onOutcome: (outcome) => {
+        if (outcome._tag === "ProbeSucceeded") {
+          consecutive = 0
+          return undefined
+        }
+        consecutive += 1
+        const reached = consecutive
+        return Effect.zipRight(
+          Effect.logWarning("liveness check failed").pipe(
+            Effect.annotateLogs({ consecutive: reached, reason: outcome.message })
+          ),
+          emit(
+            DaemonEvent.LivenessFailed({
+              pid: daemon.pid,
+              consecutive: reached,
+              threshold: liveness.failureThreshold,
+              reason: outcome.message
+            })
+          )
+        )
+      }
+    }
+    return yield* Effect.async<never, SupervisionError>((resume) => {
+      let over = false
+      let pending: Cancel = () => {}
+      let generation = 0
+      let stopDeathWatch: Cancel = () => {}
+      const end = (effect: Effect.Effect<never, SupervisionError>) => {
+        if (over) return
+        over = true
+        pending()
+        stopDeathWatch()
+        resume(effect)
+      }
+      const check = () => {
+        if (over) return
+        const mine = ++generation
+        const cancel = RunProbe.runProbe(daemon.liveness, driver, checkOptions, settled)
+        if (generation === mine) pending = cancel
+      }
+      const settled = (result: RunProbe.RunResult) => {
+        if (Exit.isFailure(result)) {
+          const failure = Cause.failureOption(result.cause)
+          // A defect of the check ends supervision with it.
+          if (Option.isNone(failure))
+            return end(Effect.failCause(result.cause as Cause.Cause<never>))
+          if (consecutive >= liveness.failureThreshold) return end(unhealthy(failure.value))
+        }
+        generation += 1
+        pending = driver.schedule(spacing(), check)
+      }
+      // (A daemon that already died ends supervision right here.)
+      stopDeathWatch = driver.run(daemon.awaitExit, (exit) =>
+        end(Exit.isSuccess(exit) ? died(exit.value) : Effect.failCause(exit.cause))
+      )
+      check()
+      return Effect.sync(() => {
+        over = true
+        pending()
+        stopDeathWatch()
+      })
+    }).pipe(Effect.ensuring(driver.shutdown))
   },
   Effect.annotateLogs({ component: "supervisor" })
 )

@@ -207,6 +207,43 @@ describe("callback checks under TestClock", () => {
   )
 })
 
+describe("output wake-ups", () => {
+  it.effect("a line the policy names starts an attempt at once, whatever the spacing", () =>
+    Effect.gen(function* () {
+      const exited = yield* Deferred.make<ExitStatus>()
+      const now = yield* testTime
+      const check = scripted("socket", now, () =>
+        now() >= 1500 ? Either.right(1) : notYet("socket")
+      )
+      const process: ProcessHandle = {
+        ...processUntil(exited),
+        // The line comes split over two chunks, as pipes deliver it.
+        output: Stream.fromIterableEffect(
+          Effect.as(Effect.sleep("1500 millis"), [
+            { source: "stderr" as const, text: 'level=info msg="API listen' },
+            { source: "stderr" as const, text: ' on /run/docker.sock"\n' }
+          ])
+        )
+      }
+      const fiber = yield* Effect.fork(
+        waitUntilReady(
+          process,
+          check.check,
+          policy({
+            retry: new ReadinessPolicy.FixedInterval({ interval: Duration.seconds(1) }),
+            wakeOnOutput: "API listen on"
+          })
+        )
+      )
+      yield* TestClock.adjust("10 seconds")
+      const report = yield* Fiber.join(fiber)
+      // Attempts at 0 and 1000 ms by the spacing, then at the line.
+      expect(check.state.runs).toEqual([0, 1000, 1500])
+      expect(report.elapsedMs).toBe(1500)
+    })
+  )
+})
+
 describe("Driver", () => {
   it.effect("runs a synchronous effect at once and follows one that goes async", () =>
     Effect.gen(function* () {
