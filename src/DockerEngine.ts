@@ -332,9 +332,6 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
         )
       }
 
-    const json = <A, I>(path: string, schema: Schema.Schema<A, I>) =>
-      send("GET", path, undefined, decode(path, schema))
-
     const request = (
       method: Method,
       path: string,
@@ -357,19 +354,23 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
               reason: `unexpected body ${JSON.stringify(answer.body.slice(0, 100))}`
             })
           )
-    const decodeInfo = Schema.decodeUnknownEither(InfoAnswer, { onExcessProperty: "ignore" })
-    const readInfo = (answer: RawAnswer): Either.Either<InfoAnswer, EngineError> =>
-      Either.flatMap(parseJson("/info", answer), (parsed) =>
-        Either.mapLeft(
-          decodeInfo(parsed),
-          (error) =>
-            new EngineBadAnswer({
-              socket,
-              path: "/info",
-              reason: ParseResult.TreeFormatter.formatErrorSync(error)
-            })
+    /** A JSON answer decoded at once (the Engine's own answers: synchronous schemas). */
+    const readJson = <A, I>(path: string, schema: Schema.Schema<A, I>) => {
+      const decodeNow = Schema.decodeUnknownEither(schema, { onExcessProperty: "ignore" })
+      return (answer: RawAnswer): Either.Either<A, EngineError> =>
+        Either.flatMap(parseJson(path, answer), (parsed) =>
+          Either.mapLeft(
+            decodeNow(parsed),
+            (error) =>
+              new EngineBadAnswer({
+                socket,
+                path,
+                reason: ParseResult.TreeFormatter.formatErrorSync(error)
+              })
+          )
         )
-      )
+    }
+    const readInfo = readJson("/info", InfoAnswer)
 
     /** A GET as callbacks: the status checked, the answer read. */
     const getNow =
@@ -382,7 +383,7 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
     return {
       socket,
       ping: send("GET", "/_ping", undefined, readPing),
-      version: json("/version", VersionAnswer),
+      version: send("GET", "/version", undefined, readJson("/version", VersionAnswer)),
       info: send("GET", "/info", undefined, readInfo),
       unsafePing: getNow("/_ping", readPing),
       unsafeInfo: getNow("/info", readInfo),

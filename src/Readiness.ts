@@ -278,10 +278,10 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
       return yield* Effect.async<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>((resume) => {
         let over = false
         let woken = false
-        let pending: Cancel = () => {}
-        let generation = 0
-        // Between attempts: what cuts the wait short.
-        let spacing: Cancel | undefined
+        // The attempt or the spacing timer in flight.
+        const inFlight = Driver.makeStep()
+        // Between attempts (the spacing timer runs): a wake-up cuts it short.
+        let spacing = false
         let readingOutput = false
         let stopExitWatch: Cancel = () => {}
         let stopDeadline: Cancel = () => {}
@@ -291,7 +291,7 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
         ) => {
           if (over) return
           over = true
-          pending()
+          inFlight.cancel()
           stopDeadline()
           stopExitWatch()
           resume(effect)
@@ -324,15 +324,12 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
           if (over) return
           // The attempt sees the state as it is now: older wake-ups are moot.
           woken = false
-          spacing = undefined
+          spacing = false
           attempts += 1
           ranProcess = false
           lastOutcome.outcome = undefined
           attemptsTotal.unsafeUpdate(1, metricLabels)
-          const mine = ++generation
-          const cancel = runProbe(probe, driver, runOptions, settled)
-          // (Unless it already settled, and something newer is pending.)
-          if (generation === mine) pending = cancel
+          inFlight.start(() => runProbe(probe, driver, runOptions, settled))
         }
 
         const settled = (result: RunResult) => {
@@ -353,19 +350,17 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
               ? Math.max(cheapSpacing(), commandSpacing())
               : cheapSpacing()
           if (woken) return attempt()
-          generation += 1
-          const cancel = driver.schedule(delay, attempt)
-          spacing = cancel
-          pending = cancel
+          spacing = true
+          inFlight.start(() => driver.schedule(delay, attempt))
         }
 
         wake = () => {
           if (over) return
-          if (spacing === undefined) {
+          if (!spacing) {
             woken = true
             return
           }
-          spacing()
+          inFlight.cancel()
           attempt()
         }
 
@@ -382,11 +377,11 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
           end(Effect.flatMap(deadlineError, Effect.fail))
         )
         const initialMs = Duration.toMillis(policy.initialDelay)
-        if (initialMs > 0) pending = driver.schedule(initialMs, attempt)
+        if (initialMs > 0) inFlight.start(() => driver.schedule(initialMs, attempt))
         else attempt()
         return Effect.sync(() => {
           over = true
-          pending()
+          inFlight.cancel()
           stopDeadline()
           stopExitWatch()
         })

@@ -174,21 +174,19 @@ export const supervise = Effect.fn("Supervisor.supervise")(
     }
     return yield* Effect.async<never, SupervisionError>((resume) => {
       let over = false
-      let pending: Cancel = () => {}
-      let generation = 0
+      // The check or the spacing timer in flight.
+      const inFlight = Driver.makeStep()
       let stopDeathWatch: Cancel = () => {}
       const end = (effect: Effect.Effect<never, SupervisionError>) => {
         if (over) return
         over = true
-        pending()
+        inFlight.cancel()
         stopDeathWatch()
         resume(effect)
       }
       const check = () => {
         if (over) return
-        const mine = ++generation
-        const cancel = RunProbe.runProbe(daemon.liveness, driver, checkOptions, settled)
-        if (generation === mine) pending = cancel
+        inFlight.start(() => RunProbe.runProbe(daemon.liveness, driver, checkOptions, settled))
       }
       const settled = (result: RunProbe.RunResult) => {
         if (Exit.isFailure(result)) {
@@ -198,8 +196,7 @@ export const supervise = Effect.fn("Supervisor.supervise")(
             return end(Effect.failCause(result.cause as Cause.Cause<never>))
           if (consecutive >= liveness.failureThreshold) return end(unhealthy(failure.value))
         }
-        generation += 1
-        pending = driver.schedule(spacing(), check)
+        inFlight.start(() => driver.schedule(spacing(), check))
       }
       // (A daemon that already died ends supervision right here.)
       stopDeathWatch = driver.run(daemon.awaitExit, (exit) =>
@@ -208,7 +205,7 @@ export const supervise = Effect.fn("Supervisor.supervise")(
       check()
       return Effect.sync(() => {
         over = true
-        pending()
+        inFlight.cancel()
         stopDeathWatch()
       })
     }).pipe(Effect.ensuring(driver.shutdown))

@@ -31,6 +31,36 @@ import {
 export type Cancel = () => void
 
 /**
+ * What a loop of callbacks has in flight: one step at a time (a probe run,
+ * a timer), and how to cancel it.
+ */
+export interface Step {
+  /**
+   * Starts the next step. A step may finish synchronously and start the one
+   * after it before `begin` returns its own cancel: the newer one is kept.
+   */
+  readonly start: (begin: () => Cancel) => void
+  /** Cancels the step in flight, if any. */
+  readonly cancel: Cancel
+}
+
+/**
+ * A {@link Step} holder for one loop.
+ */
+export const makeStep = (): Step => {
+  let current: Cancel = () => {}
+  let generation = 0
+  return {
+    start: (begin) => {
+      const mine = ++generation
+      const stop = begin()
+      if (generation === mine) current = stop
+    },
+    cancel: () => current()
+  }
+}
+
+/**
  * Clock and runtime of one fiber, for callbacks.
  */
 export interface Driver {

@@ -12,7 +12,7 @@
 import { Cause, Duration, Effect, Either, Exit, Option } from "effect"
 import { ProbeTimedOut, type ProbeFailure } from "../errors.js"
 import * as Probe from "../Probe.js"
-import type { Cancel, Driver } from "./driver.js"
+import { type Cancel, type Driver, makeStep } from "./driver.js"
 
 /**
  * How one run times and reports its checks.
@@ -42,17 +42,9 @@ export const runProbe = (
   options: RunOptions,
   done: (result: RunResult) => void
 ): Cancel => {
-  // What cancels the step in flight. A step can finish synchronously and
-  // start the next one before it returns its own cancel: the generation
-  // keeps the newer one.
-  let cancel: Cancel = () => {}
-  let generation = 0
+  const inFlight = makeStep()
+  const step = inFlight.start
   let cancelled = false
-  const step = (start: () => Cancel) => {
-    const mine = ++generation
-    const stop = start()
-    if (generation === mine) cancel = stop
-  }
 
   const report = (outcome: Probe.ProbeOutcome, then: () => void) => {
     const effect = options.onOutcome?.(outcome)
@@ -163,6 +155,6 @@ export const runProbe = (
   return () => {
     if (cancelled) return
     cancelled = true
-    cancel()
+    inFlight.cancel()
   }
 }
