@@ -37,9 +37,10 @@ import { Deferred, Duration, Effect, Either, Logger, LogLevel, Stream } from "ef
 import type * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as DockerEngine from "../src/DockerEngine.js"
+import * as ExitNotice from "../src/internal/exitNotice.js"
 import * as Probe from "../src/Probe.js"
 import type { ProcessHandle } from "../src/ProcessManager.js"
-import { type ExitStatus, Running, Signaled } from "../src/ProcessStatus.js"
+import { Running, Signaled } from "../src/ProcessStatus.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
@@ -57,17 +58,19 @@ interface Plan {
   readonly dieAt: number | null
 }
 
-/** A ProcessHandle for a fake: this process learns of its exit from its host. */
-const fakeHandle = (pid: number, exited: Deferred.Deferred<ExitStatus>): ProcessHandle => ({
+/**
+ * A ProcessHandle for a fake: this process learns of its exit from its host,
+ * and tells it the way the library's process managers do (`ExitNotice`).
+ */
+const fakeHandle = (pid: number, exit: ExitNotice.ExitNotice): ProcessHandle => ({
   pid,
   argv: ["fake-dockerd", String(pid)],
-  status: Effect.map(Deferred.poll(exited), (done) =>
-    done._tag === "None" ? new Running() : new Signaled({ signal: "SIGKILL" })
-  ),
-  awaitExit: Deferred.await(exited),
+  status: Effect.sync(() => exit.current() ?? new Running()),
+  awaitExit: Deferred.await(exit.exited),
   output: Stream.empty,
   logTail: Effect.succeed([]),
-  signal: () => Effect.succeed(false)
+  signal: () => Effect.succeed(false),
+  unsafeOnExit: exit.onExit
 })
 
 /** This process's open file limit (soft/hard). Node raises the soft one to the hard one. */
@@ -106,7 +109,7 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
   // Hosts: each gets every HOSTS-th fake.
   const served = new Map<number, number>()
   const died = new Map<number, number>()
-  const exits = await Effect.runPromise(Effect.forEach(plans, () => Deferred.make<ExitStatus>()))
+  const exits = await Effect.runPromise(Effect.forEach(plans, () => ExitNotice.make))
   // The hand-written floor learns of an exit by a plain callback.
   const exitCallbacks: Array<(() => void) | undefined> = []
   const hosts = await Promise.all(
@@ -129,7 +132,7 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
             exitCallbacks[index]?.()
             const exit = exits[index]
             if (exit !== undefined)
-              Effect.runSync(Deferred.succeed(exit, new Signaled({ signal: "SIGKILL" })))
+              Effect.runSync(exit.complete(new Signaled({ signal: "SIGKILL" })))
           }
         })
       )
@@ -146,7 +149,7 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
 
   const one = (i: number, plan: Plan) =>
     Effect.gen(function* () {
-      const exit = exits[i] as Deferred.Deferred<ExitStatus>
+      const exit = exits[i] as ExitNotice.ExitNotice
       const handle = fakeHandle(100_000 + i, exit)
       const engine = yield* DockerEngine.make(plan.socket)
       const probe = Probe.all([

@@ -55,6 +55,7 @@ import * as DockerEngine from "./DockerEngine.js"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
 import { FrameDecoder, type Frame } from "./internal/multiplexed.js"
+import * as ExitNotice from "./internal/exitNotice.js"
 import { makeOutputBuffer, type OutputBuffer } from "./internal/outputBuffer.js"
 import {
   DEFAULT_KILL_GRACE,
@@ -381,9 +382,8 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
         )
         /** The pid the start script reports, or why it did not start. */
         const started = yield* Deferred.make<number, BinaryNotFound | SpawnFailed>()
-        const exited = yield* Deferred.make<ExitStatus>()
+        const notice = yield* ExitNotice.make
         const delivered = new Map<number, SignalName>()
-        let exitStatus: ExitStatus | undefined
         /** The output reader and the exit watcher, let go once the process is stopped. */
         const fibers: Array<Fiber.RuntimeFiber<unknown>> = []
         const head = new StdoutHead()
@@ -450,9 +450,8 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
                 })
               )
             }
-            exitStatus = status
             yield* output.end
-            yield* Deferred.succeed(exited, status)
+            yield* notice.complete(status)
           })
 
         /**
@@ -502,7 +501,7 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
           yield* stopGracefully(
             {
               pid: pid.value,
-              exited,
+              exited: notice.exited,
               deliver: deliverTo(pid.value),
               killRemains: Effect.asVoid(sendSignal(pid.value, "SIGKILL", "group"))
             },
@@ -515,14 +514,16 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
           return {
             pid,
             argv,
-            status: Effect.sync(() => exitStatus ?? new Running()),
-            awaitExit: Deferred.await(exited),
+            status: Effect.sync(() => notice.current() ?? new Running()),
+            awaitExit: Deferred.await(notice.exited),
             output: output.stream,
             logTail: output.tail,
             signal: (signal) =>
-              Effect.flatMap(Deferred.isDone(exited), (done) =>
-                done ? Effect.succeed(false) : deliver(signal)
-              )
+              Effect.suspend(() =>
+                notice.current() !== undefined ? Effect.succeed(false) : deliver(signal)
+              ),
+            unsafeOnExit: notice.onExit,
+            unsafeOnOutput: output.subscribe
           }
         }
 

@@ -20,6 +20,7 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Deferred, Duration, Effect, Fiber, Layer, Schedule, Stream } from "effect"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"
+import * as ExitNotice from "./internal/exitNotice.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
 import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"
 import { redactArgv, redactText, revealEnv, secretsOf } from "./Redaction.js"
@@ -117,8 +118,7 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
     if (options.cwd !== undefined) command = Command.workingDirectory(command, options.cwd)
 
     const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
-    const exited = yield* Deferred.make<ExitStatus>()
-    let exitStatus: ExitStatus | undefined
+    const notice = yield* ExitNotice.make
     // Set once the output readers run (after the spawn, below).
     const readers: { fiber?: Fiber.RuntimeFiber<void> } = {}
     // The spawn and the registration of its stop happen as one step, so an
@@ -138,7 +138,7 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
           stopGracefully(
             {
               pid: child.pid,
-              exited,
+              exited: notice.exited,
               deliver: (signal) => signalProcessGroup(child.pid, signal),
               killRemains: killGroupRemains(child.pid)
             },
@@ -182,27 +182,26 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
       // on grandchildren that may keep a pipe open.
       Effect.tap(() => Effect.race(Effect.asVoid(reading.await), eventLoopTurns(DRAIN_TURNS))),
       Effect.tap(() => output.end),
-      Effect.flatMap((status) => {
-        exitStatus = status
-        return Deferred.succeed(exited, status)
-      }),
+      Effect.flatMap(notice.complete),
       // Not tied to the scope: the stop in the scope's finalizer waits on it,
       // and it ends with the process, which that stop guarantees.
       Effect.forkDaemon
     )
 
     const signal = (name: SignalName) =>
-      Effect.flatMap(Deferred.isDone(exited), (done) =>
-        done ? Effect.succeed(false) : signalProcessGroup(pid, name)
+      Effect.suspend(() =>
+        notice.current() !== undefined ? Effect.succeed(false) : signalProcessGroup(pid, name)
       )
     const handle: ProcessHandle = {
       pid,
       argv,
-      status: Effect.sync(() => exitStatus ?? new Running()),
-      awaitExit: Deferred.await(exited),
+      status: Effect.sync(() => notice.current() ?? new Running()),
+      awaitExit: Deferred.await(notice.exited),
       output: output.stream,
       logTail: output.tail,
-      signal
+      signal,
+      unsafeOnExit: notice.onExit,
+      unsafeOnOutput: output.subscribe
     }
     return handle
   })

@@ -8,7 +8,7 @@
  */
 import { stat, watch } from "node:fs"
 import * as Path from "node:path"
-import { Clock, Duration, Effect, Either, Option, type Redacted, Schema, type Scope } from "effect"
+import { Clock, Duration, Effect, Either, Option, type Redacted, Schema } from "effect"
 import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
 import { ProbeFailed, type ProbeFailure, ProbeNotYet, ProbeTimedOut } from "./errors.js"
 import { ProcessManager } from "./ProcessManager.js"
@@ -77,20 +77,18 @@ export type CheckCallback = (
 ) => () => void
 
 /**
- * Registers two callbacks for as long as the scope lasts: `changed` each time
- * the check may have turned from failing to passing, `ended` once if the
- * watch stops (or could not start): from then on only the loop's spacing
- * finds the change. Plain callbacks, not a Stream: a readiness wait for each
- * of many daemons registers one, and a Stream's machinery per wait costs
- * tens of kilobytes and a fiber.
+ * Starts watching and returns the function that stops it: `changed` each
+ * time the check may have turned from failing to passing, `ended` once if
+ * the watch stops (or could not start, possibly before this returns): from
+ * then on only the loop's spacing finds the change. Plain callbacks, not a
+ * Stream or a scoped Effect: a readiness wait for each of many daemons
+ * registers one, and a Stream's machinery (or a scope) per wait costs
+ * kilobytes and fibers.
  *
  * @since 0.1.0
  * @category models
  */
-export type Watch = (
-  changed: () => void,
-  ended: () => void
-) => Effect.Effect<void, never, Scope.Scope>
+export type Watch = (changed: () => void, ended: () => void) => () => void
 
 /**
  * Several probes in order; the first failure ends the attempt.
@@ -239,24 +237,18 @@ const listenToDirectory = (dir: string, listener: DirectoryListener): (() => voi
  */
 export const watchFile =
   (path: string): Watch =>
-  (changed, ended) =>
-    Effect.asVoid(
-      Effect.acquireRelease(
-        Effect.sync(() => {
-          try {
-            return listenToDirectory(Path.dirname(path), {
-              base: Path.basename(path),
-              changed,
-              ended
-            })
-          } catch {
-            ended()
-            return undefined
-          }
-        }),
-        (remove) => Effect.sync(() => remove?.())
-      )
-    )
+  (changed, ended) => {
+    try {
+      return listenToDirectory(Path.dirname(path), {
+        base: Path.basename(path),
+        changed,
+        ended
+      })
+    } catch {
+      ended()
+      return () => {}
+    }
+  }
 
 /**
  * All of `probes`, in order.

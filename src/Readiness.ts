@@ -1,19 +1,22 @@
 /**
  * `waitUntilReady`: the policy's `Schedule`s drive probe attempts, each probe
- * under its own timeout, while a fiber watching the process's exit races the
- * loop and `Effect.timeout` holds the deadline. Events cut the wait between
+ * under its own timeout, while the process's exit ends the wait the moment
+ * it comes and a timer holds the deadline. Events cut the wait between
  * attempts short: a probe's wake-up (the socket file appeared) or a line of
  * the process's output that the policy names (dockerd's `API listen on`).
  * The deadline is hard: no hanging probe keeps it waiting.
  *
- * The attempt loop itself runs as callbacks on the fiber's clock and runtime
+ * The wait runs as callbacks on the fiber's clock and runtime
  * (internal/driver.ts): a probe run, then a timer for the spacing that a
  * wake-up cuts short. Checks with a callback form (the socket and Engine
  * checks) run without a fiber, their timeouts timers of the same clock;
- * other checks run as effects under `Effect.timeoutFail`. Under `TestClock`
- * every timer is a sleep on the test clock. One wait then costs a few
- * callbacks per attempt instead of several fibers, which is what lets one
- * process watch many daemons (bench: the scale section).
+ * other checks run as effects under `Effect.timeoutFail`. The exit and the
+ * output come as callbacks from the process manager (`unsafeOnExit`,
+ * `unsafeOnOutput`; through `awaitExit` and `output` for a handle without
+ * them). Under `TestClock` every timer is a sleep on the test clock. One
+ * wait then costs a few callbacks per attempt instead of several fibers,
+ * which is what lets one process watch many daemons (bench: the scale
+ * section).
  *
  * @since 0.1.0
  */
@@ -145,6 +148,13 @@ export const failuresTotal = Metric.counter("sandbox_docker_readiness_failures_t
 })
 
 /**
+ * The `component` annotation of this module's logs. Set at each log, not
+ * around the whole wait: an annotation around it is a frame more that every
+ * waiting fiber holds.
+ */
+const COMPONENT = "readiness"
+
+/**
  * Waits until `probe` succeeds on `process`, or fails with a typed error:
  * {@link ExitedBeforeReady} as soon as the process ends, or
  * {@link NotReadyByDeadline} at the policy's deadline.
@@ -152,272 +162,291 @@ export const failuresTotal = Metric.counter("sandbox_docker_readiness_failures_t
  * @since 0.1.0
  * @category waiting
  */
-export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(
-  function* (
-    process: ProcessHandle,
-    probe: Probe.Probe,
-    policy: ReadinessPolicy = fast,
-    options: WaitOptions = {}
-  ) {
-    const started = yield* Clock.currentTimeMillis
-    const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
-    const onEvent = options.onEvent
-    const emit = (event: () => ReadinessEvent) =>
-      onEvent === undefined ? Effect.void : Effect.suspend(() => onEvent(event()))
-    const logsDebug = LogLevel.greaterThanEqual(
-      LogLevel.Debug,
-      yield* FiberRef.get(FiberRef.currentMinimumLogLevel)
-    )
-    // The state of this one wait. Plain variables: only this wait's fibers
-    // touch them, one at a time (an attempt, then its spacing), and a Ref per
-    // attempt costs allocations on the hot path for no gain.
-    let attempts = 0
-    const order = Probe.names(probe)
-    const last = new Map<string, Probe.ProbeOutcome>()
-    const lastInOrder = () =>
-      order.flatMap((name) => {
-        const result = last.get(name)
-        return result === undefined ? [] : [result]
-      })
+export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
+  process: ProcessHandle,
+  probe: Probe.Probe,
+  policy: ReadinessPolicy = fast,
+  options: WaitOptions = {}
+) {
+  const started = yield* Clock.currentTimeMillis
+  const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
+  const onEvent = options.onEvent
+  const emit = (event: () => ReadinessEvent) =>
+    onEvent === undefined ? Effect.void : Effect.suspend(() => onEvent(event()))
+  const logsDebug = LogLevel.greaterThanEqual(
+    LogLevel.Debug,
+    yield* FiberRef.get(FiberRef.currentMinimumLogLevel)
+  )
+  // The state of this one wait. Plain variables: only this wait's fibers
+  // touch them, one at a time (an attempt, then its spacing), and a Ref per
+  // attempt costs allocations on the hot path for no gain.
+  let attempts = 0
+  const order = Probe.names(probe)
+  const last = new Map<string, Probe.ProbeOutcome>()
+  const lastInOrder = () =>
+    order.flatMap((name) => {
+      const result = last.get(name)
+      return result === undefined ? [] : [result]
+    })
 
-    const startsProcess = new Set(
-      Probe.checks(probe)
-        .filter((check) => check.startsProcess)
-        .map((check) => check.name)
-    )
-    // Whether the attempt under way ran a check that starts a process, and
-    // how it ended.
-    let ranProcess = false
-    const lastOutcome: { outcome: Probe.ProbeOutcome | undefined } = { outcome: undefined }
+  const startsProcess = new Set(
+    Probe.checks(probe)
+      .filter((check) => check.startsProcess)
+      .map((check) => check.name)
+  )
+  // Whether the attempt under way ran a check that starts a process, and
+  // how it ended.
+  let ranProcess = false
+  const lastOutcome: { outcome: Probe.ProbeOutcome | undefined } = { outcome: undefined }
 
-    const runOptions: RunOptions = {
-      timeoutFor: (name) => policy.timeoutFor(name),
-      onOutcome: (outcome) => {
-        lastOutcome.outcome = outcome
-        if (startsProcess.has(outcome.probe)) ranProcess = true
-        last.set(outcome.probe, outcome)
-        // Only when someone listens: the clock read, the event and (for
-        // Debug logs) the annotations cost allocations on every probe of
-        // every attempt otherwise.
-        if (onEvent === undefined && !logsDebug) return undefined
-        const n = attempts
-        return Effect.flatMap(elapsed, (elapsedMs) =>
-          Effect.zipRight(
-            logsDebug
-              ? Effect.logDebug(
-                  outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
-                ).pipe(Effect.annotateLogs({ attempt: n, probe: outcome.probe, elapsedMs }))
-              : Effect.void,
-            emit(() => ReadinessEvent.ProbeResult({ attempt: n, elapsedMs, outcome }))
-          )
+  const runOptions: RunOptions = {
+    timeoutFor: (name) => policy.timeoutFor(name),
+    onOutcome: (outcome) => {
+      lastOutcome.outcome = outcome
+      if (startsProcess.has(outcome.probe)) ranProcess = true
+      last.set(outcome.probe, outcome)
+      // Only when someone listens: the clock read, the event and (for
+      // Debug logs) the annotations cost allocations on every probe of
+      // every attempt otherwise.
+      if (onEvent === undefined && !logsDebug) return undefined
+      const n = attempts
+      return Effect.flatMap(elapsed, (elapsedMs) =>
+        Effect.zipRight(
+          logsDebug
+            ? Effect.logDebug(
+                outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
+              ).pipe(
+                Effect.annotateLogs({
+                  component: COMPONENT,
+                  attempt: n,
+                  probe: outcome.probe,
+                  elapsedMs
+                })
+              )
+            : Effect.void,
+          emit(() => ReadinessEvent.ProbeResult({ attempt: n, elapsedMs, outcome }))
         )
-      }
+      )
     }
-    const metricLabels = yield* FiberRef.get(FiberRef.currentMetricLabels)
+  }
+  const metricLabels = yield* FiberRef.get(FiberRef.currentMetricLabels)
 
-    const exitError = (status: ExitedBeforeReady["status"]) =>
-      Effect.gen(function* () {
-        return new ExitedBeforeReady({
-          pid: process.pid,
-          status,
-          elapsedMs: yield* elapsed,
-          attempts,
-          logTail: yield* process.logTail
-        })
-      })
-
-    const deadlineError = Effect.gen(function* () {
-      // An exit that came first is reported as the exit, never as a timeout.
-      const status = yield* process.status
-      if (status._tag !== "Running") return yield* exitError(status)
-      return new NotReadyByDeadline({
+  const exitError = (status: ExitedBeforeReady["status"]) =>
+    Effect.gen(function* () {
+      return new ExitedBeforeReady({
         pid: process.pid,
-        deadlineMs: Duration.toMillis(policy.deadline),
+        status,
         elapsedMs: yield* elapsed,
         attempts,
-        lastFailures: lastInOrder().filter(
-          (result): result is ProbeFailure => result._tag !== "ProbeSucceeded"
-        ),
         logTail: yield* process.logTail
       })
     })
 
-    // Checks whose wake-ups are being watched now: while such a check says
-    // "not yet", polling it is pointless until it wakes the loop, so the
-    // loop waits for the wake-up, polling only at the slowest spacing as a
-    // safety net. A watch that ends (it could not be set up) ends this.
-    const watched = new Set<string>()
-    const pattern = policy.wakeOnOutput === undefined ? undefined : new RegExp(policy.wakeOnOutput)
+  const deadlineError = Effect.gen(function* () {
+    // An exit that came first is reported as the exit, never as a timeout.
+    const status = yield* process.status
+    if (status._tag !== "Running") return yield* exitError(status)
+    return new NotReadyByDeadline({
+      pid: process.pid,
+      deadlineMs: Duration.toMillis(policy.deadline),
+      elapsedMs: yield* elapsed,
+      attempts,
+      lastFailures: lastInOrder().filter(
+        (result): result is ProbeFailure => result._tag !== "ProbeSucceeded"
+      ),
+      logTail: yield* process.logTail
+    })
+  })
 
-    // The wait, as callbacks on the fiber's clock and runtime (see
-    // internal/driver.ts): an attempt is a probe run, the wait between
-    // attempts a timer that a wake-up cuts short, the policy's Schedules
-    // give the spacing; beside them a fiber waits for the process's exit and
-    // a timer holds the deadline. Whichever ends the wait first cancels the
-    // rest. One wait costs a few callbacks per attempt instead of fibers,
-    // which is what lets one process watch many daemons.
-    const waiting = Effect.gen(function* () {
-      // Set once the loop runs.
-      let wake = () => {}
+  // Checks whose wake-ups are being watched now: while such a check says
+  // "not yet", polling it is pointless until it wakes the loop, so the
+  // loop waits for the wake-up, polling only at the slowest spacing as a
+  // safety net. A watch that ends (it could not be set up) ends this.
+  const watched = new Set<string>()
+  const pattern = policy.wakeOnOutput === undefined ? undefined : new RegExp(policy.wakeOnOutput)
+
+  // The wait, as callbacks on the fiber's clock and runtime (see
+  // internal/driver.ts): an attempt is a probe run, the wait between
+  // attempts a timer that a wake-up cuts short, the policy's Schedules
+  // give the spacing; beside them the checks' watches, the process's exit
+  // (a callback from its process manager) and a timer for the deadline.
+  // Whichever ends the wait first cancels the rest. One wait costs a few callbacks per attempt instead of fibers,
+  // which is what lets one process watch many daemons.
+  const waiting = Effect.gen(function* () {
+    const driver = yield* Driver.make
+    const cheapSpacing = ScheduleStepper.make(policy.schedule, driver.now)
+    const commandSpacing = ScheduleStepper.make(policy.commandSchedule, driver.now)
+    const slowestMs = Duration.toMillis(policy.slowestDelay)
+    const deadlineMs = Duration.toMillis(policy.deadline)
+    return yield* Effect.async<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>((resume) => {
+      let over = false
+      let woken = false
+      // The attempt or the spacing timer in flight.
+      const inFlight = Driver.makeStep()
+      // Between attempts (the spacing timer runs): a wake-up cuts it short.
+      let spacing = false
+      let readingOutput = false
+      // What runs beside the attempts: the checks' watches, the exit
+      // watch, the deadline, the output reader. All stopped at the end.
+      const beside: Array<Cancel> = []
+      const stopAll = () => {
+        over = true
+        inFlight.cancel()
+        for (const stop of beside) stop()
+      }
+
+      const end = (effect: Effect.Effect<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>) => {
+        if (over) return
+        stopAll()
+        resume(effect)
+      }
+
+      // The output lines the policy names wake the loop too. They are
+      // read from the first attempt that fails other than by a watched
+      // "not yet": until then a watch (the socket file) or a check in
+      // flight (a held connection) catches the moment anyway, and a
+      // Stream per wait costs memory when one process watches many.
+      const readOutput = () => {
+        if (readingOutput || pattern === undefined) return
+        readingOutput = true
+        if (process.unsafeOnOutput !== undefined) {
+          const lines = lineSplitter()
+          beside.push(
+            process.unsafeOnOutput((chunk) => {
+              if (lines(chunk).some((line) => pattern.test(line))) wake()
+            })
+          )
+          return
+        }
+        const stopReading = driver.run(
+          Effect.suspend(() => {
+            const lines = lineSplitter()
+            return Stream.runForEachChunk(process.output, (chunks) =>
+              Effect.sync(() => {
+                for (const chunk of chunks) {
+                  if (lines(chunk).some((line) => pattern.test(line))) wake()
+                }
+              })
+            )
+          }),
+          () => {}
+        )
+        beside.push(stopReading)
+      }
+
+      const attempt = () => {
+        if (over) return
+        // The attempt sees the state as it is now: older wake-ups are moot.
+        woken = false
+        spacing = false
+        attempts += 1
+        ranProcess = false
+        lastOutcome.outcome = undefined
+        attemptsTotal.unsafeUpdate(1, metricLabels)
+        inFlight.start(() => runProbe(probe, driver, runOptions, settled))
+      }
+
+      const settled = (result: RunResult) => {
+        if (Exit.isSuccess(result)) return end(Effect.succeed(result.value))
+        if (Option.isNone(Cause.failureOption(result.cause))) {
+          // A defect of a check: the wait ends with it.
+          return end(Effect.failCause(result.cause as Cause.Cause<never>))
+        }
+        // (Set by the attempt's callbacks, which the compiler cannot see.)
+        const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
+        const parked = failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
+        if (!parked) readOutput()
+        // A schedule that runs out leaves the deadline to decide.
+        const delay = parked
+          ? slowestMs
+          : ranProcess
+            ? Math.max(cheapSpacing(), commandSpacing())
+            : cheapSpacing()
+        if (woken) return attempt()
+        spacing = true
+        inFlight.start(() => driver.schedule(delay, attempt))
+      }
+
+      const wake = () => {
+        if (over) return
+        if (!spacing) {
+          woken = true
+          return
+        }
+        inFlight.cancel()
+        attempt()
+      }
+
+      // A watched check's wake-up (the socket file appeared) cuts the
+      // spacing short. A watch that ends (it could not be set up) ends
+      // the parking on that check.
       if (policy.wakeOnProbeEvents) {
         for (const check of Probe.checks(probe)) {
           // A check that cannot tell (most) costs nothing.
           if (check.watch === undefined) continue
           watched.add(check.name)
-          yield* check.watch(
-            () => wake(),
-            () => void watched.delete(check.name)
-          )
+          beside.push(check.watch(wake, () => void watched.delete(check.name)))
         }
       }
-      const driver = yield* Driver.make
-      const cheapSpacing = ScheduleStepper.make(policy.schedule, driver.now)
-      const commandSpacing = ScheduleStepper.make(policy.commandSchedule, driver.now)
-      const slowestMs = Duration.toMillis(policy.slowestDelay)
-      const deadlineMs = Duration.toMillis(policy.deadline)
-      return yield* Effect.async<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>((resume) => {
-        let over = false
-        let woken = false
-        // The attempt or the spacing timer in flight.
-        const inFlight = Driver.makeStep()
-        // Between attempts (the spacing timer runs): a wake-up cuts it short.
-        let spacing = false
-        let readingOutput = false
-        let stopExitWatch: Cancel = () => {}
-        let stopDeadline: Cancel = () => {}
-
-        const end = (
-          effect: Effect.Effect<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>
-        ) => {
-          if (over) return
-          over = true
-          inFlight.cancel()
-          stopDeadline()
-          stopExitWatch()
-          resume(effect)
-        }
-
-        // The output lines the policy names wake the loop too. They are
-        // read from the first attempt that fails other than by a watched
-        // "not yet": until then a watch (the socket file) or a check in
-        // flight (a held connection) catches the moment anyway, and a
-        // Stream per wait costs memory when one process watches many.
-        const readOutput = () => {
-          if (readingOutput || pattern === undefined) return
-          readingOutput = true
-          driver.run(
-            Effect.suspend(() => {
-              const lines = lineSplitter()
-              return Stream.runForEachChunk(process.output, (chunks) =>
-                Effect.sync(() => {
-                  for (const chunk of chunks) {
-                    if (lines(chunk).some((line) => pattern.test(line))) wake()
-                  }
-                })
-              )
-            }),
-            () => {}
-          )
-        }
-
-        const attempt = () => {
-          if (over) return
-          // The attempt sees the state as it is now: older wake-ups are moot.
-          woken = false
-          spacing = false
-          attempts += 1
-          ranProcess = false
-          lastOutcome.outcome = undefined
-          attemptsTotal.unsafeUpdate(1, metricLabels)
-          inFlight.start(() => runProbe(probe, driver, runOptions, settled))
-        }
-
-        const settled = (result: RunResult) => {
-          if (Exit.isSuccess(result)) return end(Effect.succeed(result.value))
-          if (Option.isNone(Cause.failureOption(result.cause))) {
-            // A defect of a check: the wait ends with it.
-            return end(Effect.failCause(result.cause as Cause.Cause<never>))
-          }
-          // (Set by the attempt's callbacks, which the compiler cannot see.)
-          const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
-          const parked =
-            failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
-          if (!parked) readOutput()
-          // A schedule that runs out leaves the deadline to decide.
-          const delay = parked
-            ? slowestMs
-            : ranProcess
-              ? Math.max(cheapSpacing(), commandSpacing())
-              : cheapSpacing()
-          if (woken) return attempt()
-          spacing = true
-          inFlight.start(() => driver.schedule(delay, attempt))
-        }
-
-        wake = () => {
-          if (over) return
-          if (!spacing) {
-            woken = true
-            return
-          }
-          inFlight.cancel()
-          attempt()
-        }
-
-        // (A process that already ended ends the wait right here.)
-        stopExitWatch = driver.run(process.awaitExit, (exit) =>
-          end(
-            Exit.isSuccess(exit)
-              ? Effect.flatMap(exitError(exit.value), Effect.fail)
-              : Effect.failCause(exit.cause)
-          )
-        )
-        if (over) return
-        stopDeadline = driver.schedule(deadlineMs - (driver.now() - started), () =>
+      // (A process that already ended ends the wait right here.) The
+      // managers of this library call back in the turn of the exit; any
+      // other handle is watched by a fiber on `awaitExit`.
+      const exited = (status: ExitedBeforeReady["status"]) =>
+        end(Effect.flatMap(exitError(status), Effect.fail))
+      beside.push(
+        process.unsafeOnExit !== undefined
+          ? process.unsafeOnExit(exited)
+          : driver.run(process.awaitExit, (exit) =>
+              Exit.isSuccess(exit) ? exited(exit.value) : end(Effect.failCause(exit.cause))
+            )
+      )
+      if (over) return
+      beside.push(
+        driver.schedule(deadlineMs - (driver.now() - started), () =>
           end(Effect.flatMap(deadlineError, Effect.fail))
         )
-        const initialMs = Duration.toMillis(policy.initialDelay)
-        if (initialMs > 0) inFlight.start(() => driver.schedule(initialMs, attempt))
-        else attempt()
-        return Effect.sync(() => {
-          over = true
-          inFlight.cancel()
-          stopDeadline()
-          stopExitWatch()
-        })
-      }).pipe(Effect.ensuring(driver.shutdown))
-    }).pipe(Effect.scoped)
+      )
+      const initialMs = Duration.toMillis(policy.initialDelay)
+      if (initialMs > 0) inFlight.start(() => driver.schedule(initialMs, attempt))
+      else attempt()
+      return Effect.sync(stopAll)
+    }).pipe(Effect.ensuring(driver.shutdown))
+  })
 
-    const outcome = yield* Effect.either(waiting)
+  const outcome = yield* Effect.either(waiting)
 
-    if (outcome._tag === "Left") {
-      const error = outcome.left
-      yield* Metric.increment(failuresTotal).pipe(Effect.tagMetrics("reason", error._tag))
-      yield* Effect.logWarning(error.message).pipe(Effect.annotateLogs({ attempts }))
-      yield* emit(() => ReadinessEvent.Failed({ error }))
-      return yield* Effect.fail(error)
-    }
-
-    // (Fields typed by construction: no validation.)
-    const report = new ReadinessReport(
-      {
-        pid: process.pid,
-        policy: policy.name,
-        attempts,
-        elapsedMs: yield* elapsed,
-        results: lastInOrder()
-      },
-      true
+  if (outcome._tag === "Left") {
+    const error = outcome.left
+    yield* Metric.increment(failuresTotal).pipe(Effect.tagMetrics("reason", error._tag))
+    yield* Effect.logWarning(error.message).pipe(
+      Effect.annotateLogs({ component: COMPONENT, attempts })
     )
-    yield* Metric.update(timeToReady, report.elapsedMs)
-    yield* Effect.logInfo("ready").pipe(
-      Effect.annotateLogs({ attempts: report.attempts, elapsedMs: report.elapsedMs })
-    )
-    yield* emit(() => ReadinessEvent.Ready({ report }))
-    return report
-  },
-  Effect.annotateLogs({ component: "readiness" })
-)
+    yield* emit(() => ReadinessEvent.Failed({ error }))
+    return yield* Effect.fail(error)
+  }
+
+  // (Fields typed by construction: no validation.)
+  const report = new ReadinessReport(
+    {
+      pid: process.pid,
+      policy: policy.name,
+      attempts,
+      elapsedMs: yield* elapsed,
+      results: lastInOrder()
+    },
+    true
+  )
+  yield* Metric.update(timeToReady, report.elapsedMs)
+  yield* Effect.logInfo("ready").pipe(
+    Effect.annotateLogs({
+      component: COMPONENT,
+      attempts: report.attempts,
+      elapsedMs: report.elapsedMs
+    })
+  )
+  yield* emit(() => ReadinessEvent.Ready({ report }))
+  return report
+})
 
 /**
  * Splits a process's output into complete lines, stdout and stderr each on

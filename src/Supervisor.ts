@@ -99,119 +99,126 @@ export const onFailure = (
  * @since 0.1.0
  * @category supervision
  */
-export const supervise = Effect.fn("Supervisor.supervise")(
-  function* (
-    daemon: Dockerd.DockerDaemon,
-    liveness: LivenessPolicy = defaultLiveness,
-    options: {
-      readonly onEvent?: EventSink | undefined
-      readonly restarts?: number | undefined
-    } = {}
-  ) {
-    const emit: EventSink = options.onEvent ?? (() => Effect.void)
-    const restarts = options.restarts ?? 0
-    let consecutive = 0
+export const supervise = Effect.fn("Supervisor.supervise")(function* (
+  daemon: Dockerd.DockerDaemon,
+  liveness: LivenessPolicy = defaultLiveness,
+  options: {
+    readonly onEvent?: EventSink | undefined
+    readonly restarts?: number | undefined
+  } = {}
+) {
+  const emit: EventSink = options.onEvent ?? (() => Effect.void)
+  const restarts = options.restarts ?? 0
+  let consecutive = 0
 
-    const died = (status: ExitStatus) =>
-      Effect.flatMap(daemon.process.logTail, (logTail) => {
-        const diagnosis = diagnose(logTail)
-        return Effect.fail(
-          new DaemonDied({
-            pid: daemon.pid,
-            status,
-            ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
-            restarts,
-            logTail,
-            ...(diagnosis === undefined ? {} : { diagnosis })
+  const died = (status: ExitStatus) =>
+    Effect.flatMap(daemon.process.logTail, (logTail) => {
+      const diagnosis = diagnose(logTail)
+      return Effect.fail(
+        new DaemonDied({
+          pid: daemon.pid,
+          status,
+          ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
+          restarts,
+          logTail,
+          ...(diagnosis === undefined ? {} : { diagnosis })
+        })
+      )
+    })
+
+  const unhealthy = (lastFailure: ProbeFailure) =>
+    Effect.flatMap(daemon.process.logTail, (logTail) =>
+      Effect.fail(
+        new DaemonUnhealthy({
+          pid: daemon.pid,
+          consecutiveFailures: consecutive,
+          lastFailure,
+          restarts,
+          logTail
+        })
+      )
+    )
+
+  // Liveness checks as callbacks on the fiber's clock and runtime (see
+  // internal/driver.ts): a check, then a timer spaced by the Schedule; no
+  // fiber per check. A failure is logged and reported before the next
+  // check; the threshold ends supervision with the last failure. Beside
+  // them the daemon's exit is watched; whichever comes first ends
+  // supervision and cancels the other.
+  const driver = yield* Driver.make
+  const spacing = ScheduleStepper.make(Schedule.spaced(liveness.interval), driver.now)
+  const checkOptions: RunProbe.RunOptions = {
+    timeoutFor: () => liveness.timeout,
+    onOutcome: (outcome) => {
+      if (outcome._tag === "ProbeSucceeded") {
+        consecutive = 0
+        return undefined
+      }
+      consecutive += 1
+      const reached = consecutive
+      return Effect.zipRight(
+        Effect.logWarning("liveness check failed").pipe(
+          Effect.annotateLogs({
+            component: "supervisor",
+            consecutive: reached,
+            reason: outcome.message
           })
-        )
-      })
-
-    const unhealthy = (lastFailure: ProbeFailure) =>
-      Effect.flatMap(daemon.process.logTail, (logTail) =>
-        Effect.fail(
-          new DaemonUnhealthy({
+        ),
+        emit(
+          DaemonEvent.LivenessFailed({
             pid: daemon.pid,
-            consecutiveFailures: consecutive,
-            lastFailure,
-            restarts,
-            logTail
+            consecutive: reached,
+            threshold: liveness.failureThreshold,
+            reason: outcome.message
           })
         )
       )
-
-    // Liveness checks as callbacks on the fiber's clock and runtime (see
-    // internal/driver.ts): a check, then a timer spaced by the Schedule; no
-    // fiber per check. A failure is logged and reported before the next
-    // check; the threshold ends supervision with the last failure. Beside
-    // them a fiber waits for the daemon's exit; whichever comes first ends
-    // supervision and cancels the other.
-    const driver = yield* Driver.make
-    const spacing = ScheduleStepper.make(Schedule.spaced(liveness.interval), driver.now)
-    const checkOptions: RunProbe.RunOptions = {
-      timeoutFor: () => liveness.timeout,
-      onOutcome: (outcome) => {
-        if (outcome._tag === "ProbeSucceeded") {
-          consecutive = 0
-          return undefined
-        }
-        consecutive += 1
-        const reached = consecutive
-        return Effect.zipRight(
-          Effect.logWarning("liveness check failed").pipe(
-            Effect.annotateLogs({ consecutive: reached, reason: outcome.message })
-          ),
-          emit(
-            DaemonEvent.LivenessFailed({
-              pid: daemon.pid,
-              consecutive: reached,
-              threshold: liveness.failureThreshold,
-              reason: outcome.message
-            })
-          )
-        )
-      }
     }
-    return yield* Effect.async<never, SupervisionError>((resume) => {
-      let over = false
-      // The check or the spacing timer in flight.
-      const inFlight = Driver.makeStep()
-      let stopDeathWatch: Cancel = () => {}
-      const end = (effect: Effect.Effect<never, SupervisionError>) => {
-        if (over) return
-        over = true
-        inFlight.cancel()
-        stopDeathWatch()
-        resume(effect)
+  }
+  return yield* Effect.async<never, SupervisionError>((resume) => {
+    let over = false
+    // The check or the spacing timer in flight.
+    const inFlight = Driver.makeStep()
+    let stopDeathWatch: Cancel = () => {}
+    const end = (effect: Effect.Effect<never, SupervisionError>) => {
+      if (over) return
+      over = true
+      inFlight.cancel()
+      stopDeathWatch()
+      resume(effect)
+    }
+    const check = () => {
+      if (over) return
+      inFlight.start(() => RunProbe.runProbe(daemon.liveness, driver, checkOptions, settled))
+    }
+    const settled = (result: RunProbe.RunResult) => {
+      if (Exit.isFailure(result)) {
+        const failure = Cause.failureOption(result.cause)
+        // A defect of the check ends supervision with it.
+        if (Option.isNone(failure)) return end(Effect.failCause(result.cause as Cause.Cause<never>))
+        if (consecutive >= liveness.failureThreshold) return end(unhealthy(failure.value))
       }
-      const check = () => {
-        if (over) return
-        inFlight.start(() => RunProbe.runProbe(daemon.liveness, driver, checkOptions, settled))
-      }
-      const settled = (result: RunProbe.RunResult) => {
-        if (Exit.isFailure(result)) {
-          const failure = Cause.failureOption(result.cause)
-          // A defect of the check ends supervision with it.
-          if (Option.isNone(failure))
-            return end(Effect.failCause(result.cause as Cause.Cause<never>))
-          if (consecutive >= liveness.failureThreshold) return end(unhealthy(failure.value))
-        }
-        inFlight.start(() => driver.schedule(spacing(), check))
-      }
-      // (A daemon that already died ends supervision right here.)
-      stopDeathWatch = driver.run(daemon.awaitExit, (exit) =>
-        end(Exit.isSuccess(exit) ? died(exit.value) : Effect.failCause(exit.cause))
-      )
-      check()
-      return Effect.sync(() => {
-        over = true
-        inFlight.cancel()
-        stopDeathWatch()
-      })
-    }).pipe(Effect.ensuring(driver.shutdown))
-  },
-  Effect.annotateLogs({ component: "supervisor" })
-)
+      inFlight.start(() => driver.schedule(spacing(), check))
+    }
+    // (A daemon that already died ends supervision right here.) The
+    // managers of this library call back in the turn of the exit; any
+    // other handle (or a daemon whose `awaitExit` is not its process's)
+    // is watched by a fiber on `awaitExit`.
+    const onExit = daemon.process.unsafeOnExit
+    stopDeathWatch =
+      onExit !== undefined && daemon.awaitExit === daemon.process.awaitExit
+        ? onExit((status) => end(died(status)))
+        : driver.run(daemon.awaitExit, (exit) =>
+            end(Exit.isSuccess(exit) ? died(exit.value) : Effect.failCause(exit.cause))
+          )
+    check()
+    return Effect.sync(() => {
+      over = true
+      inFlight.cancel()
+      stopDeathWatch()
+    })
+  }).pipe(Effect.ensuring(driver.shutdown))
+})
 
 /**
  * Options of {@link run}.

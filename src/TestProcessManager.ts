@@ -14,6 +14,7 @@
  */
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, type Scope } from "effect"
 import { BinaryNotFound, ProbeFailed, ProbeNotYet } from "./errors.js"
+import * as ExitNotice from "./internal/exitNotice.js"
 import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"
 import * as Probe from "./Probe.js"
 import {
@@ -164,7 +165,7 @@ interface ScriptedProcess {
   readonly argv: ReadonlyArray<string>
   readonly startedAt: number
   readonly script: ProcessScript
-  readonly exited: Deferred.Deferred<ExitStatus>
+  readonly notice: ExitNotice.ExitNotice
   /** `true` while SIGSTOPped. */
   stopped: boolean
   /** A SIGTERM or SIGINT received while stopped, delivered on SIGCONT. */
@@ -221,7 +222,7 @@ export const make = (
       Effect.suspend(() => {
         if (proc.status._tag !== "Running") return Effect.void
         proc.status = status
-        return Effect.asVoid(Deferred.succeed(proc.exited, status))
+        return proc.notice.complete(status)
       })
 
     /**
@@ -232,7 +233,7 @@ export const make = (
     const terminate = (proc: ScriptedProcess, signal: SignalName, onTerm: Duration.DurationInput) =>
       finish(proc, new Signaled({ signal })).pipe(
         Effect.delay(onTerm),
-        Effect.raceFirst(Deferred.await(proc.exited)),
+        Effect.raceFirst(Deferred.await(proc.notice.exited)),
         Effect.interruptible,
         Effect.forkDaemon
       )
@@ -297,7 +298,7 @@ export const make = (
           argv,
           startedAt: now,
           script,
-          exited: yield* Deferred.make<ExitStatus>(),
+          notice: yield* ExitNotice.make,
           stopped: false,
           pendingTerm: undefined,
           status: new Running(),
@@ -322,8 +323,8 @@ export const make = (
             ),
           { discard: true }
         ).pipe(
-          Effect.zipRight(Deferred.await(proc.exited)),
-          Effect.raceFirst(Deferred.await(proc.exited)),
+          Effect.zipRight(Deferred.await(proc.notice.exited)),
+          Effect.raceFirst(Deferred.await(proc.notice.exited)),
           Effect.zipRight(output.end),
           Effect.forkScoped
         )
@@ -339,7 +340,7 @@ export const make = (
 
         const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
         const awaitWithin = (limit: Duration.Duration) =>
-          Deferred.await(proc.exited).pipe(
+          Deferred.await(proc.notice.exited).pipe(
             Effect.interruptible,
             Effect.timeout(limit),
             Effect.option
@@ -356,10 +357,12 @@ export const make = (
           pid: proc.pid,
           argv,
           status: Effect.sync(() => proc.status),
-          awaitExit: Deferred.await(proc.exited),
+          awaitExit: Deferred.await(proc.notice.exited),
           output: output.stream,
           logTail: output.tail,
-          signal: (signal) => deliver(proc, signal)
+          signal: (signal) => deliver(proc, signal),
+          unsafeOnExit: proc.notice.onExit,
+          unsafeOnOutput: output.subscribe
         }
         return handle
       })
@@ -398,7 +401,7 @@ export const make = (
           return answer.value
         }).pipe(
           Effect.raceFirst(
-            Effect.flatMap(Deferred.await(proc.exited), () => notYet("connection reset"))
+            Effect.flatMap(Deferred.await(proc.notice.exited), () => notYet("connection reset"))
           )
         )
       return Probe.make(

@@ -3,6 +3,7 @@
  * Engine checks are) run by the readiness and liveness loops without a
  * fiber: their timeouts, spacing and cancellation, under TestClock. The
  * same loops with real sockets and a real dockerd are in the `.real` tests.
+ * Also the process callbacks the loops take the exit and the output from.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Deferred, Duration, Effect, Either, Exit, Fiber, Stream, TestClock } from "effect"
@@ -10,6 +11,8 @@ import type * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import { ProbeNotYet } from "../src/errors.js"
 import * as Driver from "../src/internal/driver.js"
+import * as ExitNotice from "../src/internal/exitNotice.js"
+import { makeOutputBuffer } from "../src/internal/outputBuffer.js"
 import * as Probe from "../src/Probe.js"
 import type { ProcessHandle } from "../src/ProcessManager.js"
 import { type ExitStatus, Running, Signaled } from "../src/ProcessStatus.js"
@@ -273,6 +276,164 @@ describe("Driver", () => {
       yield* driver.shutdown
       yield* TestClock.adjust("2 seconds")
       expect(seen).toEqual([])
+    })
+  )
+})
+
+/**
+ * A handle whose exit and output come as the library's process managers give
+ * them (`unsafeOnExit`, `unsafeOnOutput`), counting the listeners in place.
+ */
+const managedProcess = Effect.gen(function* () {
+  const notice = yield* ExitNotice.make
+  const output = yield* makeOutputBuffer(10)
+  const listening = { exit: 0, output: 0 }
+  const counted =
+    <A>(key: keyof typeof listening, add: (listener: (a: A) => void) => () => void) =>
+    (listener: (a: A) => void) => {
+      listening[key] += 1
+      const remove = add(listener)
+      let removed = false
+      return () => {
+        if (removed) return
+        removed = true
+        listening[key] -= 1
+        remove()
+      }
+    }
+  const handle: ProcessHandle = {
+    ...processUntil(notice.exited),
+    // Neither is used when the callbacks are there.
+    awaitExit: Effect.die("awaitExit used"),
+    output: Stream.die("output used"),
+    unsafeOnExit: counted("exit", notice.onExit),
+    unsafeOnOutput: counted("output", output.subscribe)
+  }
+  return { notice, output, listening, handle }
+})
+
+describe("process callbacks (unsafeOnExit, unsafeOnOutput)", () => {
+  it.effect("an exit notice calls each listener once: in the turn of the exit, or at once", () =>
+    Effect.gen(function* () {
+      const notice = yield* ExitNotice.make
+      const seen: Array<string> = []
+      notice.onExit((status) => seen.push(`before ${status._tag}`))
+      const removed = notice.onExit(() => seen.push("removed"))
+      removed()
+      expect(seen).toEqual([])
+      yield* notice.complete(new Signaled({ signal: "SIGKILL" }))
+      expect(seen).toEqual(["before Signaled"])
+      yield* notice.complete(new Signaled({ signal: "SIGTERM" }))
+      notice.onExit((status) => seen.push(`after ${status._tag}`))
+      expect(seen).toEqual(["before Signaled", "after Signaled"])
+      expect(yield* Deferred.await(notice.exited)).toEqual(new Signaled({ signal: "SIGKILL" }))
+    })
+  )
+
+  it.effect("an output listener gets what is printed while it listens, until the end", () =>
+    Effect.gen(function* () {
+      const output = yield* makeOutputBuffer(10)
+      yield* output.publish({ source: "stdout", text: "before\n" })
+      const seen: Array<string> = []
+      const stop = output.subscribe((chunk) => seen.push(chunk.text))
+      yield* output.publish({ source: "stderr", text: "during\n" })
+      stop()
+      yield* output.publish({ source: "stdout", text: "after\n" })
+      output.subscribe((chunk) => seen.push(chunk.text))
+      yield* output.end
+      yield* output.publish({ source: "stdout", text: "late\n" })
+      expect(seen).toEqual(["during\n"])
+      expect(yield* output.tail).toEqual(["before", "during", "after", "late"])
+    })
+  )
+
+  it.effect("an exit ends the wait at its moment, with no fiber on awaitExit", () =>
+    Effect.gen(function* () {
+      const { handle, listening, notice } = yield* managedProcess
+      const now = yield* testTime
+      const hanging = scripted("ping", now, () => undefined)
+      const fiber = yield* Effect.fork(
+        Effect.either(waitUntilReady(handle, hanging.check, policy({})))
+      )
+      yield* TestClock.adjust("300 millis")
+      expect(listening.exit).toBe(1)
+      yield* notice.complete(new Signaled({ signal: "SIGKILL" }))
+      const outcome = yield* Fiber.join(fiber)
+      expect(Either.isLeft(outcome) && outcome.left._tag).toBe("ExitedBeforeReady")
+      expect(Either.isLeft(outcome) && outcome.left.elapsedMs).toBe(300)
+      expect(hanging.state.cancelled).toBe(1)
+      expect(listening).toEqual({ exit: 0, output: 0 })
+    })
+  )
+
+  it.effect("a line printed over two chunks wakes the wait; ready removes every listener", () =>
+    Effect.gen(function* () {
+      const { handle, listening, output } = yield* managedProcess
+      const now = yield* testTime
+      // Fails (not a watched "not yet"), so the output is read from then on.
+      const check = scripted("socket", now, () =>
+        now() >= 1500 ? Either.right(1) : notYet("socket")
+      )
+      const fiber = yield* Effect.fork(
+        waitUntilReady(
+          handle,
+          check.check,
+          policy({
+            retry: new ReadinessPolicy.FixedInterval({ interval: Duration.seconds(1) }),
+            wakeOnOutput: "API listen on"
+          })
+        )
+      )
+      yield* TestClock.adjust("1500 millis")
+      expect(listening).toEqual({ exit: 1, output: 1 })
+      yield* output.publish({ source: "stderr", text: 'level=info msg="API listen' })
+      yield* output.publish({ source: "stderr", text: ' on /run/docker.sock"\n' })
+      const report = yield* Fiber.join(fiber)
+      expect(check.state.runs).toEqual([0, 1000, 1500])
+      expect(report.elapsedMs).toBe(1500)
+      expect(listening).toEqual({ exit: 0, output: 0 })
+    })
+  )
+
+  it.effect("supervision ends with DaemonDied at the exit; it always lets go of the listener", () =>
+    Effect.gen(function* () {
+      const { handle, listening, notice } = yield* managedProcess
+      const now = yield* testTime
+      const liveness = scripted("liveness", now, () => Either.right("OK"))
+      const daemon: Dockerd.DockerDaemon = {
+        pid: handle.pid,
+        socket: "/nowhere/docker.sock",
+        config: yield* DockerdConfig.decode({ socket: "/nowhere/docker.sock" }),
+        serverVersion: "test",
+        apiVersion: "1.41",
+        storageDriver: "vfs",
+        timeToReadyMs: 0,
+        report: new ReadinessReport({
+          pid: handle.pid,
+          policy: "test",
+          attempts: 1,
+          elapsedMs: 0,
+          results: []
+        }),
+        process: handle,
+        awaitExit: handle.awaitExit,
+        liveness: liveness.check,
+        location: "local"
+      }
+      // Interrupted, supervision lets go of the listener.
+      const interrupted = yield* Effect.fork(Supervisor.supervise(daemon))
+      yield* TestClock.adjust("500 millis")
+      expect(listening.exit).toBe(1)
+      yield* Fiber.interrupt(interrupted)
+      expect(listening.exit).toBe(0)
+      const fiber = yield* Effect.fork(Effect.either(Supervisor.supervise(daemon)))
+      yield* TestClock.adjust("2500 millis")
+      expect(listening.exit).toBe(1)
+      yield* notice.complete(new Signaled({ signal: "SIGKILL" }))
+      const outcome = yield* Fiber.join(fiber)
+      expect(Either.isLeft(outcome) && outcome.left._tag).toBe("DaemonDied")
+      expect(liveness.state.runs).toEqual([0, 500, 1500, 2500])
+      expect(listening.exit).toBe(0)
     })
   )
 })

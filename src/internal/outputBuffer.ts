@@ -58,6 +58,12 @@ export interface OutputBuffer {
   readonly end: Effect.Effect<void>
   readonly stream: Stream.Stream<OutputChunk>
   readonly tail: Effect.Effect<ReadonlyArray<string>>
+  /**
+   * Calls `listener` with each chunk published from now on, in the
+   * publishing turn, until the returned function is called: the
+   * callback form of `stream`, with no fiber or queue per reader.
+   */
+  readonly subscribe: (listener: (chunk: OutputChunk) => void) => () => void
 }
 
 interface Numbered {
@@ -78,10 +84,12 @@ export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effec
     let keptBytes = 0
     let seq = 0
     let ended = false
+    const listeners = new Set<(chunk: OutputChunk) => void>()
     return {
       publish: (chunk) =>
         Effect.suspend(() => {
           tail.push(chunk.source, chunk.text)
+          for (const listener of listeners) listener(chunk)
           const numbered = { seq: seq++, chunk }
           if (keptBytes < keepBytes) {
             kept.push(numbered)
@@ -91,6 +99,7 @@ export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effec
         }),
       end: Effect.suspend(() => {
         ended = true
+        listeners.clear()
         return PubSub.publish(hub, null)
       }),
       stream: Stream.unwrapScoped(
@@ -109,6 +118,11 @@ export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effec
           return Stream.concat(Stream.fromIterable(replay.map((item) => item.chunk)), live)
         })
       ),
-      tail: Effect.sync(() => tail.snapshot())
+      tail: Effect.sync(() => tail.snapshot()),
+      subscribe: (listener) => {
+        if (ended) return () => {}
+        listeners.add(listener)
+        return () => void listeners.delete(listener)
+      }
     }
   })
