@@ -60,7 +60,8 @@ interface Plan {
 
 /**
  * A ProcessHandle for a fake: this process learns of its exit from its host,
- * and tells it the way the library's process managers do (`ExitNotice`).
+ * and tells it the way the library's process managers do (`ExitNotice`, and
+ * output listeners, here of nothing).
  */
 const fakeHandle = (pid: number, exit: ExitNotice.ExitNotice): ProcessHandle => ({
   pid,
@@ -70,7 +71,9 @@ const fakeHandle = (pid: number, exit: ExitNotice.ExitNotice): ProcessHandle => 
   output: Stream.empty,
   logTail: Effect.succeed([]),
   signal: () => Effect.succeed(false),
-  unsafeOnExit: exit.onExit
+  unsafeOnExit: exit.onExit,
+  // A fake prints nothing.
+  unsafeOnOutput: () => () => {}
 })
 
 /** This process's open file limit (soft/hard). Node raises the soft one to the hard one. */

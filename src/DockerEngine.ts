@@ -9,6 +9,7 @@
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import { Effect, Either, ParseResult, Schema, type Scope } from "effect"
+import { stackless } from "./internal/stackless.js"
 
 /**
  * The answer to `GET /_ping`: the body `OK` and the API version header.
@@ -413,12 +414,15 @@ const connectionError = (
   message: string
 ): EngineError => {
   const code = (cause as { code?: unknown } | undefined)?.code
-  return typeof code === "string" && NOT_LISTENING.has(code)
-    ? new EngineUnreachable({ socket, code, reason: message }, true)
-    : new EngineBadAnswer(
-        { socket, path, reason: typeof code === "string" ? `${code}: ${message}` : message },
-        true
-      )
+  // Made in a socket's callback, as often as daemons are polled: no stack.
+  return stackless(() =>
+    typeof code === "string" && NOT_LISTENING.has(code)
+      ? new EngineUnreachable({ socket, code, reason: message }, true)
+      : new EngineBadAnswer(
+          { socket, path, reason: typeof code === "string" ? `${code}: ${message}` : message },
+          true
+        )
+  )
 }
 
 const upgrade = (

@@ -118,28 +118,35 @@ export const toStartError = (
   socket: string
 ): DaemonCrashed | DaemonNotReady => {
   const diagnosis = diagnose(error.logTail)
+  // (Fields from an error already made: no validation again.)
   if (error._tag === "ExitedBeforeReady") {
-    return new DaemonCrashed({
+    return new DaemonCrashed(
+      {
+        pid: error.pid,
+        status: error.status,
+        ...(error.status._tag === "Exited"
+          ? { exitCode: error.status.code }
+          : { signal: error.status.signal }),
+        elapsedMs: error.elapsedMs,
+        logTail: error.logTail,
+        ...(diagnosis === undefined ? {} : { diagnosis })
+      },
+      true
+    )
+  }
+  return new DaemonNotReady(
+    {
       pid: error.pid,
-      status: error.status,
-      ...(error.status._tag === "Exited"
-        ? { exitCode: error.status.code }
-        : { signal: error.status.signal }),
+      socket,
+      deadlineMs: error.deadlineMs,
       elapsedMs: error.elapsedMs,
+      attempts: error.attempts,
+      lastFailures: error.lastFailures,
       logTail: error.logTail,
       ...(diagnosis === undefined ? {} : { diagnosis })
-    })
-  }
-  return new DaemonNotReady({
-    pid: error.pid,
-    socket,
-    deadlineMs: error.deadlineMs,
-    elapsedMs: error.elapsedMs,
-    attempts: error.attempts,
-    lastFailures: error.lastFailures,
-    logTail: error.logTail,
-    ...(diagnosis === undefined ? {} : { diagnosis })
-  })
+    },
+    true
+  )
 }
 
 /** The ids of the mounts under the daemon's exec-root and data-root now. */

@@ -9,6 +9,7 @@
 import { stat, watch } from "node:fs"
 import * as Path from "node:path"
 import { Clock, Duration, Effect, Either, Option, type Redacted, Schema } from "effect"
+import { stackless } from "./internal/stackless.js"
 import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
 import { ProbeFailed, type ProbeFailure, ProbeNotYet, ProbeTimedOut } from "./errors.js"
 import { ProcessManager } from "./ProcessManager.js"
@@ -286,12 +287,14 @@ export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
         if (error !== null) {
           done(
             Either.left(
-              error.code === "ENOENT"
-                ? new ProbeNotYet({ probe: name, reason: `no socket at ${path}` }, true)
-                : new ProbeFailed(
-                    { probe: name, reason: `cannot stat ${path}: ${error.code ?? "unknown"}` },
-                    true
-                  )
+              stackless(() =>
+                error.code === "ENOENT"
+                  ? new ProbeNotYet({ probe: name, reason: `no socket at ${path}` }, true)
+                  : new ProbeFailed(
+                      { probe: name, reason: `cannot stat ${path}: ${error.code ?? "unknown"}` },
+                      true
+                    )
+              )
             )
           )
         } else if (info.isSocket()) done(Either.right(path))
@@ -316,9 +319,11 @@ export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
 const engineFailure =
   (name: string) =>
   (error: EngineError): ProbeFailure =>
-    error._tag === "EngineUnreachable"
-      ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` }, true)
-      : new ProbeFailed({ probe: name, reason: error.reason }, true)
+    stackless(() =>
+      error._tag === "EngineUnreachable"
+        ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` }, true)
+        : new ProbeFailed({ probe: name, reason: error.reason }, true)
+    )
 
 /** A check from an Engine request in callback form. */
 const fromEngine = (

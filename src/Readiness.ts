@@ -233,29 +233,37 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
 
   const exitError = (status: ExitedBeforeReady["status"]) =>
     Effect.gen(function* () {
-      return new ExitedBeforeReady({
-        pid: process.pid,
-        status,
-        elapsedMs: yield* elapsed,
-        attempts,
-        logTail: yield* process.logTail
-      })
+      // (Fields typed by construction: no validation, which for a 200-line
+      // tail costs more than the rest of the way from the exit to here.)
+      return new ExitedBeforeReady(
+        {
+          pid: process.pid,
+          status,
+          elapsedMs: yield* elapsed,
+          attempts,
+          logTail: yield* process.logTail
+        },
+        true
+      )
     })
 
   const deadlineError = Effect.gen(function* () {
     // An exit that came first is reported as the exit, never as a timeout.
     const status = yield* process.status
     if (status._tag !== "Running") return yield* exitError(status)
-    return new NotReadyByDeadline({
-      pid: process.pid,
-      deadlineMs: Duration.toMillis(policy.deadline),
-      elapsedMs: yield* elapsed,
-      attempts,
-      lastFailures: lastInOrder().filter(
-        (result): result is ProbeFailure => result._tag !== "ProbeSucceeded"
-      ),
-      logTail: yield* process.logTail
-    })
+    return new NotReadyByDeadline(
+      {
+        pid: process.pid,
+        deadlineMs: Duration.toMillis(policy.deadline),
+        elapsedMs: yield* elapsed,
+        attempts,
+        lastFailures: lastInOrder().filter(
+          (result): result is ProbeFailure => result._tag !== "ProbeSucceeded"
+        ),
+        logTail: yield* process.logTail
+      },
+      true
+    )
   })
 
   // Checks whose wake-ups are being watched now: while such a check says

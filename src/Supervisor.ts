@@ -114,28 +114,29 @@ export const supervise = Effect.fn("Supervisor.supervise")(function* (
   const died = (status: ExitStatus) =>
     Effect.flatMap(daemon.process.logTail, (logTail) => {
       const diagnosis = diagnose(logTail)
+      // (Fields typed by construction: no validation.)
       return Effect.fail(
-        new DaemonDied({
-          pid: daemon.pid,
-          status,
-          ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
-          restarts,
-          logTail,
-          ...(diagnosis === undefined ? {} : { diagnosis })
-        })
+        new DaemonDied(
+          {
+            pid: daemon.pid,
+            status,
+            ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
+            restarts,
+            logTail,
+            ...(diagnosis === undefined ? {} : { diagnosis })
+          },
+          true
+        )
       )
     })
 
   const unhealthy = (lastFailure: ProbeFailure) =>
     Effect.flatMap(daemon.process.logTail, (logTail) =>
       Effect.fail(
-        new DaemonUnhealthy({
-          pid: daemon.pid,
-          consecutiveFailures: consecutive,
-          lastFailure,
-          restarts,
-          logTail
-        })
+        new DaemonUnhealthy(
+          { pid: daemon.pid, consecutiveFailures: consecutive, lastFailure, restarts, logTail },
+          true
+        )
       )
     )
 

@@ -13,6 +13,7 @@ import { Cause, Duration, Effect, Either, Exit, Option } from "effect"
 import { ProbeTimedOut, type ProbeFailure } from "../errors.js"
 import * as Probe from "../Probe.js"
 import { type Cancel, type Driver, makeStep } from "./driver.js"
+import { stackless } from "./stackless.js"
 
 /**
  * How one run times and reports its checks.
@@ -72,7 +73,9 @@ export const runProbe = (
       report(success, () => finish(Exit.succeed([success])))
     }
     const timedOut = () =>
-      new ProbeTimedOut({ probe: one.name, timeoutMs: Duration.toMillis(timeout) }, true)
+      stackless(
+        () => new ProbeTimedOut({ probe: one.name, timeoutMs: Duration.toMillis(timeout) }, true)
+      )
 
     const callback = one.unsafeRun
     if (callback !== undefined) {
