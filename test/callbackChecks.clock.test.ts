@@ -76,6 +76,39 @@ const policy = (
     ...fields
   })
 
+/** A daemon as `Dockerd.start` returns it once ready, on `process`. */
+const readyDaemon = (process: ProcessHandle, liveness: Probe.Check) =>
+  Effect.map(
+    DockerdConfig.decode({ socket: "/nowhere/docker.sock" }),
+    (config): Dockerd.DockerDaemon => ({
+      pid: process.pid,
+      socket: config.socket,
+      config,
+      serverVersion: "test",
+      apiVersion: "1.41",
+      storageDriver: "vfs",
+      timeToReadyMs: 0,
+      report: new ReadinessReport({
+        pid: process.pid,
+        policy: "test",
+        attempts: 1,
+        elapsedMs: 0,
+        results: []
+      }),
+      process,
+      awaitExit: process.awaitExit,
+      liveness,
+      location: "local"
+    })
+  )
+
+/** Attempts 1 s apart, and at once when dockerd prints `API listen on`. */
+const wokenByLine = () =>
+  policy({
+    retry: new ReadinessPolicy.FixedInterval({ interval: Duration.seconds(1) }),
+    wakeOnOutput: "API listen on"
+  })
+
 describe("callback checks under TestClock", () => {
   it.effect("a check that never answers times out at its timeout, and is cancelled", () =>
     Effect.gen(function* () {
@@ -165,26 +198,7 @@ describe("callback checks under TestClock", () => {
         const liveness = scripted("liveness", now, (run) =>
           run < 2 ? Either.right("OK") : undefined
         )
-        const daemon: Dockerd.DockerDaemon = {
-          pid: process.pid,
-          socket: "/nowhere/docker.sock",
-          config: yield* DockerdConfig.decode({ socket: "/nowhere/docker.sock" }),
-          serverVersion: "test",
-          apiVersion: "1.41",
-          storageDriver: "vfs",
-          timeToReadyMs: 0,
-          report: new ReadinessReport({
-            pid: process.pid,
-            policy: "test",
-            attempts: 1,
-            elapsedMs: 0,
-            results: []
-          }),
-          process,
-          awaitExit: process.awaitExit,
-          liveness: liveness.check,
-          location: "local"
-        }
+        const daemon = yield* readyDaemon(process, liveness.check)
         const failures: Array<number> = []
         const fiber = yield* Effect.fork(
           Effect.either(
@@ -228,16 +242,7 @@ describe("output wake-ups", () => {
           ])
         )
       }
-      const fiber = yield* Effect.fork(
-        waitUntilReady(
-          process,
-          check.check,
-          policy({
-            retry: new ReadinessPolicy.FixedInterval({ interval: Duration.seconds(1) }),
-            wakeOnOutput: "API listen on"
-          })
-        )
-      )
+      const fiber = yield* Effect.fork(waitUntilReady(process, check.check, wokenByLine()))
       yield* TestClock.adjust("10 seconds")
       const report = yield* Fiber.join(fiber)
       // Attempts at 0 and 1000 ms by the spacing, then at the line.
@@ -374,16 +379,7 @@ describe("process callbacks (unsafeOnExit, unsafeOnOutput)", () => {
       const check = scripted("socket", now, () =>
         now() >= 1500 ? Either.right(1) : notYet("socket")
       )
-      const fiber = yield* Effect.fork(
-        waitUntilReady(
-          handle,
-          check.check,
-          policy({
-            retry: new ReadinessPolicy.FixedInterval({ interval: Duration.seconds(1) }),
-            wakeOnOutput: "API listen on"
-          })
-        )
-      )
+      const fiber = yield* Effect.fork(waitUntilReady(handle, check.check, wokenByLine()))
       yield* TestClock.adjust("1500 millis")
       expect(listening).toEqual({ exit: 1, output: 1 })
       yield* output.publish({ source: "stderr", text: 'level=info msg="API listen' })
@@ -400,26 +396,7 @@ describe("process callbacks (unsafeOnExit, unsafeOnOutput)", () => {
       const { handle, listening, notice } = yield* managedProcess
       const now = yield* testTime
       const liveness = scripted("liveness", now, () => Either.right("OK"))
-      const daemon: Dockerd.DockerDaemon = {
-        pid: handle.pid,
-        socket: "/nowhere/docker.sock",
-        config: yield* DockerdConfig.decode({ socket: "/nowhere/docker.sock" }),
-        serverVersion: "test",
-        apiVersion: "1.41",
-        storageDriver: "vfs",
-        timeToReadyMs: 0,
-        report: new ReadinessReport({
-          pid: handle.pid,
-          policy: "test",
-          attempts: 1,
-          elapsedMs: 0,
-          results: []
-        }),
-        process: handle,
-        awaitExit: handle.awaitExit,
-        liveness: liveness.check,
-        location: "local"
-      }
+      const daemon = yield* readyDaemon(handle, liveness.check)
       // Interrupted, supervision lets go of the listener.
       const interrupted = yield* Effect.fork(Supervisor.supervise(daemon))
       yield* TestClock.adjust("500 millis")
