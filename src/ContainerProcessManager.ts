@@ -174,8 +174,13 @@ const STREAM_CLOSE_LIMIT = Duration.seconds(5)
 /**
  * How long an exit code `128 + n` that this manager did not cause waits for
  * its container to stop, which would make it a death with the container.
+ * The Engine marks a killed container stopped ~50-100 ms after the exec's
+ * exit on a quiet machine, and took over 300 ms on a loaded one (a CI run
+ * read such a death as `Exited{137}`); the wait ends as soon as it is seen
+ * stopped, so only a process that really exited with `128 + n` by itself
+ * pays the whole window.
  */
-const CONTAINER_DEATH_WINDOW = Duration.millis(300)
+const CONTAINER_DEATH_WINDOW = Duration.seconds(1)
 
 /** Exit-code polling: first delay and cap, in milliseconds. */
 interface Polling {

@@ -80,8 +80,9 @@ export type CheckCallback = (
 /**
  * Starts watching and returns the function that stops it: `changed` each
  * time the check may have turned from failing to passing, `ended` once if
- * the watch stops (or could not start, possibly before this returns): from
- * then on only the loop's spacing finds the change. Plain callbacks, not a
+ * the watch stops (or could not start, possibly before this returns; a
+ * watch that throws is taken as one that could not start): from then on
+ * only the loop's spacing finds the change. Plain callbacks, not a
  * Stream or a scoped Effect: a readiness wait for each of many daemons
  * registers one, and a Stream's machinery (or a scope) per wait costs
  * kilobytes and fibers.

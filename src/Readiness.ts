@@ -319,11 +319,15 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
         readingOutput = true
         if (process.unsafeOnOutput !== undefined) {
           const lines = lineSplitter()
-          beside.push(
-            process.unsafeOnOutput((chunk) => {
-              if (lines(chunk).some((line) => pattern.test(line))) wake()
-            })
-          )
+          try {
+            beside.push(
+              process.unsafeOnOutput((chunk) => {
+                if (lines(chunk).some((line) => pattern.test(line))) wake()
+              })
+            )
+          } catch (error) {
+            end(Effect.die(error))
+          }
           return
         }
         const stopReading = driver.run(
@@ -393,7 +397,14 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
           // A check that cannot tell (most) costs nothing.
           if (check.watch === undefined) continue
           watched.add(check.name)
-          beside.push(check.watch(wake, () => void watched.delete(check.name)))
+          const ended = () => void watched.delete(check.name)
+          try {
+            beside.push(check.watch(wake, ended))
+          } catch {
+            // A watch that throws (one a user wrote) is one that could not
+            // start: the spacing finds the change instead.
+            ended()
+          }
         }
       }
       // (A process that already ended ends the wait right here.) The
@@ -401,22 +412,28 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
       // other handle is watched by a fiber on `awaitExit`.
       const exited = (status: ExitedBeforeReady["status"]) =>
         end(Effect.flatMap(exitError(status), Effect.fail))
-      beside.push(
-        process.unsafeOnExit !== undefined
-          ? process.unsafeOnExit(exited)
-          : driver.run(process.awaitExit, (exit) =>
-              Exit.isSuccess(exit) ? exited(exit.value) : end(Effect.failCause(exit.cause))
-            )
-      )
-      if (over) return
-      beside.push(
-        driver.schedule(deadlineMs - (driver.now() - started), () =>
-          end(Effect.flatMap(deadlineError, Effect.fail))
+      try {
+        beside.push(
+          process.unsafeOnExit !== undefined
+            ? process.unsafeOnExit(exited)
+            : driver.run(process.awaitExit, (exit) =>
+                Exit.isSuccess(exit) ? exited(exit.value) : end(Effect.failCause(exit.cause))
+              )
         )
-      )
-      const initialMs = Duration.toMillis(policy.initialDelay)
-      if (initialMs > 0) inFlight.start(() => driver.schedule(initialMs, attempt))
-      else attempt()
+        if (over) return
+        beside.push(
+          driver.schedule(deadlineMs - (driver.now() - started), () =>
+            end(Effect.flatMap(deadlineError, Effect.fail))
+          )
+        )
+        const initialMs = Duration.toMillis(policy.initialDelay)
+        if (initialMs > 0) inFlight.start(() => driver.schedule(initialMs, attempt))
+        else attempt()
+      } catch (error) {
+        // A handle or a check that throws (one a user wrote) is a defect
+        // of the wait; what was started is stopped first.
+        end(Effect.die(error))
+      }
       return Effect.sync(stopAll)
     }).pipe(Effect.ensuring(driver.shutdown))
   })

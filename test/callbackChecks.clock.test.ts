@@ -6,7 +6,18 @@
  * Also the process callbacks the loops take the exit and the output from.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Duration, Effect, Either, Exit, Fiber, Stream, TestClock } from "effect"
+import {
+  Cause,
+  Clock,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  Fiber,
+  Stream,
+  TestClock
+} from "effect"
 import type * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import { ProbeNotYet } from "../src/errors.js"
@@ -152,6 +163,54 @@ describe("callback checks under TestClock", () => {
       yield* Fiber.join(fiber)
       // 2 ms, then ×1.5 each time: 2, 3, 4.5, 6.75, 10.125, 15.1875 ms apart.
       expect(socket.state.runs).toEqual([0, 2, 5, 9.5, 16.25, 26.375, 41.5625])
+    })
+  )
+
+  it.effect("a watch that throws is one that could not start: the spacing goes on", () =>
+    Effect.gen(function* () {
+      const exited = yield* Deferred.make<ExitStatus>()
+      const now = yield* testTime
+      const socket = scripted("socket", now, (run) =>
+        run < 6 ? notYet("socket") : Either.right(1)
+      )
+      const check: Probe.Check = {
+        ...socket.check,
+        watch: () => {
+          throw new Error("inotify watch limit reached")
+        }
+      }
+      const fiber = yield* Effect.fork(waitUntilReady(processUntil(exited), check, policy({})))
+      yield* TestClock.adjust("100 millis")
+      const report = yield* Fiber.join(fiber)
+      // Not parked on a watch that is not there: the Schedule's spacing.
+      expect(socket.state.runs).toEqual([0, 2, 5, 9.5, 16.25, 26.375, 41.5625])
+      expect(report.attempts).toBe(7)
+    })
+  )
+
+  it.effect("a handle whose exit callback throws: the wait dies of it, nothing is left", () =>
+    Effect.gen(function* () {
+      const exited = yield* Deferred.make<ExitStatus>()
+      const now = yield* testTime
+      const socket = scripted("socket", now, () => notYet("socket"))
+      const watching = { active: 0 }
+      const check: Probe.Check = {
+        ...socket.check,
+        watch: () => {
+          watching.active += 1
+          return () => void (watching.active -= 1)
+        }
+      }
+      const handle: ProcessHandle = {
+        ...processUntil(exited),
+        unsafeOnExit: () => {
+          throw new Error("broken handle")
+        }
+      }
+      const exit = yield* Effect.exit(waitUntilReady(handle, check, policy({})))
+      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+      expect(watching.active).toBe(0)
+      expect(socket.state.runs).toEqual([])
     })
   )
 
