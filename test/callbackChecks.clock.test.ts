@@ -113,6 +113,17 @@ const readyDaemon = (process: ProcessHandle, liveness: Probe.Check) =>
     })
   )
 
+/** A socket check that says "not yet" six times, then passes. */
+const readyAtSeventhRun = (now: () => number) =>
+  scripted("socket", now, (run) => (run < 6 ? notYet("socket") : Either.right(1)))
+
+/**
+ * When the seven runs of {@link readyAtSeventhRun} start under the fast
+ * policy: 2 ms, then ×1.5 each time (2, 3, 4.5, 6.75, 10.125, 15.1875 ms
+ * apart).
+ */
+const FAST_SPACING_RUNS = [0, 2, 5, 9.5, 16.25, 26.375, 41.5625]
+
 /** Attempts 1 s apart, and at once when dockerd prints `API listen on`. */
 const wokenByLine = () =>
   policy({
@@ -153,16 +164,13 @@ describe("callback checks under TestClock", () => {
     Effect.gen(function* () {
       const exited = yield* Deferred.make<ExitStatus>()
       const now = yield* testTime
-      const socket = scripted("socket", now, (run) =>
-        run < 6 ? notYet("socket") : Either.right(1)
-      )
+      const socket = readyAtSeventhRun(now)
       const fiber = yield* Effect.fork(
         waitUntilReady(processUntil(exited), socket.check, policy({}))
       )
       yield* TestClock.adjust("100 millis")
       yield* Fiber.join(fiber)
-      // 2 ms, then ×1.5 each time: 2, 3, 4.5, 6.75, 10.125, 15.1875 ms apart.
-      expect(socket.state.runs).toEqual([0, 2, 5, 9.5, 16.25, 26.375, 41.5625])
+      expect(socket.state.runs).toEqual(FAST_SPACING_RUNS)
     })
   )
 
@@ -170,9 +178,7 @@ describe("callback checks under TestClock", () => {
     Effect.gen(function* () {
       const exited = yield* Deferred.make<ExitStatus>()
       const now = yield* testTime
-      const socket = scripted("socket", now, (run) =>
-        run < 6 ? notYet("socket") : Either.right(1)
-      )
+      const socket = readyAtSeventhRun(now)
       const check: Probe.Check = {
         ...socket.check,
         watch: () => {
@@ -183,7 +189,7 @@ describe("callback checks under TestClock", () => {
       yield* TestClock.adjust("100 millis")
       const report = yield* Fiber.join(fiber)
       // Not parked on a watch that is not there: the Schedule's spacing.
-      expect(socket.state.runs).toEqual([0, 2, 5, 9.5, 16.25, 26.375, 41.5625])
+      expect(socket.state.runs).toEqual(FAST_SPACING_RUNS)
       expect(report.attempts).toBe(7)
     })
   )
