@@ -386,7 +386,12 @@ export const start: (
   policy?: ReadinessPolicy,
   options?: StartOptions
 ) => Effect.Effect<DockerDaemon, StartError, ProcessManager | Scope.Scope> = Effect.fn(
-  "Dockerd.start"
+  "Dockerd.start",
+  {
+    // A failed start is reported by its typed error; the span's call-site
+    // stack would be formatted on the way from a crash to that error.
+    captureStackTrace: false
+  }
 )(function* (input, policy = fast, options = {}) {
   const config =
     input instanceof DockerdConfig.DockerdConfig ? input : yield* DockerdConfig.decode(input)

@@ -1,9 +1,10 @@
 /**
- * `waitUntilReady`: the policy's `Schedule`s drive probe attempts, each probe
- * under its own timeout, while the process's exit ends the wait the moment
- * it comes and a timer holds the deadline. Events cut the wait between
- * attempts short: a probe's wake-up (the socket file appeared) or a line of
- * the process's output that the policy names (dockerd's `API listen on`).
+ * `waitUntilReady`: the policy's spacing (the delays its `Schedule`s
+ * describe) drives probe attempts, each probe under its own timeout, while
+ * the process's exit ends the wait the moment it comes and a timer holds
+ * the deadline. Events cut the wait between attempts short: a probe's
+ * wake-up (the socket file appeared) or a line of the process's output that
+ * the policy names (dockerd's `API listen on`).
  * The deadline is hard: no hanging probe keeps it waiting.
  *
  * The wait runs as callbacks on the fiber's clock and runtime
@@ -46,7 +47,7 @@ import {
 import * as Driver from "./internal/driver.js"
 import type { Cancel } from "./internal/driver.js"
 import { runProbe, type RunOptions, type RunResult } from "./internal/runProbe.js"
-import * as ScheduleStepper from "./internal/scheduleStepper.js"
+import * as SpacingStepper from "./internal/spacingStepper.js"
 import * as Probe from "./Probe.js"
 import type { ProcessHandle } from "./ProcessManager.js"
 import type { ReadinessPolicy } from "./ReadinessPolicy.js"
@@ -162,7 +163,12 @@ const COMPONENT = "readiness"
  * @since 0.1.0
  * @category waiting
  */
-export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
+export const waitUntilReady = Effect.fn("Readiness.waitUntilReady", {
+  // A failed wait is an expected outcome, reported by its typed error; the
+  // span's call-site stack would be formatted for each (~0.1 ms, more
+  // cold), on the way from a crash to its error.
+  captureStackTrace: false
+})(function* (
   process: ProcessHandle,
   probe: Probe.Probe,
   policy: ReadinessPolicy = fast,
@@ -173,10 +179,11 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
   const onEvent = options.onEvent
   const emit = (event: () => ReadinessEvent) =>
     onEvent === undefined ? Effect.void : Effect.suspend(() => onEvent(event()))
-  const logsDebug = LogLevel.greaterThanEqual(
-    LogLevel.Debug,
-    yield* FiberRef.get(FiberRef.currentMinimumLogLevel)
-  )
+  // Logs below the minimum level are skipped here, not built and dropped:
+  // their annotations cost allocations for every daemon waited for.
+  const minimumLogLevel = yield* FiberRef.get(FiberRef.currentMinimumLogLevel)
+  const logsAt = (level: LogLevel.LogLevel) => LogLevel.greaterThanEqual(level, minimumLogLevel)
+  const logsDebug = logsAt(LogLevel.Debug)
   // The state of this one wait. Plain variables: only this wait's fibers
   // touch them, one at a time (an attempt, then its spacing), and a Ref per
   // attempt costs allocations on the hot path for no gain.
@@ -275,15 +282,17 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
 
   // The wait, as callbacks on the fiber's clock and runtime (see
   // internal/driver.ts): an attempt is a probe run, the wait between
-  // attempts a timer that a wake-up cuts short, the policy's Schedules
-  // give the spacing; beside them the checks' watches, the process's exit
-  // (a callback from its process manager) and a timer for the deadline.
-  // Whichever ends the wait first cancels the rest. One wait costs a few callbacks per attempt instead of fibers,
-  // which is what lets one process watch many daemons.
+  // attempts a timer that a wake-up cuts short, the policy's spacing
+  // (stepped by arithmetic: internal/spacingStepper.ts) gives its length;
+  // beside them the checks' watches, the process's exit (a callback from
+  // its process manager) and a timer for the deadline. Whichever ends the
+  // wait first cancels the rest. One wait costs a few callbacks per
+  // attempt instead of fibers, which is what lets one process watch many
+  // daemons.
   const waiting = Effect.gen(function* () {
     const driver = yield* Driver.make
-    const cheapSpacing = ScheduleStepper.make(policy.schedule, driver.now)
-    const commandSpacing = ScheduleStepper.make(policy.commandSchedule, driver.now)
+    const cheapSpacing = SpacingStepper.make(policy.retry)
+    const commandSpacing = SpacingStepper.make(policy.commandRetry ?? policy.retry)
     const slowestMs = Duration.toMillis(policy.slowestDelay)
     const deadlineMs = Duration.toMillis(policy.deadline)
     return yield* Effect.async<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>((resume) => {
@@ -443,9 +452,11 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
   if (outcome._tag === "Left") {
     const error = outcome.left
     yield* Metric.increment(failuresTotal).pipe(Effect.tagMetrics("reason", error._tag))
-    yield* Effect.logWarning(error.message).pipe(
-      Effect.annotateLogs({ component: COMPONENT, attempts })
-    )
+    if (logsAt(LogLevel.Warning)) {
+      yield* Effect.logWarning(error.message).pipe(
+        Effect.annotateLogs({ component: COMPONENT, attempts })
+      )
+    }
     yield* emit(() => ReadinessEvent.Failed({ error }))
     return yield* Effect.fail(error)
   }
@@ -462,13 +473,15 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady")(function* (
     true
   )
   yield* Metric.update(timeToReady, report.elapsedMs)
-  yield* Effect.logInfo("ready").pipe(
-    Effect.annotateLogs({
-      component: COMPONENT,
-      attempts: report.attempts,
-      elapsedMs: report.elapsedMs
-    })
-  )
+  if (logsAt(LogLevel.Info)) {
+    yield* Effect.logInfo("ready").pipe(
+      Effect.annotateLogs({
+        component: COMPONENT,
+        attempts: report.attempts,
+        elapsedMs: report.elapsedMs
+      })
+    )
+  }
   yield* emit(() => ReadinessEvent.Ready({ report }))
   return report
 })

@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Exit, Option, Schedule, Schema, type Scope } from "effect"
+import { Cause, Duration, Effect, Exit, Option, Schema, type Scope } from "effect"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
 import * as Dockerd from "./Dockerd.js"
 import type { DockerdConfig, DockerdConfigInput } from "./DockerdConfig.js"
@@ -21,7 +21,6 @@ import { diagnose } from "./Diagnosis.js"
 import * as Driver from "./internal/driver.js"
 import type { Cancel } from "./internal/driver.js"
 import * as RunProbe from "./internal/runProbe.js"
-import * as ScheduleStepper from "./internal/scheduleStepper.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 
 /**
@@ -99,7 +98,11 @@ export const onFailure = (
  * @since 0.1.0
  * @category supervision
  */
-export const supervise = Effect.fn("Supervisor.supervise")(function* (
+export const supervise = Effect.fn("Supervisor.supervise", {
+  // Supervision ends by failing (the daemon died); the span's call-site
+  // stack would be formatted on the way from the death to its error.
+  captureStackTrace: false
+})(function* (
   daemon: Dockerd.DockerDaemon,
   liveness: LivenessPolicy = defaultLiveness,
   options: {
@@ -141,13 +144,13 @@ export const supervise = Effect.fn("Supervisor.supervise")(function* (
     )
 
   // Liveness checks as callbacks on the fiber's clock and runtime (see
-  // internal/driver.ts): a check, then a timer spaced by the Schedule; no
+  // internal/driver.ts): a check, then a timer of the policy's interval; no
   // fiber per check. A failure is logged and reported before the next
   // check; the threshold ends supervision with the last failure. Beside
   // them the daemon's exit is watched; whichever comes first ends
   // supervision and cancels the other.
   const driver = yield* Driver.make
-  const spacing = ScheduleStepper.make(Schedule.spaced(liveness.interval), driver.now)
+  const intervalMs = Duration.toMillis(liveness.interval)
   const checkOptions: RunProbe.RunOptions = {
     timeoutFor: () => liveness.timeout,
     onOutcome: (outcome) => {
@@ -199,7 +202,7 @@ export const supervise = Effect.fn("Supervisor.supervise")(function* (
         if (Option.isNone(failure)) return end(Effect.failCause(result.cause as Cause.Cause<never>))
         if (consecutive >= liveness.failureThreshold) return end(unhealthy(failure.value))
       }
-      inFlight.start(() => driver.schedule(spacing(), check))
+      inFlight.start(() => driver.schedule(intervalMs, check))
     }
     // (A daemon that already died ends supervision right here.) The
     // managers of this library call back in the turn of the exit; any
