@@ -8,10 +8,13 @@
  */
 import { stat, watch } from "node:fs"
 import * as Path from "node:path"
-import { Clock, Duration, Effect, Either, Option, type Redacted, Schema } from "effect"
+import { Duration, Effect, Either, Option, type Redacted } from "effect"
+import * as Driver from "./internal/driver.js"
+import type { ProbeSucceeded } from "./internal/probeSucceeded.js"
+import { runProbe } from "./internal/runProbe.js"
 import { stackless } from "./internal/stackless.js"
 import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
-import { ProbeFailed, type ProbeFailure, ProbeNotYet, ProbeTimedOut } from "./errors.js"
+import { ProbeFailed, type ProbeFailure, ProbeNotYet } from "./errors.js"
 import { ProcessManager } from "./ProcessManager.js"
 import { describe as describeStatus } from "./ProcessStatus.js"
 
@@ -21,11 +24,7 @@ import { describe as describeStatus } from "./ProcessStatus.js"
  * @since 0.1.0
  * @category models
  */
-export class ProbeSucceeded extends Schema.TaggedClass<ProbeSucceeded>()("ProbeSucceeded", {
-  probe: Schema.String,
-  elapsedMs: Schema.Number,
-  value: Schema.Unknown
-}) {}
+export { ProbeSucceeded } from "./internal/probeSucceeded.js"
 
 /**
  * The last result of one probe: its success or why it failed.
@@ -469,46 +468,12 @@ export interface RunOptions {
 export const run = (
   probe: Probe,
   options: RunOptions
-): Effect.Effect<ReadonlyArray<ProbeSucceeded>, ProbeFailure> => {
-  const report = (outcome: ProbeOutcome) => options.onOutcome?.(outcome) ?? Effect.void
-  switch (probe._tag) {
-    case "Check": {
-      const timeout = Option.getOrElse(probe.timeout, () => options.timeoutFor(probe.name))
-      return Effect.gen(function* () {
-        const started = yield* Clock.currentTimeMillis
-        const result = yield* probe.run.pipe(
-          Effect.timeoutFail({
-            duration: timeout,
-            onTimeout: () =>
-              new ProbeTimedOut({ probe: probe.name, timeoutMs: Duration.toMillis(timeout) }, true)
-          }),
-          Effect.either
-        )
-        if (result._tag === "Left") {
-          yield* report(result.left)
-          return yield* Effect.fail(result.left)
-        }
-        const elapsedMs = (yield* Clock.currentTimeMillis) - started
-        // (Fields typed by construction: no validation on this hot path.)
-        const success = new ProbeSucceeded(
-          { probe: probe.name, elapsedMs, value: result.right },
-          true
-        )
-        yield* report(success)
-        return [success]
-      }).pipe(
-        // No call-site stack trace: it would be captured on every attempt.
-        Effect.withSpan("Probe.check", {
-          attributes: { probe: probe.name },
-          captureStackTrace: false
-        })
-      )
-    }
-    case "All":
-      return Effect.reduce(probe.probes, [] as ReadonlyArray<ProbeSucceeded>, (done, next) =>
-        Effect.map(run(next, options), (more) => [...done, ...more])
-      )
-    case "FirstOf":
-      return Effect.firstSuccessOf(probe.probes.map((next) => run(next, options)))
-  }
-}
+): Effect.Effect<ReadonlyArray<ProbeSucceeded>, ProbeFailure> =>
+  // The same runner as the readiness and liveness loops use, so the two
+  // forms cannot drift apart: on the calling fiber's clock and runtime,
+  // everything it started stopped when it ends or is interrupted.
+  Effect.flatMap(Driver.make, (driver) =>
+    Effect.async<ReadonlyArray<ProbeSucceeded>, ProbeFailure>((resume) =>
+      Effect.sync(runProbe(probe, driver, options, resume))
+    ).pipe(Effect.ensuring(driver.shutdown))
+  )

@@ -370,7 +370,7 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady", {
       const settled = (result: RunResult) => {
         if (Exit.isSuccess(result)) return end(Effect.succeed(result.value))
         if (Option.isNone(Cause.failureOption(result.cause))) {
-          // A defect of a check: the wait ends with it.
+          // A defect of a check (or its own interruption): the wait ends with it.
           return end(Effect.failCause(result.cause as Cause.Cause<never>))
         }
         // (Set by the attempt's callbacks, which the compiler cannot see.)

@@ -198,7 +198,7 @@ export const supervise = Effect.fn("Supervisor.supervise", {
     const settled = (result: RunProbe.RunResult) => {
       if (Exit.isFailure(result)) {
         const failure = Cause.failureOption(result.cause)
-        // A defect of the check ends supervision with it.
+        // A defect of the check (or its own interruption) ends supervision with it.
         if (Option.isNone(failure)) return end(Effect.failCause(result.cause as Cause.Cause<never>))
         if (consecutive >= liveness.failureThreshold) return end(unhealthy(failure.value))
       }

@@ -1,5 +1,5 @@
 /**
- * Runs a probe once from callbacks, as `Probe.run` does as an Effect: each
+ * Runs a probe once from callbacks (`Probe.run` is this as an Effect): each
  * check under its own timeout, `All` in order up to the first failure,
  * `FirstOf` up to the first success. A check with a callback form
  * (`Check.unsafeRun`) runs without a fiber, its timeout a timer of the
@@ -9,10 +9,11 @@
  *
  * @internal
  */
-import { Cause, Duration, Effect, Either, Exit, Option } from "effect"
+import { Duration, Effect, Either, Exit, Option } from "effect"
 import { ProbeTimedOut, type ProbeFailure } from "../errors.js"
-import * as Probe from "../Probe.js"
+import type * as Probe from "../Probe.js"
 import { type Cancel, type Driver, makeStep } from "./driver.js"
+import { ProbeSucceeded } from "./probeSucceeded.js"
 import { stackless } from "./stackless.js"
 
 /**
@@ -30,7 +31,7 @@ export interface RunOptions {
 }
 
 /** What a run ends with: the successes that decided it, or the failure. */
-export type RunResult = Exit.Exit<ReadonlyArray<Probe.ProbeSucceeded>, ProbeFailure>
+export type RunResult = Exit.Exit<ReadonlyArray<ProbeSucceeded>, ProbeFailure>
 
 /**
  * Runs `probe` once; `done` is called once with the result unless the
@@ -66,7 +67,7 @@ export const runProbe = (
         return report(failure, () => finish(Exit.fail(failure)))
       }
       // (Fields typed by construction: no validation on this hot path.)
-      const success = new Probe.ProbeSucceeded(
+      const success = new ProbeSucceeded(
         { probe: one.name, elapsedMs: driver.now() - started, value: result.right },
         true
       )
@@ -112,9 +113,10 @@ export const runProbe = (
         ),
         (exit) => {
           if (Exit.isSuccess(exit)) return settle(exit.value)
-          // A defect of the check (never an interruption: that is a cancel,
-          // and a cancelled run reports nothing) ends the run as it is.
-          if (!Cause.isInterruptedOnly(exit.cause)) finish(Exit.failCause(exit.cause))
+          // A defect of the check, or an interruption of its own (a cancel
+          // by this run reports nothing, so it is never that), ends the run
+          // as it is.
+          finish(Exit.failCause(exit.cause))
         }
       )
     )
@@ -125,7 +127,7 @@ export const runProbe = (
       case "Check":
         return check(current, finish)
       case "All": {
-        const successes: Array<Probe.ProbeSucceeded> = []
+        const successes: Array<ProbeSucceeded> = []
         const next = (index: number) => {
           const probe = current.probes[index]
           if (probe === undefined) return finish(Exit.succeed(successes))

@@ -1,0 +1,17 @@
+/**
+ * `ProbeSucceeded`, on its own so that the callback runner of probes
+ * (internal/runProbe.ts) can build it without importing Probe.ts, which
+ * runs probes through that runner. Probe.ts exports it.
+ *
+ * @internal
+ */
+import { Schema } from "effect"
+
+/**
+ * One probe that answered.
+ */
+export class ProbeSucceeded extends Schema.TaggedClass<ProbeSucceeded>()("ProbeSucceeded", {
+  probe: Schema.String,
+  elapsedMs: Schema.Number,
+  value: Schema.Unknown
+}) {}
