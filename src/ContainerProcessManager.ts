@@ -56,6 +56,7 @@ import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
 import { FrameDecoder, type Frame } from "./internal/multiplexed.js"
 import * as ExitNotice from "./internal/exitNotice.js"
+import * as Handle from "./internal/handle.js"
 import { makeOutputBuffer, type OutputBuffer } from "./internal/outputBuffer.js"
 import {
   DEFAULT_KILL_GRACE,
@@ -66,7 +67,7 @@ import {
   type ProcessManagerShape,
   type SignalName
 } from "./ProcessManager.js"
-import { describe, Exited, type ExitStatus, Running, Signaled } from "./ProcessStatus.js"
+import { describe, Exited, type ExitStatus, Signaled } from "./ProcessStatus.js"
 import { revealEnv } from "./Redaction.js"
 
 /**
@@ -514,23 +515,8 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
           )
         }).pipe(Effect.zipRight(Effect.suspend(() => Fiber.interruptAll(fibers))))
 
-        const handle = (pid: number): ProcessHandle => {
-          const deliver = deliverTo(pid)
-          return {
-            pid,
-            argv,
-            status: Effect.sync(() => notice.current() ?? new Running()),
-            awaitExit: Deferred.await(notice.exited),
-            output: output.stream,
-            logTail: output.tail,
-            signal: (signal) =>
-              Effect.suspend(() =>
-                notice.current() !== undefined ? Effect.succeed(false) : deliver(signal)
-              ),
-            unsafeOnExit: notice.onExit,
-            unsafeOnOutput: output.subscribe
-          }
-        }
+        const handle = (pid: number): ProcessHandle =>
+          Handle.make({ pid, argv, notice, output, deliver: deliverTo(pid) })
 
         return { started, attach, stop, handle }
       })

@@ -17,10 +17,11 @@ import * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type { PlatformError } from "@effect/platform/Error"
 import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { Deferred, Duration, Effect, Fiber, Layer, Schedule, Stream } from "effect"
+import { Duration, Effect, Fiber, Layer, Schedule, Stream } from "effect"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"
 import * as ExitNotice from "./internal/exitNotice.js"
+import * as Handle from "./internal/handle.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
 import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"
 import { redactArgv, redactText, revealEnv, secretsOf } from "./Redaction.js"
@@ -28,11 +29,10 @@ import {
   DEFAULT_KILL_GRACE,
   DEFAULT_TAIL_LINES,
   type ExecOptions,
-  type ProcessHandle,
   ProcessManager,
   type SignalName
 } from "./ProcessManager.js"
-import { Exited, type ExitStatus, Running, Signaled } from "./ProcessStatus.js"
+import { Exited, type ExitStatus, Signaled } from "./ProcessStatus.js"
 
 /**
  * Once the process has exited, how many turns of the event loop to give its
@@ -188,22 +188,13 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
       Effect.forkDaemon
     )
 
-    const signal = (name: SignalName) =>
-      Effect.suspend(() =>
-        notice.current() !== undefined ? Effect.succeed(false) : signalProcessGroup(pid, name)
-      )
-    const handle: ProcessHandle = {
+    return Handle.make({
       pid,
       argv,
-      status: Effect.sync(() => notice.current() ?? new Running()),
-      awaitExit: Deferred.await(notice.exited),
-      output: output.stream,
-      logTail: output.tail,
-      signal,
-      unsafeOnExit: notice.onExit,
-      unsafeOnOutput: output.subscribe
-    }
-    return handle
+      notice,
+      output,
+      deliver: (name) => signalProcessGroup(pid, name)
+    })
   })
 
 /**
