@@ -1,7 +1,8 @@
 /**
  * Per-operation CPU cost of the readiness hot path, beside a baseline: what
- * one Engine request, one probe run and one whole wait cost this process,
- * against a bare `node:http` request on the same socket. The scale section's
+ * one Engine request, one probe run and one whole wait (ready at its first
+ * attempt, or ended by an exit) cost this process, against a bare
+ * `node:http` request on the same socket. The scale section's
  * numbers are these costs times a thousand daemons; this is where to look
  * when they move.
  *
@@ -12,8 +13,9 @@
  * is the client's alone (`process.cpuUsage()` over N sequential operations,
  * after 300 of warm-up, in 10 batches). Printed: CPU µs per operation, the
  * median batch and the best one (this machine has slow moments that land in
- * a few batches), and wall µs per operation (median batch). Then 1,000 waits started at once on sockets that never appear:
- * the CPU each costs until its first attempt, and the heap they hold.
+ * a few batches), and wall µs per operation (median batch). Then 1,000
+ * waits started at once on sockets that never appear: the CPU each costs
+ * until its first attempt, and the heap they hold.
  */
 import "./lib/asShipped.js"
 import { spawn } from "node:child_process"
@@ -26,7 +28,7 @@ import * as Driver from "../src/internal/driver.js"
 import { runProbe } from "../src/internal/runProbe.js"
 import * as Probe from "../src/Probe.js"
 import type { ProcessHandle } from "../src/ProcessManager.js"
-import { Running } from "../src/ProcessStatus.js"
+import { Exited, Running } from "../src/ProcessStatus.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import { fixture } from "./lib/helpers.js"
@@ -91,6 +93,21 @@ const forever: ProcessHandle = {
   unsafeOnOutput: () => () => {}
 }
 
+/**
+ * A process that has already exited (code 1) when the wait starts, as the
+ * library's process managers tell it: the wait's way from an exit to its
+ * typed error (`ExitedBeforeReady`), with no probe in the way.
+ */
+const exited: ProcessHandle = {
+  ...forever,
+  status: Effect.succeed(new Exited({ code: 1 })),
+  awaitExit: Effect.succeed(new Exited({ code: 1 })),
+  unsafeOnExit: (listener) => {
+    listener(new Exited({ code: 1 }))
+    return () => {}
+  }
+}
+
 const quiet = <A, E>(effect: Effect.Effect<A, E>) =>
   Effect.runPromise(Effect.either(effect).pipe(Logger.withMinimumLogLevel(LogLevel.None)))
 
@@ -125,6 +142,10 @@ await quiet(
       yield* op(
         "waitUntilReady, ready at the first attempt",
         Readiness.waitUntilReady(forever, probe)
+      )
+      yield* op(
+        "waitUntilReady, exited: ExitedBeforeReady",
+        Readiness.waitUntilReady(exited, probe)
       )
     })
   )
