@@ -33,6 +33,11 @@ export interface ScaleSummary {
   readonly overheadMs: Summary
   readonly hostLateMs: Summary
   readonly deathDetectionMs: Summary
+  /** The load put on the fakes, per daemon (null if a host did not report it). */
+  readonly hostLoad: {
+    readonly connectionsPerDaemon: number
+    readonly requestsPerDaemon: number
+  } | null
   readonly events: number
   readonly eventsPerSecond: number
   readonly cpuPercentOfCore: number
@@ -92,7 +97,7 @@ export const run = async (
       })
       all.push(summary)
       log(
-        `  scale trial ${trial}/${trials}, ${mode}, ${summary.daemons} daemons: ${summary.ready} ready, peak RSS ${summary.peakRssMb} MB (baseline ${summary.baselineRssMb} MB), heap ${summary.peakHeapMb} MB, overhead p50 ${round(summary.overheadMs.p50)} p99 ${round(summary.overheadMs.p99)} ms, deaths seen after p50 ${round(summary.deathDetectionMs.p50)} p99 ${round(summary.deathDetectionMs.p99)} ms, ${summary.eventsPerSecond} events/s, CPU ${summary.cpuPercentOfCore}% of a core, speed ${summary.speedMs} ms`
+        `  scale trial ${trial}/${trials}, ${mode}, ${summary.daemons} daemons: ${summary.ready} ready, peak RSS ${summary.peakRssMb} MB (baseline ${summary.baselineRssMb} MB), heap ${summary.peakHeapMb} MB, overhead p50 ${round(summary.overheadMs.p50)} p99 ${round(summary.overheadMs.p99)} ms, deaths seen after p50 ${round(summary.deathDetectionMs.p50)} p99 ${round(summary.deathDetectionMs.p99)} ms, ${summary.eventsPerSecond} events/s, CPU ${summary.cpuPercentOfCore}% of a core, fakes late p99 ${round(summary.hostLateMs.p99)} ms, load per daemon ${summary.hostLoad === null ? "?" : `${summary.hostLoad.connectionsPerDaemon} connections ${summary.hostLoad.requestsPerDaemon} requests`}, speed ${summary.speedMs} ms`
       )
     }
   }
