@@ -343,10 +343,13 @@ if (scale !== undefined) {
       row.mode === "library" ? String(row.eventsPerSecond) : "–"
     ])
   )
+  // A trial that fell behind (daemons that served and died before they were
+  // seen ready) held fewer daemons than the plan: its memory does not count.
+  const whole = s.ready >= 0.98 * s.served
   goals.push({
     goal: `${s.daemons} daemons in at most 200 MB RSS`,
-    measured: `${fmt(s.peakRssMb)} MB (hand-written floor: ${fmt(scale.floor.peakRssMb)})`,
-    met: within(s.peakRssMb, 200)
+    measured: `${fmt(s.peakRssMb)} MB${whole ? "" : ` (only ${s.ready} of ${s.served} that served seen ready: the trial fell behind)`} (hand-written floor: ${fmt(scale.floor.peakRssMb)})`,
+    met: whole && within(s.peakRssMb, 200)
   })
   goals.push({
     goal: "… with p99 readiness overhead at most 20 ms",

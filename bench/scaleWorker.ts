@@ -311,6 +311,8 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
     hosts: HOSTS,
     openFileLimit: openFileLimit(),
     ready: overhead.length,
+    /** Fakes that started serving: the most that could be seen ready. */
+    served: served.size,
     diedBeforeReady: outcomes.filter((o) => o.readyAt === null && o.diedAt !== null).length,
     diedAfterReady: outcomes.filter((o) => o.readyAt !== null && o.diedAt !== null).length,
     errors: Object.fromEntries(

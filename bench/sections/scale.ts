@@ -24,6 +24,8 @@ export interface ScaleSummary {
   readonly hosts: number
   readonly openFileLimit: string
   readonly ready: number
+  /** Fakes that started serving: the most that could be seen ready. */
+  readonly served: number
   readonly diedBeforeReady: number
   readonly diedAfterReady: number
   readonly errors: Readonly<Record<string, number>>
