@@ -46,6 +46,7 @@ import {
 } from "./errors.js"
 import * as Driver from "./internal/driver.js"
 import type { Cancel } from "./internal/driver.js"
+import * as ExitNotice from "./internal/exitNotice.js"
 import { runProbe, type RunOptions, type RunResult } from "./internal/runProbe.js"
 import * as SpacingStepper from "./internal/spacingStepper.js"
 import * as Probe from "./Probe.js"
@@ -423,11 +424,7 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady", {
         end(Effect.flatMap(exitError(status), Effect.fail))
       try {
         beside.push(
-          process.unsafeOnExit !== undefined
-            ? process.unsafeOnExit(exited)
-            : driver.run(process.awaitExit, (exit) =>
-                Exit.isSuccess(exit) ? exited(exit.value) : end(Effect.failCause(exit.cause))
-              )
+          ExitNotice.watch(driver, process, exited, (cause) => end(Effect.failCause(cause)))
         )
         if (over) return
         beside.push(

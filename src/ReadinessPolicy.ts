@@ -48,7 +48,7 @@ export const RetrySpacing = Schema.Union(FixedInterval, ExponentialBackoff)
 export type RetrySpacing = FixedInterval | ExponentialBackoff
 
 /** The Schedule a spacing describes; its output is the delay it chose. */
-const buildSchedule = (spacing: RetrySpacing): Schedule.Schedule<Duration.Duration> => {
+const scheduleOf = (spacing: RetrySpacing): Schedule.Schedule<Duration.Duration> => {
   switch (spacing._tag) {
     case "FixedInterval":
       return Schedule.spaced(spacing.interval).pipe(Schedule.as(spacing.interval))
@@ -58,22 +58,6 @@ const buildSchedule = (spacing: RetrySpacing): Schedule.Schedule<Duration.Durati
         Schedule.map(([exponential]) => Duration.min(exponential, spacing.max))
       )
   }
-}
-
-/**
- * Schedules already built, by spacing. A Schedule is an immutable
- * description (each run keeps its own state), so every wait with one policy
- * shares one instead of building a dozen objects per wait.
- */
-const schedules = new WeakMap<RetrySpacing, Schedule.Schedule<Duration.Duration>>()
-
-const scheduleOf = (spacing: RetrySpacing): Schedule.Schedule<Duration.Duration> => {
-  let schedule = schedules.get(spacing)
-  if (schedule === undefined) {
-    schedule = buildSchedule(spacing)
-    schedules.set(spacing, schedule)
-  }
-  return schedule
 }
 
 /**

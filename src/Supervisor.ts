@@ -19,6 +19,7 @@ import type { ProcessManager } from "./ProcessManager.js"
 import type { ExitStatus } from "./ProcessStatus.js"
 import { diagnose } from "./Diagnosis.js"
 import * as Driver from "./internal/driver.js"
+import * as ExitNotice from "./internal/exitNotice.js"
 import type { Cancel } from "./internal/driver.js"
 import * as RunProbe from "./internal/runProbe.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
@@ -204,17 +205,16 @@ export const supervise = Effect.fn("Supervisor.supervise", {
       }
       inFlight.start(() => driver.schedule(intervalMs, check))
     }
-    // (A daemon that already died ends supervision right here.) The
-    // managers of this library call back in the turn of the exit; any
-    // other handle (or a daemon whose `awaitExit` is not its process's)
-    // is watched by a fiber on `awaitExit`.
-    const onExit = daemon.process.unsafeOnExit
-    stopDeathWatch =
-      onExit !== undefined && daemon.awaitExit === daemon.process.awaitExit
-        ? onExit((status) => end(died(status)))
-        : driver.run(daemon.awaitExit, (exit) =>
-            end(Exit.isSuccess(exit) ? died(exit.value) : Effect.failCause(exit.cause))
-          )
+    // (A daemon that already died ends supervision right here.) By the
+    // manager's callback, or a fiber on `awaitExit` for any other handle
+    // (or a daemon whose `awaitExit` is not its process's).
+    stopDeathWatch = ExitNotice.watch(
+      driver,
+      daemon.process,
+      (status) => end(died(status)),
+      (cause) => end(Effect.failCause(cause)),
+      daemon.awaitExit
+    )
     check()
     return Effect.sync(() => {
       over = true

@@ -6,9 +6,10 @@
  *
  * @internal
  */
-import { Deferred, Effect } from "effect"
-import type { Cancel } from "./driver.js"
+import { type Cause, Deferred, Effect, Exit } from "effect"
+import type { ProcessHandle } from "../ProcessManager.js"
 import type { ExitStatus } from "../ProcessStatus.js"
+import type { Cancel, Driver } from "./driver.js"
 
 /** One process's exit, once it is known. */
 export interface ExitNotice {
@@ -55,3 +56,23 @@ export const make: Effect.Effect<ExitNotice> = Effect.map(Deferred.make<ExitStat
     }
   }
 })
+
+/**
+ * Watches `process`'s exit for a loop of callbacks: `exited` with the status
+ * (at once if it has already ended), or `failed` if waiting for it failed.
+ * By the manager's callback (`unsafeOnExit`) when the handle has one and
+ * `awaitExit` is the handle's own; otherwise by a fiber on `awaitExit`, on
+ * `driver`. Returns how to stop watching.
+ */
+export const watch = (
+  driver: Driver,
+  process: ProcessHandle,
+  exited: (status: ExitStatus) => void,
+  failed: (cause: Cause.Cause<never>) => void,
+  awaitExit: Effect.Effect<ExitStatus> = process.awaitExit
+): Cancel =>
+  process.unsafeOnExit !== undefined && awaitExit === process.awaitExit
+    ? process.unsafeOnExit(exited)
+    : driver.run(awaitExit, (exit) =>
+        Exit.isSuccess(exit) ? exited(exit.value) : failed(exit.cause)
+      )
