@@ -5,9 +5,10 @@
  *   tsx bench/main.ts [--quick] [--runs N] [--crash-runs N] [--hang-runs N]
  *                     [--hang-deadline MS] [--cost-seconds S] [--scale N]
  *                     [--scale-seconds S] [--scale-trials N] [--only SECTION,...]
- *                     [--out DIR]
+ *                     [--load-runs N] [--out DIR]
  *
- * Sections: ttr (time to ready), crash, hang, cost, scale. Prints the tables
+ * Sections: ttr (time to ready), crash, hang, cost, scale, load (what
+ * loading the library and the CLI costs). Prints the tables
  * (markdown) and the goals, writes the raw results as JSON and the
  * time-to-ready chart as SVG into bench/results/ (or --out). Every real
  * dockerd is isolated like the tests' (own temp dir with socket, data-root,
@@ -26,6 +27,7 @@ import { fmt, round } from "./lib/stats.js"
 import * as Cost from "./sections/cost.js"
 import * as Crash from "./sections/crash.js"
 import * as Hang from "./sections/hang.js"
+import * as Load from "./sections/load.js"
 import * as Scale from "./sections/scale.js"
 import * as TimeToReady from "./sections/timeToReady.js"
 
@@ -40,6 +42,7 @@ const { values: flags } = parseArgs({
     scale: { type: "string" },
     "scale-seconds": { type: "string" },
     "scale-trials": { type: "string" },
+    "load-runs": { type: "string" },
     only: { type: "string" },
     out: { type: "string" }
   }
@@ -57,9 +60,10 @@ const options = {
   costSeconds: number(flags["cost-seconds"], 30, 5),
   scale: number(flags.scale, 1000, 1000),
   scaleSeconds: number(flags["scale-seconds"], 8, 6),
-  scaleTrials: number(flags["scale-trials"], 3, 1)
+  scaleTrials: number(flags["scale-trials"], 3, 1),
+  loadRuns: number(flags["load-runs"], 10, 2)
 }
-const sections = new Set((flags.only ?? "ttr,crash,hang,cost,scale").split(","))
+const sections = new Set((flags.only ?? "ttr,crash,hang,cost,scale,load").split(","))
 const outDir = flags.out ?? fileURLToPath(new URL("./results/", import.meta.url))
 
 process.on("SIGINT", () => {
@@ -99,6 +103,7 @@ let crash: Awaited<ReturnType<typeof Crash.run>> | undefined
 let hang: Awaited<ReturnType<typeof Hang.run>> | undefined
 let cost: Awaited<ReturnType<typeof Cost.run>> | undefined
 let scale: Awaited<ReturnType<typeof Scale.run>> | undefined
+let load: Awaited<ReturnType<typeof Load.run>> | undefined
 
 if (sections.has("ttr")) {
   log(`\n1. time to ready: ${options.runs} runs of each policy, each beside the oracle`)
@@ -126,6 +131,10 @@ if (sections.has("scale")) {
     log,
     options.scaleTrials
   )
+}
+if (sections.has("load")) {
+  log(`\n6. loading: ${options.loadRuns} fresh processes per case`)
+  load = results.load = await Load.run(options.loadRuns, log)
 }
 meta.loadAfter = machineLoad().load1
 
@@ -356,6 +365,14 @@ if (scale !== undefined) {
     measured: `${ms(s.overheadMs.p99)} ms (hand-written floor: ${ms(scale.floor.overheadMs.p99)})`,
     met: within(s.overheadMs.p99, 20)
   })
+}
+
+if (load !== undefined) {
+  lines.push(`### Loading (a fresh \`node\` per run, ${load[0]?.runs ?? 0} runs each)`, "")
+  table(
+    ["what is loaded", "CPU p50 ms", "wall p50 ms (from Node's start)", "RSS p50 MB"],
+    load.map((one) => [one.name, ms(one.cpuMs.p50), ms(one.wallMs.p50), fmt(one.rssMb.p50)])
+  )
 }
 
 if (goals.length > 0) {

@@ -3,8 +3,10 @@
  * printing each phase with its time. Needs root, docker.io, docker-registry,
  * debootstrap and busybox-static (bash .ci/run installs them).
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Logger, LogLevel } from "effect"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import { pidsMentioning } from "../src/internal/processTree.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import { seedScenario } from "./seedScenario.js"

@@ -39,18 +39,16 @@
  * @since 0.1.0
  */
 import { constants } from "node:os"
-import { NodeStream } from "@effect/platform-node"
-import {
-  Deferred,
-  Duration,
-  Effect,
-  Fiber,
-  Layer,
-  Option,
-  Schema,
-  type Scope,
-  Stream
-} from "effect"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as DockerEngine from "./DockerEngine.js"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { stopGracefully } from "./internal/gracefulStop.js"

@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Data, type Effect } from "effect"
+import * as Data from "effect/Data"
+import type * as Effect from "effect/Effect"
 import type { ProbeOutcome } from "./Probe.js"
 import type { ExitStatus } from "./ProcessStatus.js"
 

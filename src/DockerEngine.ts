@@ -8,7 +8,11 @@
  */
 import * as Http from "node:http"
 import type * as Net from "node:net"
-import { Effect, Either, ParseResult, Schema, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import { stackless } from "./internal/stackless.js"
 
 /**
@@ -381,11 +385,19 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
           done(Either.flatMap(Either.flatMap(result, statusOk(path)), read))
         )
 
+    // The effects are made when asked for: a client per daemon, and one
+    // process watching a thousand daemons, which use the callback forms.
     return {
       socket,
-      ping: send("GET", "/_ping", undefined, readPing),
-      version: send("GET", "/version", undefined, readJson("/version", VersionAnswer)),
-      info: send("GET", "/info", undefined, readInfo),
+      get ping() {
+        return send("GET", "/_ping", undefined, readPing)
+      },
+      get version() {
+        return send("GET", "/version", undefined, readJson("/version", VersionAnswer))
+      },
+      get info() {
+        return send("GET", "/info", undefined, readInfo)
+      },
       unsafePing: getNow("/_ping", readPing),
       unsafeInfo: getNow("/info", readInfo),
       request: request as DockerEngineClient["request"],

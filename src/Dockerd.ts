@@ -12,7 +12,12 @@
  */
 import { chmod, mkdir, rm, stat } from "node:fs/promises"
 import * as Path from "node:path"
-import { Clock, Duration, Effect, Option, Schema, type Scope } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
 import * as DockerdConfig from "./DockerdConfig.js"
 import * as DockerEngine from "./DockerEngine.js"

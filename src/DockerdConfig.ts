@@ -9,7 +9,11 @@
  * @since 0.1.0
  */
 import * as Path from "node:path"
-import { Duration, Effect, ParseResult, Redacted, Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ParseResult from "effect/ParseResult"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
 import { InvalidConfig } from "./errors.js"
 import { redactText, secretsIn } from "./Redaction.js"
 

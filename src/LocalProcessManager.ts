@@ -17,7 +17,12 @@ import * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type { PlatformError } from "@effect/platform/Error"
 import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { Duration, Effect, Fiber, Layer, Schedule, Stream } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"
 import * as ExitNotice from "./internal/exitNotice.js"
@@ -43,15 +48,33 @@ import { Exited, type ExitStatus, Signaled } from "./ProcessStatus.js"
  */
 const DRAIN_TURNS = 2
 
-/** Succeeds after `turns` turns of the event loop (`setImmediate`). */
-const eventLoopTurns = (turns: number): Effect.Effect<void> =>
+/**
+ * Succeeds once `readers` has ended (the pipes drained) or `turns` turns of
+ * the event loop (`setImmediate`) have passed, whichever comes first. One
+ * callback each, not a race of two fibers: this is on every exit's way to
+ * its notice.
+ */
+const drained = (readers: Fiber.RuntimeFiber<void>, turns: number): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
-    let pending: NodeJS.Immediate
-    const turn = (left: number) => {
-      pending = setImmediate(() => (left <= 1 ? resume(Effect.void) : turn(left - 1)))
+    let pending: NodeJS.Immediate | undefined
+    let over = false
+    const stop = () => {
+      over = true
+      readers.removeObserver(finish)
+      if (pending !== undefined) clearImmediate(pending)
     }
-    turn(turns)
-    return Effect.sync(() => clearImmediate(pending))
+    const finish = () => {
+      if (over) return
+      stop()
+      resume(Effect.void)
+    }
+    const turn = (left: number) => {
+      pending = setImmediate(() => (left <= 1 ? finish() : turn(left - 1)))
+    }
+    // (Called at once when the readers have already ended.)
+    readers.addObserver(finish)
+    if (!over) turn(turns)
+    return Effect.sync(stop)
   })
 
 /**
@@ -180,7 +203,7 @@ const exec = (executor: CommandExecutor.CommandExecutor) =>
     yield* statusFromExit(child.exitCode).pipe(
       // Let the pipes drain so the tail holds the last words, without waiting
       // on grandchildren that may keep a pipe open.
-      Effect.tap(() => Effect.race(Effect.asVoid(reading.await), eventLoopTurns(DRAIN_TURNS))),
+      Effect.tap(() => drained(reading, DRAIN_TURNS)),
       Effect.tap(() => output.end),
       Effect.flatMap(notice.complete),
       // Not tied to the scope: the stop in the scope's finalizer waits on it,

@@ -8,7 +8,7 @@ import { constants } from "node:fs"
 import { access, readFile, stat } from "node:fs/promises"
 import { createConnection } from "node:net"
 import * as Path from "node:path"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { DockerdConfig } from "./DockerdConfig.js"
 import {
   DirectoryNotWritable,

@@ -8,7 +8,11 @@
  */
 import { stat, watch } from "node:fs"
 import * as Path from "node:path"
-import { Duration, Effect, Either, Option, type Redacted } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
 import * as Driver from "./internal/driver.js"
 import type { ProbeSucceeded } from "./internal/probeSucceeded.js"
 import { runProbe } from "./internal/runProbe.js"

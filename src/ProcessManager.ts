@@ -8,8 +8,12 @@
  *
  * @since 0.1.0
  */
-import type { Duration, Effect, Redacted, Scope, Stream } from "effect"
-import { Context } from "effect"
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import type * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
+import * as Context from "effect/Context"
 import type { BinaryNotFound, SpawnFailed } from "./errors.js"
 import type { OutputChunk } from "./internal/outputBuffer.js"
 import type { ExitStatus, ProcessStatus } from "./ProcessStatus.js"

@@ -21,22 +21,22 @@
  *
  * @since 0.1.0
  */
-import {
-  Cause,
-  Clock,
-  Data,
-  Duration,
-  Effect,
-  Exit,
-  FiberRef,
-  LogLevel,
-  Metric,
-  MetricBoundaries,
-  Option,
-  Queue,
-  Schema,
-  Stream
-} from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as LogLevel from "effect/LogLevel"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import type { OutputChunk } from "./ProcessManager.js"
 import {
   ExitedBeforeReady,
@@ -164,16 +164,32 @@ const COMPONENT = "readiness"
  * @since 0.1.0
  * @category waiting
  */
-export const waitUntilReady = Effect.fn("Readiness.waitUntilReady", {
-  // A failed wait is an expected outcome, reported by its typed error; the
-  // span's call-site stack would be formatted for each (~0.1 ms, more
-  // cold), on the way from a crash to its error.
-  captureStackTrace: false
-})(function* (
+export const waitUntilReady = (
   process: ProcessHandle,
   probe: Probe.Probe,
   policy: ReadinessPolicy = fast,
   options: WaitOptions = {}
+): Effect.Effect<ReadinessReport, ReadinessError> =>
+  // The span is the parent of what the wait runs (checks that are effects,
+  // the event sink, its last logs) by way of the driver and of the end of
+  // the wait, not of the waiting fiber's context: that context change
+  // (`Effect.withSpan`, `Effect.fn`) would be frames held by every waiting
+  // fiber for as long as it waits, ~3 KB each.
+  Effect.useSpan(
+    "Readiness.waitUntilReady",
+    // A failed wait is an expected outcome, reported by its typed error; the
+    // span's call-site stack would be formatted for each (~0.1 ms, more
+    // cold), on the way from a crash to its error.
+    { captureStackTrace: false },
+    (span) => wait(span, process, probe, policy, options)
+  )
+
+const wait = Effect.fnUntraced(function* (
+  span: Tracer.Span,
+  process: ProcessHandle,
+  probe: Probe.Probe,
+  policy: ReadinessPolicy,
+  options: WaitOptions
 ) {
   const started = yield* Clock.currentTimeMillis
   const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
@@ -207,36 +223,6 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady", {
   let ranProcess = false
   const lastOutcome: { outcome: Probe.ProbeOutcome | undefined } = { outcome: undefined }
 
-  const runOptions: RunOptions = {
-    timeoutFor: (name) => policy.timeoutFor(name),
-    onOutcome: (outcome) => {
-      lastOutcome.outcome = outcome
-      if (startsProcess.has(outcome.probe)) ranProcess = true
-      last.set(outcome.probe, outcome)
-      // Only when someone listens: the clock read, the event and (for
-      // Debug logs) the annotations cost allocations on every probe of
-      // every attempt otherwise.
-      if (onEvent === undefined && !logsDebug) return undefined
-      const n = attempts
-      return Effect.flatMap(elapsed, (elapsedMs) =>
-        Effect.zipRight(
-          logsDebug
-            ? Effect.logDebug(
-                outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
-              ).pipe(
-                Effect.annotateLogs({
-                  component: COMPONENT,
-                  attempt: n,
-                  probe: outcome.probe,
-                  elapsedMs
-                })
-              )
-            : Effect.void,
-          emit(() => ReadinessEvent.ProbeResult({ attempt: n, elapsedMs, outcome }))
-        )
-      )
-    }
-  }
   const metricLabels = yield* FiberRef.get(FiberRef.currentMetricLabels)
 
   const exitError = (status: ExitedBeforeReady["status"]) =>
@@ -290,197 +276,233 @@ export const waitUntilReady = Effect.fn("Readiness.waitUntilReady", {
   // wait first cancels the rest. One wait costs a few callbacks per
   // attempt instead of fibers, which is what lets one process watch many
   // daemons.
-  const waiting = Effect.gen(function* () {
-    const driver = yield* Driver.make
-    const cheapSpacing = SpacingStepper.make(policy.retry)
-    const commandSpacing = SpacingStepper.make(policy.commandRetry ?? policy.retry)
-    const slowestMs = Duration.toMillis(policy.slowestDelay)
-    const deadlineMs = Duration.toMillis(policy.deadline)
-    return yield* Effect.async<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>((resume) => {
-      let over = false
-      let woken = false
-      // The attempt or the spacing timer in flight.
-      const inFlight = Driver.makeStep()
-      // Between attempts (the spacing timer runs): a wake-up cuts it short.
-      let spacing = false
-      let readingOutput = false
-      // What runs beside the attempts: the checks' watches, the exit
-      // watch, the deadline, the output reader. All stopped at the end.
-      const beside: Array<Cancel> = []
-      const stopAll = () => {
-        over = true
-        inFlight.cancel()
-        for (const stop of beside) stop()
-      }
-
-      const end = (effect: Effect.Effect<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>) => {
-        if (over) return
-        stopAll()
-        resume(effect)
-      }
-
-      // The output lines the policy names wake the loop too. They are
-      // read from the first attempt that fails other than by a watched
-      // "not yet": until then a watch (the socket file) or a check in
-      // flight (a held connection) catches the moment anyway, and a
-      // Stream per wait costs memory when one process watches many.
-      const readOutput = () => {
-        if (readingOutput || pattern === undefined) return
-        readingOutput = true
-        if (process.unsafeOnOutput !== undefined) {
-          const lines = lineSplitter()
-          try {
-            beside.push(
-              process.unsafeOnOutput((chunk) => {
-                if (lines(chunk).some((line) => pattern.test(line))) wake()
+  const driver = yield* Driver.within(span)
+  const runOptions: RunOptions = {
+    timeoutFor: (name) => policy.timeoutFor(name),
+    onOutcome: (outcome) => {
+      lastOutcome.outcome = outcome
+      if (startsProcess.has(outcome.probe)) ranProcess = true
+      last.set(outcome.probe, outcome)
+      // Only when someone listens: the clock read, the event and (for
+      // Debug logs) the annotations cost allocations on every probe of
+      // every attempt otherwise.
+      if (onEvent === undefined && !logsDebug) return undefined
+      const attempt = attempts
+      // (The fiber's clock, read by the driver: not an effect to run.)
+      const elapsedMs = driver.now() - started
+      const event = emit(() => ReadinessEvent.ProbeResult({ attempt, elapsedMs, outcome }))
+      return logsDebug
+        ? Effect.zipRight(
+            Effect.logDebug(
+              outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
+            ).pipe(
+              Effect.annotateLogs({
+                component: COMPONENT,
+                attempt,
+                probe: outcome.probe,
+                elapsedMs
               })
-            )
-          } catch (error) {
-            end(Effect.die(error))
-          }
-          return
-        }
-        const stopReading = driver.run(
-          Effect.suspend(() => {
-            const lines = lineSplitter()
-            return Stream.runForEachChunk(process.output, (chunks) =>
-              Effect.sync(() => {
-                for (const chunk of chunks) {
-                  if (lines(chunk).some((line) => pattern.test(line))) wake()
-                }
-              })
-            )
-          }),
-          () => {}
-        )
-        beside.push(stopReading)
-      }
-
-      const attempt = () => {
-        if (over) return
-        // The attempt sees the state as it is now: older wake-ups are moot.
-        woken = false
-        spacing = false
-        attempts += 1
-        ranProcess = false
-        lastOutcome.outcome = undefined
-        attemptsTotal.unsafeUpdate(1, metricLabels)
-        inFlight.start(() => runProbe(probe, driver, runOptions, settled))
-      }
-
-      const settled = (result: RunResult) => {
-        if (Exit.isSuccess(result)) return end(Effect.succeed(result.value))
-        if (Option.isNone(Cause.failureOption(result.cause))) {
-          // A defect of a check (or its own interruption): the wait ends with it.
-          return end(Effect.failCause(result.cause as Cause.Cause<never>))
-        }
-        // (Set by the attempt's callbacks, which the compiler cannot see.)
-        const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
-        const parked = failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
-        if (!parked) readOutput()
-        // A schedule that runs out leaves the deadline to decide.
-        const delay = parked
-          ? slowestMs
-          : ranProcess
-            ? Math.max(cheapSpacing(), commandSpacing())
-            : cheapSpacing()
-        if (woken) return attempt()
-        spacing = true
-        inFlight.start(() => driver.schedule(delay, attempt))
-      }
-
-      const wake = () => {
-        if (over) return
-        if (!spacing) {
-          woken = true
-          return
-        }
-        inFlight.cancel()
-        attempt()
-      }
-
-      // A watched check's wake-up (the socket file appeared) cuts the
-      // spacing short. A watch that ends (it could not be set up) ends
-      // the parking on that check.
-      if (policy.wakeOnProbeEvents) {
-        for (const check of Probe.checks(probe)) {
-          // A check that cannot tell (most) costs nothing.
-          if (check.watch === undefined) continue
-          watched.add(check.name)
-          const ended = () => void watched.delete(check.name)
-          try {
-            beside.push(check.watch(wake, ended))
-          } catch {
-            // A watch that throws (one a user wrote) is one that could not
-            // start: the spacing finds the change instead.
-            ended()
-          }
-        }
-      }
-      // (A process that already ended ends the wait right here.) The
-      // managers of this library call back in the turn of the exit; any
-      // other handle is watched by a fiber on `awaitExit`.
-      const exited = (status: ExitedBeforeReady["status"]) =>
-        end(Effect.flatMap(exitError(status), Effect.fail))
-      try {
-        beside.push(
-          ExitNotice.watch(driver, process, exited, (cause) => end(Effect.failCause(cause)))
-        )
-        if (over) return
-        beside.push(
-          driver.schedule(deadlineMs - (driver.now() - started), () =>
-            end(Effect.flatMap(deadlineError, Effect.fail))
+            ),
+            event
           )
-        )
-        const initialMs = Duration.toMillis(policy.initialDelay)
-        if (initialMs > 0) inFlight.start(() => driver.schedule(initialMs, attempt))
-        else attempt()
-      } catch (error) {
-        // A handle or a check that throws (one a user wrote) is a defect
-        // of the wait; what was started is stopped first.
-        end(Effect.die(error))
+        : event
+    }
+  }
+  const cheapSpacing = SpacingStepper.make(policy.retry)
+  const commandSpacing = SpacingStepper.make(policy.commandRetry ?? policy.retry)
+  const slowestMs = Duration.toMillis(policy.slowestDelay)
+  const deadlineMs = Duration.toMillis(policy.deadline)
+  // (The wait's outcome as a value, and the driver shut down before it is
+  // delivered, or by the canceler when the wait is interrupted: a waiting
+  // fiber holds no frame for either.)
+  const outcome = yield* Effect.async<
+    Either.Either<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>
+  >((resume) => {
+    let over = false
+    let woken = false
+    // The attempt or the spacing timer in flight.
+    const inFlight = Driver.makeStep()
+    // Between attempts (the spacing timer runs): a wake-up cuts it short.
+    let spacing = false
+    let readingOutput = false
+    // What runs beside the attempts: the checks' watches, the exit
+    // watch, the deadline, the output reader. All stopped at the end.
+    const beside: Array<Cancel> = []
+    const stopAll = () => {
+      over = true
+      inFlight.cancel()
+      for (const stop of beside) stop()
+    }
+
+    const end = (effect: Effect.Effect<ReadonlyArray<Probe.ProbeSucceeded>, ReadinessError>) => {
+      if (over) return
+      stopAll()
+      resume(Effect.zipRight(driver.shutdown, Effect.either(effect)))
+    }
+
+    // The output lines the policy names wake the loop too. They are
+    // read from the first attempt that fails other than by a watched
+    // "not yet": until then a watch (the socket file) or a check in
+    // flight (a held connection) catches the moment anyway, and a
+    // Stream per wait costs memory when one process watches many.
+    const readOutput = () => {
+      if (readingOutput || pattern === undefined) return
+      readingOutput = true
+      if (process.unsafeOnOutput !== undefined) {
+        const lines = lineSplitter()
+        try {
+          beside.push(
+            process.unsafeOnOutput((chunk) => {
+              if (lines(chunk).some((line) => pattern.test(line))) wake()
+            })
+          )
+        } catch (error) {
+          end(Effect.die(error))
+        }
+        return
       }
-      return Effect.sync(stopAll)
-    }).pipe(Effect.ensuring(driver.shutdown))
+      const stopReading = driver.run(
+        Effect.suspend(() => {
+          const lines = lineSplitter()
+          return Stream.runForEachChunk(process.output, (chunks) =>
+            Effect.sync(() => {
+              for (const chunk of chunks) {
+                if (lines(chunk).some((line) => pattern.test(line))) wake()
+              }
+            })
+          )
+        }),
+        () => {}
+      )
+      beside.push(stopReading)
+    }
+
+    const attempt = () => {
+      if (over) return
+      // The attempt sees the state as it is now: older wake-ups are moot.
+      woken = false
+      spacing = false
+      attempts += 1
+      ranProcess = false
+      lastOutcome.outcome = undefined
+      attemptsTotal.unsafeUpdate(1, metricLabels)
+      inFlight.start(() => runProbe(probe, driver, runOptions, settled))
+    }
+
+    const settled = (result: RunResult) => {
+      if (Exit.isSuccess(result)) return end(Effect.succeed(result.value))
+      if (Option.isNone(Cause.failureOption(result.cause))) {
+        // A defect of a check (or its own interruption): the wait ends with it.
+        return end(Effect.failCause(result.cause as Cause.Cause<never>))
+      }
+      // (Set by the attempt's callbacks, which the compiler cannot see.)
+      const failure = lastOutcome.outcome as Probe.ProbeOutcome | undefined
+      const parked = failure?._tag === "ProbeNotYet" && watched.has(failure.probe) && !ranProcess
+      if (!parked) readOutput()
+      // A schedule that runs out leaves the deadline to decide.
+      const delay = parked
+        ? slowestMs
+        : ranProcess
+          ? Math.max(cheapSpacing(), commandSpacing())
+          : cheapSpacing()
+      if (woken) return attempt()
+      spacing = true
+      inFlight.start(() => driver.schedule(delay, attempt))
+    }
+
+    const wake = () => {
+      if (over) return
+      if (!spacing) {
+        woken = true
+        return
+      }
+      inFlight.cancel()
+      attempt()
+    }
+
+    // A watched check's wake-up (the socket file appeared) cuts the
+    // spacing short. A watch that ends (it could not be set up) ends
+    // the parking on that check.
+    if (policy.wakeOnProbeEvents) {
+      for (const check of Probe.checks(probe)) {
+        // A check that cannot tell (most) costs nothing.
+        if (check.watch === undefined) continue
+        watched.add(check.name)
+        const ended = () => void watched.delete(check.name)
+        try {
+          beside.push(check.watch(wake, ended))
+        } catch {
+          // A watch that throws (one a user wrote) is one that could not
+          // start: the spacing finds the change instead.
+          ended()
+        }
+      }
+    }
+    // (A process that already ended ends the wait right here.) The
+    // managers of this library call back in the turn of the exit; any
+    // other handle is watched by a fiber on `awaitExit`.
+    const exited = (status: ExitedBeforeReady["status"]) =>
+      end(Effect.flatMap(exitError(status), Effect.fail))
+    try {
+      beside.push(
+        ExitNotice.watch(driver, process, exited, (cause) => end(Effect.failCause(cause)))
+      )
+      if (over) return
+      beside.push(
+        driver.schedule(deadlineMs - (driver.now() - started), () =>
+          end(Effect.flatMap(deadlineError, Effect.fail))
+        )
+      )
+      const initialMs = Duration.toMillis(policy.initialDelay)
+      if (initialMs > 0) inFlight.start(() => driver.schedule(initialMs, attempt))
+      else attempt()
+    } catch (error) {
+      // A handle or a check that throws (one a user wrote) is a defect
+      // of the wait; what was started is stopped first.
+      end(Effect.die(error))
+    }
+    return Effect.zipRight(Effect.sync(stopAll), driver.shutdown)
   })
 
-  const outcome = yield* Effect.either(waiting)
+  // The end of the wait, in its span (its logs are the span's events).
+  const finish = Effect.gen(function* () {
+    if (outcome._tag === "Left") {
+      const error = outcome.left
+      yield* Metric.increment(failuresTotal).pipe(Effect.tagMetrics("reason", error._tag))
+      if (logsAt(LogLevel.Warning)) {
+        yield* Effect.logWarning(error.message).pipe(
+          Effect.annotateLogs({ component: COMPONENT, attempts })
+        )
+      }
+      yield* emit(() => ReadinessEvent.Failed({ error }))
+      return yield* Effect.fail(error)
+    }
 
-  if (outcome._tag === "Left") {
-    const error = outcome.left
-    yield* Metric.increment(failuresTotal).pipe(Effect.tagMetrics("reason", error._tag))
-    if (logsAt(LogLevel.Warning)) {
-      yield* Effect.logWarning(error.message).pipe(
-        Effect.annotateLogs({ component: COMPONENT, attempts })
+    // (Fields typed by construction: no validation.)
+    const report = new ReadinessReport(
+      {
+        pid: process.pid,
+        policy: policy.name,
+        attempts,
+        elapsedMs: yield* elapsed,
+        results: lastInOrder()
+      },
+      true
+    )
+    yield* Metric.update(timeToReady, report.elapsedMs)
+    if (logsAt(LogLevel.Info)) {
+      yield* Effect.logInfo("ready").pipe(
+        Effect.annotateLogs({
+          component: COMPONENT,
+          attempts: report.attempts,
+          elapsedMs: report.elapsedMs
+        })
       )
     }
-    yield* emit(() => ReadinessEvent.Failed({ error }))
-    return yield* Effect.fail(error)
-  }
-
-  // (Fields typed by construction: no validation.)
-  const report = new ReadinessReport(
-    {
-      pid: process.pid,
-      policy: policy.name,
-      attempts,
-      elapsedMs: yield* elapsed,
-      results: lastInOrder()
-    },
-    true
-  )
-  yield* Metric.update(timeToReady, report.elapsedMs)
-  if (logsAt(LogLevel.Info)) {
-    yield* Effect.logInfo("ready").pipe(
-      Effect.annotateLogs({
-        component: COMPONENT,
-        attempts: report.attempts,
-        elapsedMs: report.elapsedMs
-      })
-    )
-  }
-  yield* emit(() => ReadinessEvent.Ready({ report }))
-  return report
+    yield* emit(() => ReadinessEvent.Ready({ report }))
+    return report
+  })
+  return yield* Effect.withParentSpan(finish, span)
 })
 
 /**

@@ -5,7 +5,9 @@
  *
  * @since 0.1.0
  */
-import { Duration, Schedule, Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
 
 /**
  * The same interval between attempts, every time.

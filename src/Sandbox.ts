@@ -14,17 +14,15 @@
  *
  * @since 0.1.0
  */
-import {
-  Duration,
-  Effect,
-  ExecutionStrategy,
-  Exit,
-  Option,
-  Schema,
-  Scope,
-  Stream,
-  SubscriptionRef
-} from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as ContainerProcessManager from "./ContainerProcessManager.js"
 import type { EventSink } from "./DaemonEvent.js"
 import { describe as describeStatus } from "./ProcessStatus.js"

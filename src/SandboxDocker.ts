@@ -7,7 +7,12 @@
  *
  * @since 0.1.0
  */
-import { Chunk, Effect, Redacted, Schema, type Scope, Stream } from "effect"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import type { DockerDaemon } from "./Dockerd.js"
 import type { ProcessHandle, ProcessManagerShape } from "./ProcessManager.js"
 import type { DockerUnavailable } from "./Sandbox.js"

@@ -4,7 +4,14 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Exit, Option, Schema, type Scope } from "effect"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
 import * as Dockerd from "./Dockerd.js"
 import type { DockerdConfig, DockerdConfigInput } from "./DockerdConfig.js"
@@ -99,17 +106,41 @@ export const onFailure = (
  * @since 0.1.0
  * @category supervision
  */
-export const supervise = Effect.fn("Supervisor.supervise", {
-  // Supervision ends by failing (the daemon died); the span's call-site
-  // stack would be formatted on the way from the death to its error.
-  captureStackTrace: false
-})(function* (
+export const supervise = (
   daemon: Dockerd.DockerDaemon,
   liveness: LivenessPolicy = defaultLiveness,
-  options: {
-    readonly onEvent?: EventSink | undefined
-    readonly restarts?: number | undefined
-  } = {}
+  options: SuperviseOptions = {}
+): Effect.Effect<never, SupervisionError> =>
+  // The span is the parent of the checks, logs and events by way of the
+  // driver, not of the supervising fiber's context: that context change
+  // (`Effect.withSpan`, `Effect.fn`) would be frames held by every
+  // supervising fiber for as long as its daemon lives.
+  Effect.useSpan(
+    "Supervisor.supervise",
+    // Supervision ends by failing (the daemon died); the span's call-site
+    // stack would be formatted on the way from the death to its error.
+    { captureStackTrace: false },
+    (span) => watch(span, daemon, liveness, options)
+  )
+
+/**
+ * Options of {@link supervise}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SuperviseOptions {
+  /** Where the supervision's events go (`LivenessFailed`). */
+  readonly onEvent?: EventSink | undefined
+  /** How many times the daemon was restarted before: carried by its errors. */
+  readonly restarts?: number | undefined
+}
+
+const watch = Effect.fnUntraced(function* (
+  span: Tracer.Span,
+  daemon: Dockerd.DockerDaemon,
+  liveness: LivenessPolicy,
+  options: SuperviseOptions
 ) {
   const emit: EventSink = options.onEvent ?? (() => Effect.void)
   const restarts = options.restarts ?? 0
@@ -150,7 +181,7 @@ export const supervise = Effect.fn("Supervisor.supervise", {
   // check; the threshold ends supervision with the last failure. Beside
   // them the daemon's exit is watched; whichever comes first ends
   // supervision and cancels the other.
-  const driver = yield* Driver.make
+  const driver = yield* Driver.within(span)
   const intervalMs = Duration.toMillis(liveness.interval)
   const checkOptions: RunProbe.RunOptions = {
     timeoutFor: () => liveness.timeout,
@@ -190,7 +221,7 @@ export const supervise = Effect.fn("Supervisor.supervise", {
       over = true
       inFlight.cancel()
       stopDeathWatch()
-      resume(effect)
+      resume(Effect.zipRight(driver.shutdown, effect))
     }
     const check = () => {
       if (over) return
@@ -216,12 +247,17 @@ export const supervise = Effect.fn("Supervisor.supervise", {
       daemon.awaitExit
     )
     check()
-    return Effect.sync(() => {
-      over = true
-      inFlight.cancel()
-      stopDeathWatch()
-    })
-  }).pipe(Effect.ensuring(driver.shutdown))
+    // (The driver is shut down here and in `end`, not by an `ensuring`
+    // around the wait: a frame less held by every supervising fiber.)
+    return Effect.zipRight(
+      Effect.sync(() => {
+        over = true
+        inFlight.cancel()
+        stopDeathWatch()
+      }),
+      driver.shutdown
+    )
+  })
 })
 
 /**

@@ -12,7 +12,14 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Layer, Option, type Scope } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import { BinaryNotFound, ProbeFailed, ProbeNotYet } from "./errors.js"
 import * as ExitNotice from "./internal/exitNotice.js"
 import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { ExitStatus, describe } from "./ProcessStatus.js"
 
 const LogTail = Schema.Array(Schema.String)

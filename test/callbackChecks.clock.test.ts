@@ -6,18 +6,16 @@
  * Also the process callbacks the loops take the exit and the output from.
  */
 import { describe, expect, it } from "@effect/vitest"
-import {
-  Cause,
-  Clock,
-  Deferred,
-  Duration,
-  Effect,
-  Either,
-  Exit,
-  Fiber,
-  Stream,
-  TestClock
-} from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
 import type * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import { ProbeNotYet } from "../src/errors.js"

@@ -6,7 +6,13 @@
  * left running in the container.
  */
 import { describe, expect, layer } from "@effect/vitest"
-import { Chunk, Context, Effect, Fiber, Layer, type Scope, Stream } from "effect"
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as ContainerProcessManager from "../src/ContainerProcessManager.js"
 import type { BinaryNotFound, SpawnFailed } from "../src/errors.js"
 import { type ExecOptions, type ProcessHandle, ProcessManager } from "../src/ProcessManager.js"

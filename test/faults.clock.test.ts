@@ -7,7 +7,12 @@
  * its CLI exit code.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Either, Fiber, TestClock } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
+import * as TestClock from "effect/TestClock"
 import { forError } from "../src/cli/ExitCode.js"
 import { diagnose } from "../src/Diagnosis.js"
 import * as Dockerd from "../src/Dockerd.js"

@@ -7,7 +7,12 @@
  * these are that runner's rules too, for effect and callback checks alike.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Exit, Fiber, TestClock } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as TestClock from "effect/TestClock"
 import { ProbeFailed, ProbeNotYet, ProbeTimedOut } from "../src/errors.js"
 import * as Probe from "../src/Probe.js"
 

@@ -3,7 +3,12 @@
  * both presets; each outcome is asserted at its virtual time.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Either, Fiber, TestClock } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
+import * as TestClock from "effect/TestClock"
 import { ProcessManager } from "../src/ProcessManager.js"
 import * as Probe from "../src/Probe.js"
 import { waitUntilReady, type ReadinessEvent } from "../src/Readiness.js"

@@ -25,22 +25,20 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import {
-  Cause,
-  Clock,
-  type Context,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  Logger,
-  LogLevel,
-  Option,
-  Schema,
-  Supervisor,
-  TestClock,
-  TestContext
-} from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as Supervisor from "effect/Supervisor"
+import * as TestClock from "effect/TestClock"
+import * as TestContext from "effect/TestContext"
 import { ExitedBeforeReady, NotReadyByDeadline } from "../src/errors.js"
 import * as Probe from "../src/Probe.js"
 import { ProcessManager, type SignalName } from "../src/ProcessManager.js"

@@ -5,7 +5,10 @@
  */
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, type Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
 import * as DockerEngine from "../src/DockerEngine.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Probe from "../src/Probe.js"

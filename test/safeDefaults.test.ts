@@ -11,18 +11,16 @@
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import {
-  Cause,
-  Duration,
-  Effect,
-  Exit,
-  HashMap,
-  List,
-  Logger,
-  LogLevel,
-  Option,
-  Redacted
-} from "effect"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as HashMap from "effect/HashMap"
+import * as List from "effect/List"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import fc from "fast-check"
 import { parse } from "../src/cli/main.js"
 import type { DaemonEvent } from "../src/DaemonEvent.js"

@@ -4,7 +4,12 @@
  * The host engine, images and registry are set up once for the file.
  */
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Layer, Redacted } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import { pidsMentioning } from "../src/internal/processTree.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Sandbox from "../src/Sandbox.js"

@@ -8,7 +8,11 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { Duration, Effect, type Schedule, ScheduleDecision, ScheduleIntervals } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as SpacingStepper from "../src/internal/spacingStepper.js"
 import {
   ExponentialBackoff,

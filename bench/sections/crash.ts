@@ -16,7 +16,8 @@
  * "still running", so the seed itself never saw a SIGKILL at all.
  */
 import { readFileSync } from "node:fs"
-import { Effect, Either } from "effect"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Dockerd from "../../src/Dockerd.js"
 import * as ReadinessPolicy from "../../src/ReadinessPolicy.js"
 import * as Supervisor from "../../src/Supervisor.js"

@@ -15,7 +15,9 @@
  * which adds the preflight checks.
  */
 import { statSync } from "node:fs"
-import { Duration, Effect, Either } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Dockerd from "../../src/Dockerd.js"
 import * as ReadinessPolicy from "../../src/ReadinessPolicy.js"
 import { isolatedConfig } from "../../test/support/isolated.js"

@@ -9,7 +9,8 @@
  * rounds interleave the policies in a random order so that the machine's
  * load drifts across all of them alike.
  */
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Dockerd from "../../src/Dockerd.js"
 import * as ReadinessPolicy from "../../src/ReadinessPolicy.js"
 import { isolatedConfig } from "../../test/support/isolated.js"

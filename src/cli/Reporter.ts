@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { DaemonEvent } from "../DaemonEvent.js"
 import { formatMillis } from "../internal/duration.js"
 import { describe } from "../ProcessStatus.js"

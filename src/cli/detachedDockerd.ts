@@ -14,7 +14,11 @@
  * @since 0.1.0
  */
 import { constants } from "node:os"
-import { type Duration, Effect, Option, Schedule, Stream } from "effect"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import * as Dockerd from "../Dockerd.js"
 import * as DockerdConfig from "../DockerdConfig.js"
 import type * as DockerEngine from "../DockerEngine.js"

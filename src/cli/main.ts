@@ -7,9 +7,18 @@
  *
  * @since 0.1.0
  */
-import { Command, ValidationError } from "@effect/cli"
-import { NodeContext } from "@effect/platform-node"
-import { Cause, type Console, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option } from "effect"
+import * as Command from "@effect/cli/Command"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as Cause from "effect/Cause"
+import type * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
 import * as LocalProcessManager from "../LocalProcessManager.js"
 import { ExitCode, forError } from "./ExitCode.js"
 import { type CliInputError, InvalidArguments, InvalidUsage } from "./options.js"

@@ -3,8 +3,13 @@
  *
  * @since 0.1.0
  */
-import { type Args, Options } from "@effect/cli"
-import { Duration, Effect, Either, Option, Schema } from "effect"
+import type * as Args from "@effect/cli/Args"
+import * as Options from "@effect/cli/Options"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import { parseDuration } from "../internal/duration.js"
 import { presets, type ReadinessPolicy } from "../ReadinessPolicy.js"
 

@@ -6,8 +6,9 @@
  *
  * @since 0.1.0
  */
-import { Command } from "@effect/cli"
-import { Effect, type Types } from "effect"
+import * as Command from "@effect/cli/Command"
+import * as Effect from "effect/Effect"
+import type * as Types from "effect/Types"
 import { EXIT_CODES_HELP } from "./ExitCode.js"
 
 /**

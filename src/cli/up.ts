@@ -8,8 +8,10 @@
  *
  * @since 0.1.0
  */
-import { Options } from "@effect/cli"
-import { Duration, Effect, Option } from "effect"
+import * as Options from "@effect/cli/Options"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type { DockerdConfigInput } from "../DockerdConfig.js"
 import * as DockerdConfig from "../DockerdConfig.js"
 import type { InvalidConfig } from "../errors.js"

@@ -6,8 +6,12 @@
  *
  * @since 0.1.0
  */
-import { Options } from "@effect/cli"
-import { Effect, Either, Option, ParseResult, Schema } from "effect"
+import * as Options from "@effect/cli/Options"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 import { DaemonEvent } from "../DaemonEvent.js"
 import { toStartError } from "../Dockerd.js"
 import { SocketPath } from "../DockerdConfig.js"

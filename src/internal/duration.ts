@@ -4,7 +4,8 @@
  *
  * @internal
  */
-import { Duration, Either } from "effect"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
 
 const UNIT_MS: Readonly<Record<string, number>> = {
   ns: 1e-6,

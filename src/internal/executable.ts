@@ -7,7 +7,7 @@
 import { constants } from "node:fs"
 import { access, stat } from "node:fs/promises"
 import * as Path from "node:path"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { BinaryNotFound } from "../errors.js"
 
 const isExecutable = (file: string): Promise<boolean> =>

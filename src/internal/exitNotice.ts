@@ -6,7 +6,10 @@
  *
  * @internal
  */
-import { type Cause, Deferred, Effect, Exit } from "effect"
+import type * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type { ProcessHandle } from "../ProcessManager.js"
 import type { ExitStatus } from "../ProcessStatus.js"
 import type { Cancel, Driver } from "./driver.js"

@@ -5,7 +5,9 @@
  * @internal
  */
 import { readFile } from "node:fs/promises"
-import { Effect, Schedule, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import type { ProcessHandle } from "../ProcessManager.js"
 import { Exited, type ExitStatus, Running } from "../ProcessStatus.js"
 

@@ -4,7 +4,10 @@
  *
  * @internal
  */
-import { Deferred, Duration, Effect, Option } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type { SignalName } from "../ProcessManager.js"
 import type { ExitStatus } from "../ProcessStatus.js"
 

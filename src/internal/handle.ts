@@ -5,7 +5,8 @@
  *
  * @internal
  */
-import { Deferred, Effect } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
 import type { ProcessHandle, SignalName } from "../ProcessManager.js"
 import { Running } from "../ProcessStatus.js"
 import type { ExitNotice } from "./exitNotice.js"

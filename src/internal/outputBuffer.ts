@@ -4,7 +4,9 @@
  *
  * @internal
  */
-import { Effect, PubSub, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as PubSub from "effect/PubSub"
+import * as Stream from "effect/Stream"
 
 /** Which pipe a chunk came from. */
 export type OutputSource = "stdout" | "stderr"

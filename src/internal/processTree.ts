@@ -5,7 +5,7 @@
  * @internal
  */
 import { readdir, readFile } from "node:fs/promises"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { isAlive } from "../Preflight.js"
 
 /**

@@ -9,7 +9,11 @@
  *
  * @internal
  */
-import { Duration, Effect, Either, Exit, Option } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import { ProbeTimedOut, type ProbeFailure } from "../errors.js"
 import type * as Probe from "../Probe.js"
 import { type Cancel, type Driver, makeStep } from "./driver.js"

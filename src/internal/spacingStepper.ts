@@ -9,7 +9,7 @@
  *
  * @internal
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import type { RetrySpacing } from "../ReadinessPolicy.js"
 
 /**

@@ -6,7 +6,7 @@
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { existsSync } from "node:fs"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { DockerdConfigInput } from "../../src/DockerdConfig.js"
 import { pidsMentioning } from "../../src/internal/processTree.js"
 

@@ -5,8 +5,12 @@
  *
  * @since 0.1.0
  */
-import { Options } from "@effect/cli"
-import { Duration, Effect, Exit, Option, Schema } from "effect"
+import * as Options from "@effect/cli/Options"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import * as ContainerProcessManager from "../../ContainerProcessManager.js"
 import { DaemonEvent } from "../../DaemonEvent.js"
 import * as DockerEngine from "../../DockerEngine.js"

@@ -5,8 +5,9 @@
  *
  * @since 0.1.0
  */
-import { Args } from "@effect/cli"
-import { Effect, type Scope } from "effect"
+import * as Args from "@effect/cli/Args"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type { ProcessManagerShape } from "../../ProcessManager.js"
 import type { ReadinessPolicy } from "../../ReadinessPolicy.js"
 import * as Sandbox from "../../Sandbox.js"

@@ -4,8 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Args } from "@effect/cli"
-import { Effect } from "effect"
+import * as Args from "@effect/cli/Args"
+import * as Effect from "effect/Effect"
 import * as Shared from "../options.js"
 import * as Planned from "../planned.js"
 import { CommandNotFound } from "./errors.js"

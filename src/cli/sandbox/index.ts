@@ -12,8 +12,8 @@
  *
  * @since 0.1.0
  */
-import { Command } from "@effect/cli"
-import type { Effect } from "effect"
+import * as Command from "@effect/cli/Command"
+import type * as Effect from "effect/Effect"
 import * as Create from "./create.js"
 import * as Docker from "./docker.js"
 import * as Exec from "./exec.js"

@@ -5,8 +5,9 @@
  *
  * @since 0.1.0
  */
-import { Args } from "@effect/cli"
-import { Effect, Option } from "effect"
+import * as Args from "@effect/cli/Args"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type { ReadinessPolicy } from "../../ReadinessPolicy.js"
 import * as Shared from "../options.js"
 

@@ -5,7 +5,8 @@
  * @since 0.1.0
  */
 import { constants } from "node:os"
-import { Effect, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import type { OutputChunk, ProcessHandle } from "../../ProcessManager.js"
 
 /**

@@ -4,7 +4,9 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Option } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as ContainerProcessManager from "../../ContainerProcessManager.js"
 import * as DockerEngine from "../../DockerEngine.js"
 import * as SandboxDocker from "../../SandboxDocker.js"
