@@ -24,8 +24,8 @@ import { spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import * as Http from "node:http"
 import * as Path from "node:path"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
+import { fileURLToPath } from "node:url"
+import { build } from "esbuild"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
@@ -168,12 +168,6 @@ const cpu0 = process.cpuUsage()
 const wall0 = performance.now()
 const heap0 = process.memoryUsage().heapUsed
 let heapAtFirst = 0
-// A full GC on demand, for what the parked waits hold.
-setFlagsFromString("--expose-gc")
-const gc = runInNewContext("gc") as () => void
-gc()
-const held0 = process.memoryUsage().heapUsed
-let heldPerWait = Number.NaN
 const policy = ReadinessPolicy.fast.withDeadline(Duration.seconds(2))
 await quiet(
   Effect.forEach(
@@ -206,11 +200,6 @@ await quiet(
                       firstAttemptsCpu = (cpu.user + cpu.system) / 1000
                       firstAttemptsAt = performance.now() - wall0
                       heapAtFirst = process.memoryUsage().heapUsed - heap0
-                      // Every wait is parked now (its socket never appears).
-                      setImmediate(() => {
-                        gc()
-                        heldPerWait = (process.memoryUsage().heapUsed - held0) / WAITS
-                      })
                     }
                   })
               }
@@ -222,7 +211,48 @@ await quiet(
   )
 )
 console.log(
-  `  ${WAITS} waits at once, to their first attempt: ${Math.round(firstAttemptsAt)} ms wall, CPU ${Math.round((firstAttemptsCpu * 1000) / WAITS)} µs per wait, heap +${Math.round(heapAtFirst / 1024 / WAITS)} KB per wait, held while waiting (after a full GC) ${(heldPerWait / 1024).toFixed(1)} KB per wait`
+  `  ${WAITS} waits at once, to their first attempt: ${Math.round(firstAttemptsAt)} ms wall, CPU ${Math.round((firstAttemptsCpu * 1000) / WAITS)} µs per wait, heap +${Math.round(heapAtFirst / 1024 / WAITS)} KB per wait`
 )
 stub.kill()
 rmSync(root, { recursive: true, force: true })
+
+// The heap a daemon holds while waited for or supervised: bench/heldWorker.ts,
+// bundled as shipped (as the scale section's worker is) and run with plain
+// `node`, a process per mode.
+const heldWorker = fileURLToPath(new URL("./results/.build/heldWorker.mjs", import.meta.url))
+await build({
+  entryPoints: [fileURLToPath(new URL("./heldWorker.ts", import.meta.url))],
+  outfile: heldWorker,
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  packages: "external",
+  logLevel: "error"
+})
+const held = (mode: string) =>
+  new Promise<number>((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ["--expose-gc", heldWorker, mode, fixture("engine-stub.mjs")],
+      {
+        stdio: ["ignore", "pipe", "inherit"]
+      }
+    )
+    let out = ""
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
+    child.on("error", reject)
+    child.on("exit", (code) =>
+      code === 0
+        ? resolve((JSON.parse(out) as { kbPerFiber: number }).kbPerFiber)
+        : reject(new Error(`heldWorker ${mode} exited ${code}`))
+    )
+  })
+const [base, waiting, supervised] = [
+  await held("base"),
+  await held("wait"),
+  await held("supervise")
+]
+console.log(
+  `  heap held per daemon (after a full GC, 1000 at once): its fiber, scope and Engine client ${base.toFixed(1)} KB; waited for ${waiting.toFixed(1)} KB; supervised ${supervised.toFixed(1)} KB`
+)
