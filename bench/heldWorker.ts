@@ -29,16 +29,14 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
-import * as Stream from "effect/Stream"
 import type * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as DockerEngine from "../src/DockerEngine.js"
 import * as Probe from "../src/Probe.js"
-import type { ProcessHandle } from "../src/ProcessManager.js"
-import { Running } from "../src/ProcessStatus.js"
 import { ReadinessReport, waitUntilReady } from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
+import { forever } from "./lib/standIns.js"
 
 const gc = (globalThis as { gc?: () => void }).gc
 if (gc === undefined) throw new Error("run with --expose-gc")
@@ -57,20 +55,16 @@ const stubSocket = Path.join(root, "engine.sock")
 const stub = spawn(process.execPath, [engineStub, stubSocket], {
   stdio: ["ignore", "pipe", "inherit"]
 })
-await new Promise((resolve) => stub.stdout.once("data", resolve))
+// The stand-in and the directory go whatever happens.
+process.on("exit", () => {
+  stub.kill()
+  rmSync(root, { recursive: true, force: true })
+})
+await new Promise((resolve, reject) => {
+  stub.stdout.once("data", resolve)
+  stub.once("exit", (code) => reject(new Error(`the Engine stand-in exited ${code}`)))
+})
 
-/** A process that runs forever and prints nothing; exit and output as listeners. */
-const forever: ProcessHandle = {
-  pid: 1,
-  argv: ["stand-in"],
-  status: Effect.succeed(new Running()),
-  awaitExit: Effect.never,
-  output: Stream.empty,
-  logTail: Effect.succeed([]),
-  signal: () => Effect.succeed(false),
-  unsafeOnExit: () => () => {},
-  unsafeOnOutput: () => () => {}
-}
 const dirs = Array.from({ length: count }, (_, i) => {
   const dir = Path.join(root, String(i))
   mkdirSync(dir)
@@ -128,5 +122,4 @@ await Effect.runPromise(
     yield* Fiber.interruptAll(fibers)
   }).pipe(Logger.withMinimumLogLevel(LogLevel.None))
 )
-stub.kill()
-rmSync(root, { recursive: true, force: true })
+process.exit(0)

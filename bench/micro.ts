@@ -24,22 +24,21 @@ import { spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import * as Http from "node:http"
 import * as Path from "node:path"
-import { fileURLToPath } from "node:url"
-import { build } from "esbuild"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
-import * as Stream from "effect/Stream"
 import * as DockerEngine from "../src/DockerEngine.js"
 import * as Driver from "../src/internal/driver.js"
 import { runProbe } from "../src/internal/runProbe.js"
 import * as Probe from "../src/Probe.js"
 import type { ProcessHandle } from "../src/ProcessManager.js"
-import { Exited, Running } from "../src/ProcessStatus.js"
+import { Exited } from "../src/ProcessStatus.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
+import { bundle } from "./lib/bundle.js"
 import { fixture } from "./lib/helpers.js"
+import { forever } from "./lib/standIns.js"
 
 const N = Number(process.argv[2] ?? 2000)
 const root = mkdtempSync("/tmp/sdb-micro-")
@@ -83,23 +82,6 @@ const bare = (agent: Http.Agent | false) => () =>
     request.on("error", reject)
     request.end()
   })
-
-/**
- * A process that runs forever and prints nothing: waits are about probes
- * here. Its exit and output come as listeners, as from the library's
- * process managers (a wait then holds no fiber on `awaitExit`).
- */
-const forever: ProcessHandle = {
-  pid: 1,
-  argv: ["stand-in"],
-  status: Effect.succeed(new Running()),
-  awaitExit: Effect.never,
-  output: Stream.empty,
-  logTail: Effect.succeed([]),
-  signal: () => Effect.succeed(false),
-  unsafeOnExit: () => () => {},
-  unsafeOnOutput: () => () => {}
-}
 
 /**
  * A process that has already exited (code 1) when the wait starts, as the
@@ -219,17 +201,7 @@ rmSync(root, { recursive: true, force: true })
 // The heap a daemon holds while waited for or supervised: bench/heldWorker.ts,
 // bundled as shipped (as the scale section's worker is) and run with plain
 // `node`, a process per mode.
-const heldWorker = fileURLToPath(new URL("./results/.build/heldWorker.mjs", import.meta.url))
-await build({
-  entryPoints: [fileURLToPath(new URL("./heldWorker.ts", import.meta.url))],
-  outfile: heldWorker,
-  bundle: true,
-  platform: "node",
-  format: "esm",
-  target: "node20",
-  packages: "external",
-  logLevel: "error"
-})
+const heldWorker = await bundle("heldWorker.ts", "heldWorker.mjs")
 const held = (mode: string) =>
   new Promise<number>((resolve, reject) => {
     const child = spawn(

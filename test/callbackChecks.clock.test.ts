@@ -16,31 +16,17 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import type * as Dockerd from "../src/Dockerd.js"
-import * as DockerdConfig from "../src/DockerdConfig.js"
 import { ProbeNotYet } from "../src/errors.js"
 import * as Driver from "../src/internal/driver.js"
 import * as ExitNotice from "../src/internal/exitNotice.js"
 import { makeOutputBuffer } from "../src/internal/outputBuffer.js"
 import * as Probe from "../src/Probe.js"
 import type { ProcessHandle } from "../src/ProcessManager.js"
-import { type ExitStatus, Running, Signaled } from "../src/ProcessStatus.js"
+import { type ExitStatus, Signaled } from "../src/ProcessStatus.js"
 import { ReadinessReport, waitUntilReady } from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
-
-/** A process that lives until `exited` is completed. */
-const processUntil = (exited: Deferred.Deferred<ExitStatus>): ProcessHandle => ({
-  pid: 4242,
-  argv: ["stand-in"],
-  status: Effect.map(Deferred.poll(exited), (done) =>
-    done._tag === "None" ? new Running() : new Signaled({ signal: "SIGKILL" })
-  ),
-  awaitExit: Deferred.await(exited),
-  output: Stream.empty,
-  logTail: Effect.succeed([]),
-  signal: () => Effect.succeed(false)
-})
+import { processUntil, readyDaemon } from "./support/standIns.js"
 
 /**
  * A callback check that records when it starts, answers with `answer(n)` for
@@ -84,32 +70,6 @@ const policy = (
     wakeOnOutput: undefined,
     ...fields
   })
-
-/** A daemon as `Dockerd.start` returns it once ready, on `process`. */
-const readyDaemon = (process: ProcessHandle, liveness: Probe.Check) =>
-  Effect.map(
-    DockerdConfig.decode({ socket: "/nowhere/docker.sock" }),
-    (config): Dockerd.DockerDaemon => ({
-      pid: process.pid,
-      socket: config.socket,
-      config,
-      serverVersion: "test",
-      apiVersion: "1.41",
-      storageDriver: "vfs",
-      timeToReadyMs: 0,
-      report: new ReadinessReport({
-        pid: process.pid,
-        policy: "test",
-        attempts: 1,
-        elapsedMs: 0,
-        results: []
-      }),
-      process,
-      awaitExit: process.awaitExit,
-      liveness,
-      location: "local"
-    })
-  )
 
 /** A socket check that says "not yet" six times, then passes. */
 const readyAtSeventhRun = (now: () => number) =>

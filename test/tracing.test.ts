@@ -14,18 +14,15 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Tracer from "effect/Tracer"
-import type * as Dockerd from "../src/Dockerd.js"
-import * as DockerdConfig from "../src/DockerdConfig.js"
 import { ProbeFailed, ProbeNotYet } from "../src/errors.js"
 import * as Probe from "../src/Probe.js"
-import type { ProcessHandle } from "../src/ProcessManager.js"
-import { type ExitStatus, Running, Signaled } from "../src/ProcessStatus.js"
-import { ReadinessReport, waitUntilReady } from "../src/Readiness.js"
+import { type ExitStatus, Signaled } from "../src/ProcessStatus.js"
+import { waitUntilReady } from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
+import { processUntil, readyDaemon } from "./support/standIns.js"
 
 /** The current tracer, with every span it makes kept in `spans`. */
 const recording = Effect.map(Effect.tracer, (inner) => {
@@ -56,24 +53,17 @@ const recording = Effect.map(Effect.tracer, (inner) => {
   return { tracer, spans, named, parentOf, exitOf, eventsOf }
 })
 
-/** A process that lives until `exited` is completed. */
-const processUntil = (exited: Deferred.Deferred<ExitStatus>): ProcessHandle => ({
-  pid: 4242,
-  argv: ["stand-in"],
-  status: Effect.map(Deferred.poll(exited), (done) =>
-    done._tag === "None" ? new Running() : new Signaled({ signal: "SIGKILL" })
-  ),
-  awaitExit: Deferred.await(exited),
-  output: Stream.empty,
-  logTail: Effect.succeed([]),
-  signal: () => Effect.succeed(false)
-})
-
 const policy = new ReadinessPolicy.ReadinessPolicy({
   ...ReadinessPolicy.fast,
   wakeOnOutput: undefined,
   deadline: Duration.seconds(10)
 })
+
+/** An effect check that is never ready. */
+const neverReady = Probe.make(
+  "engine",
+  Effect.fail(new ProbeNotYet({ probe: "engine", reason: "not yet" }))
+)
 
 describe("spans", () => {
   it.effect(
@@ -120,11 +110,7 @@ describe("spans", () => {
     Effect.gen(function* () {
       const trace = yield* recording
       const exited = yield* Deferred.make<ExitStatus>()
-      const never = Probe.make(
-        "engine",
-        Effect.fail(new ProbeNotYet({ probe: "engine", reason: "not yet" }))
-      )
-      const fiber = yield* waitUntilReady(processUntil(exited), never, policy).pipe(
+      const fiber = yield* waitUntilReady(processUntil(exited), neverReady, policy).pipe(
         Effect.withSpan("caller"),
         Effect.withTracer(trace.tracer),
         Effect.either,
@@ -145,11 +131,7 @@ describe("spans", () => {
     Effect.gen(function* () {
       const trace = yield* recording
       const exited = yield* Deferred.make<ExitStatus>()
-      const never = Probe.make(
-        "engine",
-        Effect.fail(new ProbeNotYet({ probe: "engine", reason: "not yet" }))
-      )
-      const fiber = yield* waitUntilReady(processUntil(exited), never, policy).pipe(
+      const fiber = yield* waitUntilReady(processUntil(exited), neverReady, policy).pipe(
         Effect.withTracer(trace.tracer),
         Effect.fork
       )
@@ -172,27 +154,7 @@ describe("spans", () => {
           "liveness",
           Effect.fail(new ProbeFailed({ probe: "liveness", reason: "down" }))
         )
-        const config = yield* DockerdConfig.decode({ socket: "/nowhere/docker.sock" })
-        const daemon: Dockerd.DockerDaemon = {
-          pid: process.pid,
-          socket: config.socket,
-          config,
-          serverVersion: "test",
-          apiVersion: "1.41",
-          storageDriver: "vfs",
-          timeToReadyMs: 0,
-          report: new ReadinessReport({
-            pid: process.pid,
-            policy: "test",
-            attempts: 1,
-            elapsedMs: 0,
-            results: []
-          }),
-          process,
-          awaitExit: process.awaitExit,
-          liveness,
-          location: "local"
-        }
+        const daemon = yield* readyDaemon(process, liveness)
         const fiber = yield* Supervisor.supervise(daemon, Supervisor.defaultLiveness, {
           onEvent: (event) => Effect.withSpan(Effect.void, `sink ${event._tag}`)
         }).pipe(

@@ -19,9 +19,8 @@
  * it, not through the TypeScript loader. Rounds run the cases in a random
  * order, so the machine's drift reaches all alike.
  */
-import { mkdirSync, writeFileSync } from "node:fs"
-import { fileURLToPath } from "node:url"
-import { build } from "esbuild"
+import { writeFileSync } from "node:fs"
+import { BUILD_DIR, bundle } from "../lib/bundle.js"
 import { onLines, startHelper } from "../lib/helpers.js"
 import { round, summarize, type Summary } from "../lib/stats.js"
 
@@ -33,8 +32,6 @@ export interface LoadCase {
   readonly wallMs: Summary
   readonly rssMb: Summary
 }
-
-const BUILD_DIR = fileURLToPath(new URL("../results/.build/", import.meta.url))
 
 /**
  * A module that loads `target` (a module specifier or a file) and prints its
@@ -69,25 +66,10 @@ const once = (file: string) =>
 
 /** Measures every case `runs` times, interleaved. */
 export const run = async (runs: number, log: (line: string) => void) => {
-  mkdirSync(BUILD_DIR, { recursive: true })
-  const bundle = async (entry: string, out: string, packages?: "external") => {
-    const outfile = `${BUILD_DIR}${out}`
-    await build({
-      entryPoints: [fileURLToPath(new URL(entry, import.meta.url))],
-      outfile,
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      ...(packages === undefined ? {} : { packages }),
-      logLevel: "error"
-    })
-    return outfile
-  }
-  const library = await bundle("../../src/index.ts", "library.mjs", "external")
+  const library = await bundle("../src/index.ts", "library.mjs")
   // As `npm run build` makes it, and as it was before that bundled it.
-  const cli = await bundle("../../bin/sandbox-docker.ts", "cli.mjs")
-  const cliUnbundled = await bundle("../../bin/sandbox-docker.ts", "cli-modules.mjs", "external")
+  const cli = await bundle("../bin/sandbox-docker.ts", "cli.mjs", "bundled")
+  const cliUnbundled = await bundle("../bin/sandbox-docker.ts", "cli-modules.mjs")
   const cases: ReadonlyArray<{ name: string; source: string }> = [
     { name: "node alone", source: loader(undefined) },
     { name: 'Effect, its barrel ("effect")', source: loader("effect") },

@@ -9,9 +9,7 @@
  * floor (bench/lib/handWritten.ts: the same work in plain callbacks), so
  * that the library's figures read beside what the machine does at all.
  */
-import { mkdirSync } from "node:fs"
-import { fileURLToPath } from "node:url"
-import { build } from "esbuild"
+import { bundle } from "../lib/bundle.js"
 import { fixture, onLines, startHelper } from "../lib/helpers.js"
 import { round, type Summary } from "../lib/stats.js"
 
@@ -47,8 +45,6 @@ export interface ScaleSummary {
   readonly speedMs: number
 }
 
-const BUILD_DIR = fileURLToPath(new URL("../results/.build/", import.meta.url))
-
 /**
  * Runs `count` fake daemons for `seconds` s under one supervising process,
  * `trials` times in a row, each with the library and then the hand-written
@@ -64,18 +60,7 @@ export const run = async (
   log: (line: string) => void,
   trials = 1
 ) => {
-  mkdirSync(BUILD_DIR, { recursive: true })
-  const outfile = `${BUILD_DIR}scaleWorker.mjs`
-  await build({
-    entryPoints: [fileURLToPath(new URL("../scaleWorker.ts", import.meta.url))],
-    outfile,
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    packages: "external",
-    logLevel: "error"
-  })
+  const outfile = await bundle("scaleWorker.ts", "scaleWorker.mjs")
   const all: Array<ScaleSummary> = []
   for (let trial = 1; trial <= trials; trial++) {
     for (const mode of ["library", "hand-written"] as const) {
