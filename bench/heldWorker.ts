@@ -36,6 +36,7 @@ import * as Probe from "../src/Probe.js"
 import { ReadinessReport, waitUntilReady } from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
+import { scratchRoot } from "./lib/helpers.js"
 import { forever } from "./lib/standIns.js"
 
 const gc = (globalThis as { gc?: () => void }).gc
@@ -50,7 +51,7 @@ const heldNow = () => {
 const mode = process.argv[2] ?? "wait"
 const engineStub = process.argv[3] ?? ""
 const count = Number(process.argv[4] ?? 1000)
-const root = mkdtempSync(Path.join("/dev/shm", "sdb-held-"))
+const root = mkdtempSync(Path.join(scratchRoot(), "sdb-held-"))
 const stubSocket = Path.join(root, "engine.sock")
 const stub = spawn(process.execPath, [engineStub, stubSocket], {
   stdio: ["ignore", "pipe", "inherit"]

@@ -37,11 +37,11 @@ import { Exited } from "../src/ProcessStatus.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import { bundle } from "./lib/bundle.js"
-import { fixture } from "./lib/helpers.js"
+import { fixture, scratchRoot } from "./lib/helpers.js"
 import { forever } from "./lib/standIns.js"
 
 const N = Number(process.argv[2] ?? 2000)
-const root = mkdtempSync("/tmp/sdb-micro-")
+const root = mkdtempSync(Path.join(scratchRoot(), "sdb-micro-"))
 const socket = Path.join(root, "engine.sock")
 const stub = spawn(process.execPath, [fixture("engine-stub.mjs"), socket], {
   stdio: ["ignore", "pipe", "inherit"]

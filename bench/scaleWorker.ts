@@ -33,16 +33,7 @@
  * and the load put on the fakes (connections and requests per daemon, as
  * the hosts count them).
  */
-import {
-  accessSync,
-  constants,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync
-} from "node:fs"
-import { tmpdir } from "node:os"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -63,7 +54,7 @@ import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
 import { now, sleep } from "./lib/clock.js"
 import { watchDaemon } from "./lib/handWritten.js"
-import { killHelpers, onLines, startHelper, uniform } from "./lib/helpers.js"
+import { killHelpers, onLines, scratchRoot, startHelper, uniform } from "./lib/helpers.js"
 import { round, summarize } from "./lib/stats.js"
 
 const HOSTS = 2
@@ -111,25 +102,9 @@ interface Outcome {
 /** Who watches the fakes: the library, or the hand-written floor. */
 type Mode = "library" | "hand-written"
 
-/**
- * Where the fakes' directories go: a tmpfs when there is one (`/dev/shm`),
- * as `/run`, where dockerd's socket usually lives, is on most systems. On
- * these machines a disk directory that has seen many files come and go
- * (`/tmp`) takes ~0.8 ms of CPU per `mkdir` or socket `bind`: a second of
- * the hosts' CPU that the watchers' measurement would carry.
- */
-const fakesRoot = (): string => {
-  try {
-    accessSync("/dev/shm", constants.W_OK)
-    return "/dev/shm"
-  } catch {
-    return tmpdir()
-  }
-}
-
 /** Runs `count` fakes for `seconds` seconds. */
 const run = async (count: number, seconds: number, fakeHost: string, mode: Mode) => {
-  const root = mkdtempSync(Path.join(fakesRoot(), "sdb-scale-"))
+  const root = mkdtempSync(Path.join(scratchRoot(), "sdb-scale-"))
   const dirs = Array.from({ length: count }, (_, i) => {
     const dir = Path.join(root, String(i))
     mkdirSync(dir)
