@@ -37,7 +37,7 @@ import { Exited } from "../src/ProcessStatus.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import { bundle } from "./lib/bundle.js"
-import { fixture, scratchRoot } from "./lib/helpers.js"
+import { fixture, scratchRoot, workerResult } from "./lib/helpers.js"
 import { forever } from "./lib/standIns.js"
 
 const N = Number(process.argv[2] ?? 2000)
@@ -203,23 +203,10 @@ rmSync(root, { recursive: true, force: true })
 // `node`, a process per mode.
 const heldWorker = await bundle("heldWorker.ts", "heldWorker.mjs")
 const held = (mode: string) =>
-  new Promise<number>((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ["--expose-gc", heldWorker, mode, fixture("engine-stub.mjs")],
-      {
-        stdio: ["ignore", "pipe", "inherit"]
-      }
-    )
-    let out = ""
-    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
-    child.on("error", reject)
-    child.on("exit", (code) =>
-      code === 0
-        ? resolve((JSON.parse(out) as { kbPerFiber: number }).kbPerFiber)
-        : reject(new Error(`heldWorker ${mode} exited ${code}`))
-    )
-  })
+  workerResult<{ kbPerFiber: number }>(
+    [process.execPath, "--expose-gc", heldWorker, mode, fixture("engine-stub.mjs")],
+    `heldWorker ${mode}`
+  ).then((result) => result.kbPerFiber)
 const [base, waiting, supervised] = [
   await held("base"),
   await held("wait"),

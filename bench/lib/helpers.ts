@@ -86,6 +86,24 @@ export const onLines = (child: ChildProcess, handle: (line: string) => void): vo
   createInterface({ input: child.stdout }).on("line", handle)
 }
 
+/**
+ * Runs a worker (a helper process, `argv` as for {@link startHelper}) to its
+ * end and resolves with what it printed as its result: the last stdout line
+ * that is a JSON object. Rejects, naming `what`, if it printed none.
+ */
+export const workerResult = <A>(argv: readonly [string, ...Array<string>], what: string) =>
+  new Promise<A>((resolve, reject) => {
+    const child = startHelper(argv)
+    let result: A | undefined
+    onLines(child, (line) => {
+      if (line.startsWith("{")) result = JSON.parse(line) as A
+    })
+    child.on("error", reject)
+    child.on("exit", (code) =>
+      result === undefined ? reject(new Error(`${what} exited ${code}`)) : resolve(result)
+    )
+  })
+
 /** What the oracle saw, in epoch milliseconds (null: never). */
 export interface OracleResult {
   readonly okAt: number | null

@@ -8,7 +8,7 @@
  */
 import { fileURLToPath } from "node:url"
 import { mkdtempSync, rmSync } from "node:fs"
-import { onLines, startHelper } from "../lib/helpers.js"
+import { workerResult } from "../lib/helpers.js"
 import { round } from "../lib/stats.js"
 
 /** What one worker measured. */
@@ -42,30 +42,13 @@ export const CASES: ReadonlyArray<Pick<CostRun, "probe" | "scenario" | "policy">
 const measure = (
   one: Pick<CostRun, "probe" | "scenario" | "policy">,
   seconds: number
-): Promise<CostRun> =>
-  new Promise((resolve, reject) => {
-    const dir = mkdtempSync("/tmp/sdb-cost-")
-    const child = startHelper([
-      TSX,
-      WORKER,
-      one.probe,
-      one.scenario,
-      one.policy,
-      String(seconds),
-      dir
-    ])
-    let result: CostRun | undefined
-    onLines(child, (line) => {
-      if (line.startsWith("{")) result = JSON.parse(line) as CostRun
-    })
-    child.on("error", reject)
-    child.on("exit", (code) => {
-      rmSync(dir, { recursive: true, force: true })
-      if (result === undefined)
-        reject(new Error(`cost worker ${JSON.stringify(one)} exited ${code}`))
-      else resolve(result)
-    })
-  })
+): Promise<CostRun> => {
+  const dir = mkdtempSync("/tmp/sdb-cost-")
+  return workerResult<CostRun>(
+    [TSX, WORKER, one.probe, one.scenario, one.policy, String(seconds), dir],
+    `cost worker ${JSON.stringify(one)}`
+  ).finally(() => rmSync(dir, { recursive: true, force: true }))
+}
 
 /** Runs every case for `seconds`, side by side. */
 export const run = async (seconds: number, log: (line: string) => void) => {

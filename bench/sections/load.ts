@@ -21,7 +21,7 @@
  */
 import { writeFileSync } from "node:fs"
 import { BUILD_DIR, bundle } from "../lib/bundle.js"
-import { onLines, startHelper } from "../lib/helpers.js"
+import { workerResult } from "../lib/helpers.js"
 import { round, summarize, type Summary } from "../lib/stats.js"
 
 /** One case's figures over its runs. */
@@ -52,17 +52,7 @@ ${target === undefined ? "" : `process.argv.push(...${JSON.stringify(argv)})\naw
 
 /** Runs one case once in a fresh process. */
 const once = (file: string) =>
-  new Promise<{ cpuMs: number; wallMs: number; rssMb: number }>((resolve, reject) => {
-    const child = startHelper([process.execPath, file])
-    let result: { cpuMs: number; wallMs: number; rssMb: number } | undefined
-    onLines(child, (line) => {
-      if (line.startsWith('{"cpuMs"')) result = JSON.parse(line)
-    })
-    child.on("error", reject)
-    child.on("exit", (code) =>
-      result === undefined ? reject(new Error(`${file} exited ${code}`)) : resolve(result)
-    )
-  })
+  workerResult<{ cpuMs: number; wallMs: number; rssMb: number }>([process.execPath, file], file)
 
 /** Measures every case `runs` times, interleaved. */
 export const run = async (runs: number, log: (line: string) => void) => {

@@ -10,7 +10,7 @@
  * that the library's figures read beside what the machine does at all.
  */
 import { bundle } from "../lib/bundle.js"
-import { fixture, onLines, startHelper } from "../lib/helpers.js"
+import { fixture, workerResult } from "../lib/helpers.js"
 import { round, type Summary } from "../lib/stats.js"
 
 /** What the worker measured. */
@@ -64,24 +64,10 @@ export const run = async (
   const all: Array<ScaleSummary> = []
   for (let trial = 1; trial <= trials; trial++) {
     for (const mode of ["library", "hand-written"] as const) {
-      const summary = await new Promise<ScaleSummary>((resolve, reject) => {
-        const child = startHelper([
-          process.execPath,
-          outfile,
-          String(count),
-          String(seconds),
-          fixture("fake-host.mjs"),
-          mode
-        ])
-        let result: ScaleSummary | undefined
-        onLines(child, (line) => {
-          if (line.startsWith("{")) result = JSON.parse(line) as ScaleSummary
-        })
-        child.on("error", reject)
-        child.on("exit", (code) =>
-          result === undefined ? reject(new Error(`scale worker exited ${code}`)) : resolve(result)
-        )
-      })
+      const summary = await workerResult<ScaleSummary>(
+        [process.execPath, outfile, String(count), String(seconds), fixture("fake-host.mjs"), mode],
+        "scale worker"
+      )
       all.push(summary)
       log(
         `  scale trial ${trial}/${trials}, ${mode}, ${summary.daemons} daemons: ${summary.ready} ready, peak RSS ${summary.peakRssMb} MB (baseline ${summary.baselineRssMb} MB), heap ${summary.peakHeapMb} MB, overhead p50 ${round(summary.overheadMs.p50)} p99 ${round(summary.overheadMs.p99)} ms, deaths seen after p50 ${round(summary.deathDetectionMs.p50)} p99 ${round(summary.deathDetectionMs.p99)} ms, ${summary.eventsPerSecond} events/s, CPU ${summary.cpuPercentOfCore}% of a core, fakes late p99 ${round(summary.hostLateMs.p99)} ms, load per daemon ${summary.hostLoad === null ? "?" : `${summary.hostLoad.connectionsPerDaemon} connections ${summary.hostLoad.requestsPerDaemon} requests`}, speed ${summary.speedMs} ms`

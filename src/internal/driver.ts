@@ -100,19 +100,7 @@ const liveSchedule = (millis: number, task: () => void): Cancel => {
   return () => clearTimeout(handle)
 }
 
-/**
- * A driver for the calling fiber.
- */
-export const make: Effect.Effect<Driver> = Effect.suspend(() => makeWithin(undefined))
-
-/**
- * A driver for the calling fiber whose effects run as children of `span`,
- * which need not be the fiber's own: a loop that keeps its span here
- * rather than in the waiting fiber's context spares that fiber the frames
- * of a context change for as long as it waits (~3 KB per waiting fiber).
- */
-export const within = (span: Tracer.AnySpan): Effect.Effect<Driver> => makeWithin(span)
-
+/** A driver for the calling fiber; with `span`, the parent of what it runs. */
 const makeWithin = (span: Tracer.AnySpan | undefined): Effect.Effect<Driver> =>
   Effect.gen(function* () {
     const own = yield* Effect.runtime<never>()
@@ -201,3 +189,16 @@ const makeWithin = (span: Tracer.AnySpan | undefined): Effect.Effect<Driver> =>
       })
     }
   })
+
+/**
+ * A driver for the calling fiber.
+ */
+export const make: Effect.Effect<Driver> = makeWithin(undefined)
+
+/**
+ * A driver for the calling fiber whose effects run as children of `span`,
+ * which need not be the fiber's own: a loop that keeps its span here
+ * rather than in the waiting fiber's context spares that fiber the frames
+ * of a context change for as long as it waits (~3 KB per waiting fiber).
+ */
+export const within = (span: Tracer.AnySpan): Effect.Effect<Driver> => makeWithin(span)
