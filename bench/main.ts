@@ -194,18 +194,13 @@ if (ttr !== undefined) {
   const fast = s.policies.find((p) => p.policy === "fast")
   if (fast !== undefined) {
     lines.push(
-      `Where fast's time goes, run by run (p50 / p90 ms): its own \`/_ping\` answered ${signed(fast.pingMinusOracle.p50)} / ${signed(fast.pingMinusOracle.p90)} after the oracle's; the daemon then takes ${ms(fast.infoAfterPing.p50)} / ${ms(fast.infoAfterPing.p90)} to answer \`/info\`; ready comes ${signed(fast.minusOracleInfo.p50)} / ${signed(fast.minusOracleInfo.p90)} after the oracle's own \`/info\` (sent at its first ping OK).`,
+      `Where fast's time goes, run by run (p50 / p90 ms): its own \`/_ping\` answered ${signed(fast.pingMinusOracle.p50)} / ${signed(fast.pingMinusOracle.p90)} after the oracle's; containerd's version service then answered in ${ms(fast.containerdAfterPing.p50)} / ${ms(fast.containerdAfterPing.p90)}. The oracle's \`/info\`, sent at its first ping OK (the check before containerd was asked directly), took ${ms(s.oracleInfoAfterPing.p50)} / ${ms(s.oracleInfoAfterPing.p90)}; ready comes ${signed(fast.minusOracleInfo.p50)} / ${signed(fast.minusOracleInfo.p90)} after that \`/info\` answer.`,
       ""
     )
     goals.push({
       goal: "median time to ready within 5 ms of the oracle (`/_ping`)",
       measured: `${signed(fast.minusOracle.p50)} ms`,
       met: within(fast.minusOracle.p50, 5)
-    })
-    goals.push({
-      goal: "… of the oracle's `/info` (the full readiness check)",
-      measured: `${signed(fast.minusOracleInfo.p50)} ms`,
-      met: within(fast.minusOracleInfo.p50, 5)
     })
   }
 }

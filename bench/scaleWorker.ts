@@ -17,9 +17,11 @@
  * starting, 20% die 0.5-3 s after they serve; the rest live to the end.
  *
  * Here each fake gets what a real daemon gets: its own Engine client, the
- * probes `Dockerd.start` uses (socket file, `/_ping`, `/info`) under
- * `waitUntilReady` with the fast policy, then `Supervisor.supervise` with the
- * default liveness (a `/_ping` every second). The ProcessHandle of a fake is
+ * probes `Dockerd.start` uses (socket file, `/_ping`, then `/info` where
+ * `Dockerd.start` asks containerd's own socket: the fakes have no
+ * containerd, and `/info` is what that check falls back to) under
+ * `waitUntilReady` with the fast policy, then `Supervisor.supervise` with
+ * the default liveness policy (one check a second, here a `/_ping`). The ProcessHandle of a fake is
  * minimal: this process plays the process manager, and a fake's "die" line
  * from its host is its exit.
  *

@@ -16,13 +16,15 @@ import type * as Scope from "effect/Scope"
 import { stackless } from "./internal/stackless.js"
 
 /**
- * The answer to `GET /_ping`: the body `OK` and the API version header.
+ * The answer to `GET /_ping`: the body `OK`, the API version header and
+ * the Engine's version from its `Server` header (`Docker/20.10.24 (linux)`).
  *
  * @since 0.1.0
  * @category models
  */
 export class PingAnswer extends Schema.Class<PingAnswer>("PingAnswer")({
-  apiVersion: Schema.optional(Schema.String)
+  apiVersion: Schema.optional(Schema.String),
+  serverVersion: Schema.optional(Schema.String)
 }) {}
 
 /**
@@ -175,6 +177,7 @@ const MAX_ANSWER_BYTES = 16 * 1024 * 1024
 interface RawAnswer {
   readonly status: number
   readonly apiVersion: string | undefined
+  readonly server: string | undefined
   readonly body: string
 }
 
@@ -246,10 +249,12 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
           })
           response.on("end", () => {
             const header = response.headers["api-version"]
+            const server = response.headers["server"]
             settle(
               Either.right({
                 status: response.statusCode ?? 0,
                 apiVersion: typeof header === "string" ? header : undefined,
+                server: typeof server === "string" ? server : undefined,
                 body: Buffer.concat(chunks).toString("utf8")
               })
             )
@@ -351,7 +356,12 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
 
     const readPing = (answer: RawAnswer): Either.Either<PingAnswer, EngineError> =>
       answer.body.trim() === "OK"
-        ? Either.right(new PingAnswer({ apiVersion: answer.apiVersion }, true))
+        ? Either.right(
+            new PingAnswer(
+              { apiVersion: answer.apiVersion, serverVersion: engineVersion(answer.server) },
+              true
+            )
+          )
         : Either.left(
             new EngineBadAnswer({
               socket,
@@ -404,6 +414,10 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
       upgrade: (path, body) => upgrade(socket, path, body)
     }
   })
+
+/** The version in a `Server: Docker/20.10.24+dfsg1 (linux)` header. */
+const engineVersion = (server: string | undefined): string | undefined =>
+  server === undefined ? undefined : /^Docker\/(\S+)/.exec(server)?.[1]
 
 const describe = (error: unknown): string =>
   error instanceof Error ? error.message : typeof error === "string" ? error : String(error)

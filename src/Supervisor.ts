@@ -183,34 +183,28 @@ const watch = Effect.fnUntraced(function* (
   // supervision and cancels the other.
   const driver = yield* Driver.within(span)
   const intervalMs = Duration.toMillis(liveness.interval)
-  const checkOptions: RunProbe.RunOptions = {
-    timeoutFor: () => liveness.timeout,
-    onOutcome: (outcome) => {
-      if (outcome._tag === "ProbeSucceeded") {
-        consecutive = 0
-        return undefined
-      }
-      consecutive += 1
-      const reached = consecutive
-      return Effect.zipRight(
-        Effect.logWarning("liveness check failed").pipe(
-          Effect.annotateLogs({
-            component: "supervisor",
-            consecutive: reached,
-            reason: outcome.message
-          })
-        ),
-        emit(
-          DaemonEvent.LivenessFailed({
-            pid: daemon.pid,
-            consecutive: reached,
-            threshold: liveness.failureThreshold,
-            reason: outcome.message
-          })
-        )
+  // Counted per run of the probe, not per check: a liveness probe of
+  // several checks (`/_ping`, then containerd) whose first passes and
+  // second fails has failed once.
+  const checkOptions: RunProbe.RunOptions = { timeoutFor: () => liveness.timeout }
+  const reportFailure = (failure: ProbeFailure, reached: number) =>
+    Effect.zipRight(
+      Effect.logWarning("liveness check failed").pipe(
+        Effect.annotateLogs({
+          component: "supervisor",
+          consecutive: reached,
+          reason: failure.message
+        })
+      ),
+      emit(
+        DaemonEvent.LivenessFailed({
+          pid: daemon.pid,
+          consecutive: reached,
+          threshold: liveness.failureThreshold,
+          reason: failure.message
+        })
       )
-    }
-  }
+    )
   return yield* Effect.async<never, SupervisionError>((resume) => {
     let over = false
     // The check or the spacing timer in flight.
@@ -227,14 +221,23 @@ const watch = Effect.fnUntraced(function* (
       if (over) return
       inFlight.start(() => RunProbe.runProbe(daemon.liveness, driver, checkOptions, settled))
     }
+    const next = () => inFlight.start(() => driver.schedule(intervalMs, check))
     const settled = (result: RunProbe.RunResult) => {
-      if (Exit.isFailure(result)) {
-        const failure = Cause.failureOption(result.cause)
-        // A defect of the check (or its own interruption) ends supervision with it.
-        if (Option.isNone(failure)) return end(Effect.failCause(result.cause as Cause.Cause<never>))
-        if (consecutive >= liveness.failureThreshold) return end(unhealthy(failure.value))
+      if (Exit.isSuccess(result)) {
+        consecutive = 0
+        return next()
       }
-      inFlight.start(() => driver.schedule(intervalMs, check))
+      const failure = Cause.failureOption(result.cause)
+      // A defect of the check (or its own interruption) ends supervision with it.
+      if (Option.isNone(failure)) return end(Effect.failCause(result.cause as Cause.Cause<never>))
+      consecutive += 1
+      const reached = consecutive
+      // The failure is logged and reported before the next check, or the end.
+      inFlight.start(() =>
+        driver.run(reportFailure(failure.value, reached), () =>
+          reached >= liveness.failureThreshold ? end(unhealthy(failure.value)) : next()
+        )
+      )
     }
     // (A daemon that already died ends supervision right here.) By the
     // manager's callback, or a fiber on `awaitExit` for any other handle

@@ -6,6 +6,8 @@
  */
 
 /** @since 0.1.0 */
+export * as Containerd from "./Containerd.js"
+/** @since 0.1.0 */
 export * as DaemonEvent from "./DaemonEvent.js"
 /** @since 0.1.0 */
 export * as Diagnosis from "./Diagnosis.js"

@@ -245,6 +245,49 @@ describe("callback checks under TestClock", () => {
         expect(liveness.state.cancelled).toBe(3)
       })
   )
+
+  it.effect(
+    "liveness of several checks: a run counts once, whichever check fails, and a passing first check does not reset the count",
+    () =>
+      Effect.gen(function* () {
+        const exited = yield* Deferred.make<ExitStatus>()
+        const now = yield* testTime
+        const process = processUntil(exited)
+        // `/_ping` always answers; containerd answers twice, then hangs.
+        const ping = scripted("ping", now, () => Either.right("OK"))
+        const containerd = scripted("containerd", now, (run) =>
+          run < 2 ? Either.right("1.6") : undefined
+        )
+        const daemon = yield* readyDaemon(process, Probe.all([ping.check, containerd.check]))
+        const failures: Array<[number, number]> = []
+        const fiber = yield* Effect.fork(
+          Effect.either(
+            Supervisor.supervise(daemon, Supervisor.defaultLiveness, {
+              onEvent: (event) =>
+                event._tag === "LivenessFailed"
+                  ? Effect.flatMap(Clock.currentTimeMillis, (at) =>
+                      Effect.sync(() => failures.push([at, event.consecutive]))
+                    )
+                  : Effect.void
+            })
+          )
+        )
+        yield* TestClock.adjust("1 minute")
+        expect(failures).toEqual([
+          [4000, 1],
+          [7000, 2],
+          [10000, 3]
+        ])
+        const outcome = yield* Fiber.join(fiber)
+        expect(Either.isLeft(outcome) && outcome.left).toMatchObject({
+          _tag: "DaemonUnhealthy",
+          consecutiveFailures: 3,
+          lastFailure: { _tag: "ProbeTimedOut", probe: "containerd" }
+        })
+        expect(ping.state.runs).toEqual([0, 1000, 2000, 5000, 8000])
+        expect(containerd.state.inFlight).toBe(0)
+      })
+  )
 })
 
 describe("output wake-ups", () => {

@@ -12,6 +12,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
+import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import type { ProcessManager } from "../src/ProcessManager.js"
@@ -41,6 +42,29 @@ const withDir = <A, E>(body: (dir: string) => Effect.Effect<A, E, ProcessManager
   })
 
 describe.skipIf(!real)("Dockerd on a real daemon", () => {
+  it.live(
+    "at log level warn (no `Docker daemon` line to read) the storage driver comes from the data-root; the versions from /_ping",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          const config = isolatedConfig(dir, { extraArgs: ["--log-level=warn"] })
+          const daemon = yield* Dockerd.start(config)
+          const tail = yield* daemon.process.logTail
+          expect(tail.some((line) => line.includes("Docker daemon"))).toBe(false)
+          const info = yield* Effect.promise(() =>
+            run("docker", [
+              "-H",
+              `unix://${config.socket}`,
+              "info",
+              "--format",
+              "{{.ServerVersion}} {{.Driver}}"
+            ])
+          )
+          expect(`${daemon.serverVersion} ${daemon.storageDriver}`).toBe(info.stdout.trim())
+        })
+      )
+  )
+
   it.live("starts, reports, serves a real client, and leaves nothing behind", () =>
     withDir((dir) =>
       Effect.gen(function* () {
@@ -56,18 +80,26 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
             expect(daemon.report.results.map((r) => [r.probe, r._tag])).toEqual([
               ["socket", "ProbeSucceeded"],
               ["ping", "ProbeSucceeded"],
-              ["info", "ProbeSucceeded"]
+              ["containerd", "ProbeSucceeded"]
             ])
+            // containerd was asked at the address dockerd's rules give (no
+            // fallback to `/info`), and the versions came from `/_ping` and
+            // dockerd's log; `docker info` agrees with them.
+            expect(daemon.report.resultOf("containerd")).toBeInstanceOf(
+              Containerd.ContainerdVersion
+            )
             const info = yield* Effect.promise(() =>
               run("docker", [
                 "-H",
                 `unix://${config.socket}`,
                 "info",
                 "--format",
-                "{{.ServerVersion}}"
+                "{{.ServerVersion}} {{.Driver}} {{.ContainerdCommit.ID}}"
               ])
             )
-            expect(info.stdout.trim()).toBe(daemon.serverVersion)
+            expect(info.stdout.trim()).toBe(
+              `${daemon.serverVersion} ${daemon.storageDriver} ${(daemon.report.resultOf("containerd") as Containerd.ContainerdVersion).revision}`
+            )
             // A container from a tiny image made from Debian's busybox-static.
             yield* Effect.promise(() => importBusybox(dir, config.socket as string))
             const hello = yield* Effect.promise(() =>

@@ -22,10 +22,12 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type { DaemonEvent } from "../src/DaemonEvent.js"
+import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
 import { mountEntriesUnder, pidsMentioning, readPidfile } from "../src/internal/processTree.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import type { ProcessManager } from "../src/ProcessManager.js"
+import * as Probe from "../src/Probe.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
 import { hasDockerd, isolatedConfig, removeDir, tempDir } from "./support/isolated.js"
@@ -437,6 +439,12 @@ describe.skipIf(!real || !root)("fault matrix on a real daemon", () => {
           )
           expect(fresh).not.toBe(old)
           expect(yield* infoAnswers(daemon.socket)).toBe(true)
+          // The liveness probe's containerd client reconnects to the new
+          // containerd (no fallback to `/info`).
+          const checked = yield* Probe.run(daemon.liveness, {
+            timeoutFor: () => Duration.seconds(2)
+          })
+          expect(checked.at(-1)?.value).toBeInstanceOf(Containerd.ContainerdVersion)
           // Three more liveness rounds.
           yield* Effect.sleep("3 seconds")
           expect(Option.isNone(yield* Fiber.poll(supervision))).toBe(true)
@@ -446,7 +454,7 @@ describe.skipIf(!real || !root)("fault matrix on a real daemon", () => {
   )
 
   it.live(
-    "containerd SIGSTOPped alone after ready: /_ping OK but /info hangs: DaemonUnhealthy; the stop (dockerd waits for containerd) is cut by the grace",
+    "containerd SIGSTOPped alone after ready: /_ping OK but containerd (and /info) hangs: DaemonUnhealthy; the stop (dockerd waits for containerd) is cut by the grace",
     () =>
       withDir((dir) =>
         Effect.gen(function* () {
@@ -468,7 +476,7 @@ describe.skipIf(!real || !root)("fault matrix on a real daemon", () => {
           expect(error).toMatchObject({
             _tag: "DaemonUnhealthy",
             consecutiveFailures: 2,
-            lastFailure: { _tag: "ProbeTimedOut", probe: "liveness" }
+            lastFailure: { _tag: "ProbeTimedOut", probe: "containerd" }
           })
           expect(events.at(-1)).toMatchObject({ _tag: "Stopped" })
         })

@@ -53,7 +53,11 @@ export interface TimeToReadyRun {
   /** Each probe's first success, as the policy saw it. */
   readonly socketMs: number | null
   readonly pingMs: number | null
-  readonly infoMs: number | null
+  /**
+   * The check after the ping: containerd's version service (or `/info`, when
+   * the probe fell back to it).
+   */
+  readonly containerdMs: number | null
   /** `Dockerd.start` returned the ready daemon. */
   readonly readyMs: number | null
   readonly attempts: number | null
@@ -106,7 +110,7 @@ const oneRun = (
       oracleConnectedMs: since(seen.connectedAt),
       socketMs: since(firstSuccess.get("socket")),
       pingMs: since(firstSuccess.get("ping")),
-      infoMs: since(firstSuccess.get("info")),
+      containerdMs: since(firstSuccess.get("containerd")),
       readyMs: since(outcome.readyAt),
       attempts: outcome.attempts,
       error: outcome.error
@@ -127,8 +131,8 @@ export interface PolicySummary {
   readonly minusOracleInfo: Summary
   /** The policy's own ping − oracle's ping, run by run: the polling delay alone. */
   readonly pingMinusOracle: Summary
-  /** info − ping as the policy saw it: the daemon's time to answer /info after its first ping. */
-  readonly infoAfterPing: Summary
+  /** containerd − ping as the policy saw it: the check after the ping. */
+  readonly containerdAfterPing: Summary
   /** Median ready / median oracle. */
   readonly ratioP50: number
   /** p90 ready / p90 oracle. */
@@ -184,10 +188,10 @@ export const summarizeRuns = (runs: ReadonlyArray<TimeToReadyRun>) => {
           (r) => r.oracleMs
         )
       ),
-      infoAfterPing: summarize(
+      containerdAfterPing: summarize(
         diff(
           mine,
-          (r) => r.infoMs,
+          (r) => r.containerdMs,
           (r) => r.pingMs
         )
       ),

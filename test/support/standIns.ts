@@ -26,7 +26,7 @@ export const processUntil = (exited: Deferred.Deferred<ExitStatus>): ProcessHand
 })
 
 /** A daemon as `Dockerd.start` returns it once ready, on `process`. */
-export const readyDaemon = (process: ProcessHandle, liveness: Probe.Check) =>
+export const readyDaemon = (process: ProcessHandle, liveness: Probe.Probe) =>
   Effect.map(
     DockerdConfig.decode({ socket: "/nowhere/docker.sock" }),
     (config): Dockerd.DockerDaemon => ({
