@@ -37,6 +37,7 @@ import {
   awaitGone,
   mountEntriesUnder,
   pidsMentioning,
+  pidfileProcess,
   readPidfile
 } from "./internal/processTree.js"
 import { containerdAddress } from "./internal/containerdAddress.js"
@@ -219,12 +220,24 @@ const stop = (
   handle: ProcessHandle,
   config: DockerdConfig.DockerdConfig,
   location: Location,
-  containerd: () => number | undefined,
   premounted: ReadonlySet<number>,
   emit: EventSink
 ) =>
   Effect.gen(function* () {
     const started = yield* Clock.currentTimeMillis
+    // Its containerd, read before dockerd stops (a graceful stop removes
+    // the pidfile). A SIGKILLed daemon's containerd stays a zombie for a
+    // while, which no command line names any more, and a restart on the
+    // same exec-root must wait for it. Read now rather than at ready: a
+    // containerd dockerd restarted meanwhile has a new pid, and only a
+    // process named containerd is taken (a pid reused by another is not).
+    const containerd =
+      location === "local"
+        ? yield* pidfileProcess(
+            `${config.effectiveExecRoot}/containerd/containerd.pid`,
+            "containerd"
+          )
+        : undefined
     let status = yield* handle.status
     if (status._tag === "Running") {
       yield* emit(DaemonEvent.Stopping({ pid: handle.pid }))
@@ -246,7 +259,7 @@ const stop = (
         Effect.orDie
       )
     }
-    if (location === "local") yield* cleanUpLocal(config, handle.pid, containerd(), premounted)
+    if (location === "local") yield* cleanUpLocal(config, handle.pid, containerd, premounted)
     const elapsedMs = (yield* Clock.currentTimeMillis) - started
     yield* Effect.logInfo("dockerd stopped").pipe(Effect.annotateLogs({ elapsedMs }))
     yield* emit(DaemonEvent.Stopped({ pid: handle.pid, status, elapsedMs }))
@@ -508,10 +521,7 @@ export const start: (
       )
     )
   )
-  let containerd: number | undefined
-  yield* Effect.addFinalizer(() =>
-    stop(handle, config, location, () => containerd, premounted, emit)
-  )
+  yield* Effect.addFinalizer(() => stop(handle, config, location, premounted, emit))
 
   yield* Effect.annotateLogsScoped({ pid: handle.pid, socket: config.socket })
   yield* Effect.logInfo("dockerd started; waiting until it is ready").pipe(
@@ -520,10 +530,7 @@ export const start: (
   yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed }))
 
   const daemon = yield* awaitReady(handle, config, location, policy, emit)
-  if (location === "local") {
-    containerd = yield* readPidfile(`${config.effectiveExecRoot}/containerd/containerd.pid`)
-    yield* applySocketMode(config)
-  }
+  if (location === "local") yield* applySocketMode(config)
   yield* emit(
     DaemonEvent.Ready({
       pid: handle.pid,

@@ -38,6 +38,22 @@ export const pidsMentioning = (needle: string): Effect.Effect<ReadonlyArray<numb
     return found
   })
 
+/**
+ * The pid a pidfile holds, if the process is there (alive or a zombie) and
+ * its name (`/proc/PID/comm`, which a zombie keeps) is `name`.
+ */
+export const pidfileProcess = (path: string, name: string): Effect.Effect<number | undefined> =>
+  Effect.flatMap(readPidfile(path), (pid) =>
+    pid === undefined
+      ? Effect.succeed(undefined)
+      : Effect.promise(() =>
+          readFile(`/proc/${pid}/comm`, "utf8").then(
+            (comm) => (comm.trim() === name ? pid : undefined),
+            () => undefined
+          )
+        )
+  )
+
 /** Reads a pid from a pidfile, if it holds one. */
 export const readPidfile = (path: string): Effect.Effect<number | undefined> =>
   Effect.promise(async () => {
