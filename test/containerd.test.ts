@@ -178,6 +178,26 @@ describe("where dockerd's containerd listens", () => {
     })
   )
 
+  it.live("the config file's `exec-root` when the config sets none", () =>
+    Effect.gen(function* () {
+      const dir = tempDir()
+      try {
+        const file = Path.join(dir, "daemon.json")
+        yield* Effect.promise(() => writeFile(file, JSON.stringify({ "exec-root": "/srv/sd/run" })))
+        expect(yield* containerdAddress(config({ extraArgs: [`--config-file=${file}`] }))).toBe(
+          managedOrSystem("/srv/sd/run")
+        )
+        expect(
+          yield* containerdAddress(
+            config({ execRoot: "/srv/sd/exec", extraArgs: [`--config-file=${file}`] })
+          )
+        ).toBe(managedOrSystem("/srv/sd/exec"))
+      } finally {
+        removeDir(dir)
+      }
+    })
+  )
+
   it.effect("else the system containerd when its socket exists, else the exec-root's", () =>
     Effect.gen(function* () {
       const dir = tempDir()

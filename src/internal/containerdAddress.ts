@@ -2,7 +2,8 @@
  * Where the containerd a dockerd uses listens, by dockerd's own rules
  * (20.10, `initContainerD`): the `containerd` setting (flag, then the
  * config file), else the system containerd when its socket exists, else
- * the containerd dockerd starts itself under its exec-root.
+ * the containerd dockerd starts itself under its exec-root (flag, then the
+ * config file's `exec-root`, then `/var/run/docker`).
  *
  * @internal
  */
@@ -18,7 +19,12 @@ export const SYSTEM_CONTAINERD = "/run/containerd/containerd.sock"
 /** dockerd's config file when none is given. */
 const DEFAULT_CONFIG_FILE = "/etc/docker/daemon.json"
 
-const DaemonJson = Schema.parseJson(Schema.Struct({ containerd: Schema.optional(Schema.String) }))
+const DaemonJson = Schema.parseJson(
+  Schema.Struct({
+    containerd: Schema.optional(Schema.String),
+    "exec-root": Schema.optional(Schema.String)
+  })
+)
 const decodeDaemonJson = Schema.decodeUnknownOption(DaemonJson)
 
 /** The value of `--name=value` among the extra flags. */
@@ -44,15 +50,21 @@ export const containerdAddress = (config: DockerdConfig): Effect.Effect<string> 
     if (flag !== undefined && flag !== "") return withoutScheme(flag)
     const configFile = flagValue(config.extraArgs, "config-file") ?? DEFAULT_CONFIG_FILE
     const text = yield* Effect.promise(() => readFile(configFile, "utf8").catch(() => undefined))
-    if (text !== undefined) {
-      const setting = Option.flatMapNullable(decodeDaemonJson(text), (json) => json.containerd)
-      if (Option.isSome(setting) && setting.value !== "") return withoutScheme(setting.value)
-    }
+    const json = text === undefined ? Option.none() : decodeDaemonJson(text)
+    const setting = Option.flatMapNullable(json, (json) => json.containerd)
+    if (Option.isSome(setting) && setting.value !== "") return withoutScheme(setting.value)
     const system = yield* Effect.promise(() =>
       lstat(SYSTEM_CONTAINERD).then(
         () => true,
         () => false
       )
     )
-    return system ? SYSTEM_CONTAINERD : `${config.effectiveExecRoot}/containerd/containerd.sock`
+    if (system) return SYSTEM_CONTAINERD
+    // The exec-root: the setting's (a flag), else the config file's, else
+    // dockerd's default.
+    const execRoot =
+      config.execRoot ??
+      Option.getOrUndefined(Option.flatMapNullable(json, (json) => json["exec-root"])) ??
+      config.effectiveExecRoot
+    return `${execRoot}/containerd/containerd.sock`
   })
