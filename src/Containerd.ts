@@ -89,6 +89,14 @@ export interface ContainerdClient {
   readonly unsafeVersion: (
     done: (result: Either.Either<ContainerdVersion, ContainerdError>) => void
   ) => () => void
+  /**
+   * Opens the connection ahead of the next call if containerd accepts
+   * already (it does nothing when there is one): `done(true)` once
+   * connected, `done(false)` when nobody accepts yet. Returns the function
+   * that gives up. A readiness check calls it while it waits for dockerd,
+   * so that asking containerd afterwards costs one round trip.
+   */
+  readonly unsafeWarm: (done: (connected: boolean) => void) => () => void
 }
 
 /** The gRPC method asked. */
@@ -128,7 +136,8 @@ export const make = (address: string): Effect.Effect<ContainerdClient, never, Sc
           return Effect.sync(cancel)
         })
       },
-      unsafeVersion: (done) => connection.version(done)
+      unsafeVersion: (done) => connection.version(done),
+      unsafeWarm: (done) => connection.warm(done)
     })
   )
 
@@ -142,6 +151,45 @@ class Connection {
   private closed = false
 
   constructor(readonly path: string) {}
+
+  /**
+   * Connects ahead of the next call when containerd accepts already, so
+   * that call does not wait for the connection. `done(false)` when nobody
+   * accepts (yet), `done(true)` once there is a session; the returned
+   * function gives up.
+   */
+  warm(done: (connected: boolean) => void): () => void {
+    if (this.closed) return () => {}
+    if (this.session !== undefined && !this.session.destroyed && !this.session.closed) {
+      done(true)
+      return () => {}
+    }
+    let over = false
+    const socket = Net.connect(this.path)
+    socket.once("connect", () => {
+      if (over) return
+      over = true
+      socket.removeAllListeners("error")
+      if (this.closed || (this.session !== undefined && !this.session.destroyed)) {
+        socket.destroy()
+      } else {
+        // Idle until a call: it must not keep the process alive.
+        this.adopt(socket).unref()
+      }
+      done(true)
+    })
+    socket.once("error", () => {
+      if (over) return
+      over = true
+      socket.destroy()
+      done(false)
+    })
+    return () => {
+      if (over) return
+      over = true
+      socket.destroy()
+    }
+  }
 
   close(): void {
     this.closed = true
@@ -225,10 +273,13 @@ class Connection {
     if (this.session !== undefined && !this.session.destroyed && !this.session.closed) {
       return this.session
     }
+    return this.adopt(Net.connect(this.path))
+  }
+
+  /** A session on `socket` (connecting or connected), made the current one. */
+  private adopt(socket: Net.Socket): Http2.ClientHttp2Session {
     this.failure = undefined
-    const session = Http2.connect("http://localhost", {
-      createConnection: () => Net.connect(this.path)
-    })
+    const session = Http2.connect("http://localhost", { createConnection: () => socket })
     session.on("error", (error: Error & { code?: string }) => {
       if (this.session === session) this.failure = error
       this.drop(session)

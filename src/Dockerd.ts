@@ -283,6 +283,47 @@ const applySocketMode = (config: DockerdConfig.DockerdConfig) =>
       })
   })
 
+/** How often a waiting ping tries to connect to containerd ahead. */
+const WARM_EVERY_MS = 10
+
+/**
+ * `ping`, which meanwhile connects to containerd ahead of the check after
+ * it: dockerd holds the ping until it serves, and starts its containerd in
+ * the meantime. Tried every {@link WARM_EVERY_MS} ms until connected or the
+ * ping ends; a failed try is a `connect` that finds no socket.
+ */
+const pingWarming = (ping: Probe.Check, containerd: Containerd.ContainerdClient): Probe.Check =>
+  Probe.fromCallback(
+    ping.name,
+    (done) => {
+      let over = false
+      let timer: ReturnType<typeof setTimeout> | undefined
+      let stopWarm: () => void = () => {}
+      const warm = () => {
+        timer = undefined
+        if (over) return
+        stopWarm = containerd.unsafeWarm((connected) => {
+          if (!connected && !over) timer = setTimeout(warm, WARM_EVERY_MS)
+        })
+      }
+      const stop = () => {
+        over = true
+        if (timer !== undefined) clearTimeout(timer)
+        stopWarm()
+      }
+      const cancel = ping.unsafeRun!((result) => {
+        stop()
+        done(result)
+      })
+      warm()
+      return () => {
+        stop()
+        cancel()
+      }
+    },
+    { timeout: Option.getOrUndefined(ping.timeout) }
+  )
+
 /**
  * The readiness probe and the liveness probe for a location: for `remote`,
  * `docker info` and `docker version` run through the ProcessManager.
@@ -302,7 +343,7 @@ export const probesFor = (config: DockerdConfig.DockerdConfig, location: Locatio
         // dockerd's rules put it.
         readiness: Probe.all([
           Probe.socketFile(config.socket),
-          Probe.enginePing(engine),
+          pingWarming(Probe.enginePing(engine), containerd),
           Probe.containerdVersion(containerd, { fallback: engine })
         ]),
         // Not `/_ping` alone: a daemon whose containerd is gone or stopped
