@@ -17,6 +17,7 @@ import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { ProbeNotYet } from "../src/errors.js"
+import type * as Dockerd from "../src/Dockerd.js"
 import * as Driver from "../src/internal/driver.js"
 import * as ExitNotice from "../src/internal/exitNotice.js"
 import { makeOutputBuffer } from "../src/internal/outputBuffer.js"
@@ -56,6 +57,28 @@ const scripted = (
   })
   return { check, state }
 }
+
+/**
+ * Supervises `daemon` with the default liveness in a fiber of its own,
+ * recording each `LivenessFailed` as `[time, consecutive]`.
+ */
+const superviseRecording = (daemon: Dockerd.DockerDaemon) =>
+  Effect.gen(function* () {
+    const failures: Array<[number, number]> = []
+    const fiber = yield* Effect.fork(
+      Effect.either(
+        Supervisor.supervise(daemon, Supervisor.defaultLiveness, {
+          onEvent: (event) =>
+            event._tag === "LivenessFailed"
+              ? Effect.flatMap(Clock.currentTimeMillis, (at) =>
+                  Effect.sync(() => failures.push([at, event.consecutive]))
+                )
+              : Effect.void
+        })
+      )
+    )
+    return { failures, fiber }
+  })
 
 /** Reads the test clock from callbacks. */
 const testTime = Effect.map(Effect.clock, (clock) => () => clock.unsafeCurrentTimeMillis())
@@ -222,24 +245,12 @@ describe("callback checks under TestClock", () => {
           run < 2 ? Either.right("OK") : undefined
         )
         const daemon = yield* readyDaemon(process, liveness.check)
-        const failures: Array<number> = []
-        const fiber = yield* Effect.fork(
-          Effect.either(
-            Supervisor.supervise(daemon, Supervisor.defaultLiveness, {
-              onEvent: (event) =>
-                event._tag === "LivenessFailed"
-                  ? Effect.flatMap(Clock.currentTimeMillis, (at) =>
-                      Effect.sync(() => failures.push(at))
-                    )
-                  : Effect.void
-            })
-          )
-        )
+        const { failures, fiber } = yield* superviseRecording(daemon)
         yield* TestClock.adjust("1 minute")
         const outcome = yield* Fiber.join(fiber)
         // Checks at 0 and 1 s pass; from 2 s each hangs 2 s (its timeout)
         // and the next starts 1 s later: failures at 4, 7 and 10 s.
-        expect(failures).toEqual([4000, 7000, 10000])
+        expect(failures.map(([at]) => at)).toEqual([4000, 7000, 10000])
         expect(Either.isLeft(outcome) && outcome.left._tag).toBe("DaemonUnhealthy")
         expect(liveness.state.inFlight).toBe(0)
         expect(liveness.state.cancelled).toBe(3)
@@ -259,19 +270,7 @@ describe("callback checks under TestClock", () => {
           run < 2 ? Either.right("1.6") : undefined
         )
         const daemon = yield* readyDaemon(process, Probe.all([ping.check, containerd.check]))
-        const failures: Array<[number, number]> = []
-        const fiber = yield* Effect.fork(
-          Effect.either(
-            Supervisor.supervise(daemon, Supervisor.defaultLiveness, {
-              onEvent: (event) =>
-                event._tag === "LivenessFailed"
-                  ? Effect.flatMap(Clock.currentTimeMillis, (at) =>
-                      Effect.sync(() => failures.push([at, event.consecutive]))
-                    )
-                  : Effect.void
-            })
-          )
-        )
+        const { failures, fiber } = yield* superviseRecording(daemon)
         yield* TestClock.adjust("1 minute")
         expect(failures).toEqual([
           [4000, 1],

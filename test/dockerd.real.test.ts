@@ -20,6 +20,14 @@ import * as Supervisor from "../src/Supervisor.js"
 import { hasDockerd, isolatedConfig, leftovers, removeDir, tempDir } from "./support/isolated.js"
 
 const run = promisify(execFile)
+
+/** `docker info --format FORMAT` on `socket`, trimmed. */
+const dockerInfo = (socket: string, format: string) =>
+  Effect.promise(() =>
+    run("docker", ["-H", `unix://${socket}`, "info", "--format", format]).then((out) =>
+      out.stdout.trim()
+    )
+  )
 const real = hasDockerd()
 
 const fastLiveness = new Supervisor.LivenessPolicy({
@@ -51,16 +59,8 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
           const daemon = yield* Dockerd.start(config)
           const tail = yield* daemon.process.logTail
           expect(tail.some((line) => line.includes("Docker daemon"))).toBe(false)
-          const info = yield* Effect.promise(() =>
-            run("docker", [
-              "-H",
-              `unix://${config.socket}`,
-              "info",
-              "--format",
-              "{{.ServerVersion}} {{.Driver}}"
-            ])
-          )
-          expect(`${daemon.serverVersion} ${daemon.storageDriver}`).toBe(info.stdout.trim())
+          const info = yield* dockerInfo(config.socket as string, "{{.ServerVersion}} {{.Driver}}")
+          expect(`${daemon.serverVersion} ${daemon.storageDriver}`).toBe(info)
         })
       )
   )
@@ -88,16 +88,11 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
             expect(daemon.report.resultOf("containerd")).toBeInstanceOf(
               Containerd.ContainerdVersion
             )
-            const info = yield* Effect.promise(() =>
-              run("docker", [
-                "-H",
-                `unix://${config.socket}`,
-                "info",
-                "--format",
-                "{{.ServerVersion}} {{.Driver}} {{.ContainerdCommit.ID}}"
-              ])
+            const info = yield* dockerInfo(
+              config.socket as string,
+              "{{.ServerVersion}} {{.Driver}} {{.ContainerdCommit.ID}}"
             )
-            expect(info.stdout.trim()).toBe(
+            expect(info).toBe(
               `${daemon.serverVersion} ${daemon.storageDriver} ${(daemon.report.resultOf("containerd") as Containerd.ContainerdVersion).revision}`
             )
             // A container from a tiny image made from Debian's busybox-static.
