@@ -38,16 +38,21 @@ const fastLiveness = new Supervisor.LivenessPolicy({
 
 /** Runs `effect` with a fresh isolated directory, and checks nothing is left after. */
 const withDir = <A, E>(body: (dir: string) => Effect.Effect<A, E, ProcessManager | Scope.Scope>) =>
-  Effect.gen(function* () {
-    const dir = tempDir()
-    try {
-      const result = yield* body(dir).pipe(Effect.scoped, Effect.provide(LocalProcessManager.layer))
-      expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
-      return result
-    } finally {
-      removeDir(dir)
-    }
-  })
+  // (Removed however the body ends: a `finally` in a generator does not
+  // run when a yielded effect fails.)
+  Effect.acquireUseRelease(
+    Effect.sync(() => tempDir()),
+    (dir) =>
+      Effect.gen(function* () {
+        const result = yield* body(dir).pipe(
+          Effect.scoped,
+          Effect.provide(LocalProcessManager.layer)
+        )
+        expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
+        return result
+      }),
+    (dir) => Effect.sync(() => removeDir(dir))
+  )
 
 describe.skipIf(!real)("Dockerd on a real daemon", () => {
   it.live(

@@ -51,16 +51,21 @@ const remains = (dir: string) =>
 
 /** Runs `body` with a fresh temp dir; afterwards nothing may mention it or be mounted under it. */
 const withDir = <A, E>(body: (dir: string) => Effect.Effect<A, E, ProcessManager | Scope.Scope>) =>
-  Effect.gen(function* () {
-    const dir = tempDir()
-    try {
-      const result = yield* body(dir).pipe(Effect.scoped, Effect.provide(LocalProcessManager.layer))
-      expect(yield* remains(dir)).toEqual({ processes: [], mounts: [] })
-      return result
-    } finally {
-      removeDir(dir)
-    }
-  })
+  // (Removed however the body ends: a `finally` in a generator does not
+  // run when a yielded effect fails.)
+  Effect.acquireUseRelease(
+    Effect.sync(() => tempDir()),
+    (dir) =>
+      Effect.gen(function* () {
+        const result = yield* body(dir).pipe(
+          Effect.scoped,
+          Effect.provide(LocalProcessManager.layer)
+        )
+        expect(yield* remains(dir)).toEqual({ processes: [], mounts: [] })
+        return result
+      }),
+    (dir) => Effect.sync(() => removeDir(dir))
+  )
 
 /**
  * A tmpfs mounted at `path` for the scope, with `options` (`size=1m`, `ro`).
