@@ -144,8 +144,6 @@ export const make = (address: string): Effect.Effect<ContainerdClient, never, Sc
 /** The session, made when first needed and again after it fails. */
 class Connection {
   private session: Http2.ClientHttp2Session | undefined
-  /** Why the current session failed, for the calls it takes down with it. */
-  private failure: (Error & { code?: string }) | undefined
   /** Calls in flight per session: a session keeps the process alive only while it has some. */
   private readonly active = new WeakMap<Http2.ClientHttp2Session, number>()
   private closed = false
@@ -245,7 +243,9 @@ class Connection {
       this.active.set(session, left)
       if (left === 0 && !session.destroyed) session.unref()
       if (settled) return
-      const cause = rootCause(this.failure ?? streamError)
+      // A session that fails takes its streams down with it, its error as
+      // their cause.
+      const cause = rootCause(streamError)
       if (headers === undefined) {
         const code = cause?.code ?? "ECLOSED"
         settle(
@@ -278,12 +278,8 @@ class Connection {
 
   /** A session on `socket` (connecting or connected), made the current one. */
   private adopt(socket: Net.Socket): Http2.ClientHttp2Session {
-    this.failure = undefined
     const session = Http2.connect("http://localhost", { createConnection: () => socket })
-    session.on("error", (error: Error & { code?: string }) => {
-      if (this.session === session) this.failure = error
-      this.drop(session)
-    })
+    session.on("error", () => this.drop(session))
     session.on("goaway", () => this.drop(session))
     session.on("close", () => this.drop(session))
     this.session = session

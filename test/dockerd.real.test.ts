@@ -15,9 +15,8 @@ import * as Scope from "effect/Scope"
 import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
-import type { ProcessManager } from "../src/ProcessManager.js"
 import * as Supervisor from "../src/Supervisor.js"
-import { hasDockerd, isolatedConfig, leftovers, removeDir, tempDir } from "./support/isolated.js"
+import { hasDockerd, isolatedConfig, leftovers, withDir } from "./support/isolated.js"
 
 const run = promisify(execFile)
 
@@ -35,24 +34,6 @@ const fastLiveness = new Supervisor.LivenessPolicy({
   timeout: Duration.millis(300),
   failureThreshold: 2
 })
-
-/** Runs `effect` with a fresh isolated directory, and checks nothing is left after. */
-const withDir = <A, E>(body: (dir: string) => Effect.Effect<A, E, ProcessManager | Scope.Scope>) =>
-  // (Removed however the body ends: a `finally` in a generator does not
-  // run when a yielded effect fails.)
-  Effect.acquireUseRelease(
-    Effect.sync(() => tempDir()),
-    (dir) =>
-      Effect.gen(function* () {
-        const result = yield* body(dir).pipe(
-          Effect.scoped,
-          Effect.provide(LocalProcessManager.layer)
-        )
-        expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
-        return result
-      }),
-    (dir) => Effect.sync(() => removeDir(dir))
-  )
 
 describe.skipIf(!real)("Dockerd on a real daemon", () => {
   it.live(

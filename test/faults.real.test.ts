@@ -24,13 +24,11 @@ import * as Scope from "effect/Scope"
 import type { DaemonEvent } from "../src/DaemonEvent.js"
 import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
-import { mountEntriesUnder, pidsMentioning, readPidfile } from "../src/internal/processTree.js"
-import * as LocalProcessManager from "../src/LocalProcessManager.js"
-import type { ProcessManager } from "../src/ProcessManager.js"
+import { mountEntriesUnder, readPidfile } from "../src/internal/processTree.js"
 import * as Probe from "../src/Probe.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
-import { hasDockerd, isolatedConfig, removeDir, tempDir } from "./support/isolated.js"
+import { hasDockerd, isolatedConfig, withDir } from "./support/isolated.js"
 
 const run = promisify(execFile)
 const real = hasDockerd()
@@ -41,31 +39,6 @@ const fastLiveness = new Supervisor.LivenessPolicy({
   timeout: Duration.millis(300),
   failureThreshold: 2
 })
-
-/** Processes mentioning `dir`, and mounts under it. */
-const remains = (dir: string) =>
-  Effect.all({
-    processes: pidsMentioning(dir),
-    mounts: Effect.map(mountEntriesUnder(dir), (entries) => entries.map((entry) => entry.point))
-  })
-
-/** Runs `body` with a fresh temp dir; afterwards nothing may mention it or be mounted under it. */
-const withDir = <A, E>(body: (dir: string) => Effect.Effect<A, E, ProcessManager | Scope.Scope>) =>
-  // (Removed however the body ends: a `finally` in a generator does not
-  // run when a yielded effect fails.)
-  Effect.acquireUseRelease(
-    Effect.sync(() => tempDir()),
-    (dir) =>
-      Effect.gen(function* () {
-        const result = yield* body(dir).pipe(
-          Effect.scoped,
-          Effect.provide(LocalProcessManager.layer)
-        )
-        expect(yield* remains(dir)).toEqual({ processes: [], mounts: [] })
-        return result
-      }),
-    (dir) => Effect.sync(() => removeDir(dir))
-  )
 
 /**
  * A tmpfs mounted at `path` for the scope, with `options` (`size=1m`, `ro`).
