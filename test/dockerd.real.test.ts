@@ -16,7 +16,8 @@ import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Supervisor from "../src/Supervisor.js"
-import { hasDockerd, isolatedConfig, leftovers, withDir } from "./support/isolated.js"
+import { hasDockerd, isolatedConfig, leftovers } from "./support/isolated.js"
+import { withDir } from "./support/withDir.js"
 
 const run = promisify(execFile)
 

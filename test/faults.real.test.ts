@@ -28,7 +28,8 @@ import { mountEntriesUnder, readPidfile } from "../src/internal/processTree.js"
 import * as Probe from "../src/Probe.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
-import { hasDockerd, isolatedConfig, withDir } from "./support/isolated.js"
+import { hasDockerd, isolatedConfig } from "./support/isolated.js"
+import { withDir } from "./support/withDir.js"
 
 const run = promisify(execFile)
 const real = hasDockerd()

@@ -6,13 +6,9 @@
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { existsSync } from "node:fs"
-import { expect } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import type * as Scope from "effect/Scope"
 import type { DockerdConfigInput } from "../../src/DockerdConfig.js"
-import { mountEntriesUnder, pidsMentioning } from "../../src/internal/processTree.js"
-import * as LocalProcessManager from "../../src/LocalProcessManager.js"
-import type { ProcessManager } from "../../src/ProcessManager.js"
+import { pidsMentioning } from "../../src/internal/processTree.js"
 
 /** Whether a real dockerd can be used here; under CI=true it must be. */
 export const hasDockerd = (): boolean => {
@@ -49,33 +45,3 @@ export const leftovers = (dir: string) => Effect.runPromise(pidsMentioning(dir))
 export const removeDir = (dir: string) => {
   if (existsSync(dir)) rmSync(dir, { recursive: true, force: true })
 }
-
-/** Processes mentioning `dir`, and mounts under it. */
-export const remains = (dir: string) =>
-  Effect.all({
-    processes: pidsMentioning(dir),
-    mounts: Effect.map(mountEntriesUnder(dir), (entries) => entries.map((entry) => entry.point))
-  })
-
-/**
- * Runs `body` with a fresh temp dir and the local ProcessManager, in a scope
- * of its own; once that scope is closed nothing may mention the dir or be
- * mounted under it. The dir is removed however the body ends (a `finally`
- * in a generator does not run when a yielded effect fails).
- */
-export const withDir = <A, E>(
-  body: (dir: string) => Effect.Effect<A, E, ProcessManager | Scope.Scope>
-) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => tempDir()),
-    (dir) =>
-      Effect.gen(function* () {
-        const result = yield* body(dir).pipe(
-          Effect.scoped,
-          Effect.provide(LocalProcessManager.layer)
-        )
-        expect(yield* remains(dir)).toEqual({ processes: [], mounts: [] })
-        return result
-      }),
-    (dir) => Effect.sync(() => removeDir(dir))
-  )
