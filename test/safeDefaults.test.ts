@@ -614,7 +614,20 @@ describe("no shell", () => {
       .filter((file) => file.endsWith(".ts"))
       .map((file) => ({ file, text: readFileSync(Path.join("src", file), "utf8") }))
     for (const { file, text } of files) {
-      expect(text, file).not.toMatch(/shell:\s*true|runInShell|from "node:child_process"/)
+      expect(text, file).not.toMatch(/shell:\s*true|runInShell/)
+      // From `node:child_process` only `spawn` (no shell unless asked for,
+      // which the line above forbids), never `exec`/`execSync`, which run a
+      // shell always, nor the whole module.
+      for (const imported of text.matchAll(/import\s+([^;]*?)\s+from\s+"node:child_process"/g)) {
+        const names = /^\{([^}]*)\}$/.exec((imported[1] ?? "").trim())?.[1]
+        expect(names, `${file}: ${imported[0]}`).toBeDefined()
+        for (const name of (names ?? "")
+          .split(",")
+          .map((n) => n.trim())
+          .filter(Boolean)) {
+          expect(["spawn", "type ChildProcess"], `${file}: ${name}`).toContain(name)
+        }
+      }
       // `sh -c SCRIPT`: the script is a constant; values go after it, as
       // positional parameters ("$1"…), never into its text.
       for (const match of text.matchAll(

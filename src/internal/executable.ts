@@ -4,16 +4,25 @@
  *
  * @internal
  */
-import { constants } from "node:fs"
-import { access, stat } from "node:fs/promises"
+import { accessSync, constants, statSync } from "node:fs"
 import * as Path from "node:path"
 import * as Effect from "effect/Effect"
 import { BinaryNotFound } from "../errors.js"
 
-const isExecutable = (file: string): Promise<boolean> =>
-  stat(file)
-    .then((info) => info.isFile() && access(file, constants.X_OK).then(() => true))
-    .catch(() => false)
+/**
+ * Whether `file` is an executable file. Synchronous: two system calls of a
+ * few microseconds each, where a promise per call cost ~0.1 ms of CPU per
+ * PATH entry on every spawn.
+ */
+const isExecutable = (file: string): boolean => {
+  try {
+    if (statSync(file, { throwIfNoEntry: false })?.isFile() !== true) return false
+    accessSync(file, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
 
 /** The directories of a PATH value. */
 export const searchPath = (pathValue: string | undefined): ReadonlyArray<string> =>
@@ -30,13 +39,13 @@ export const resolveExecutable = (
   pathValue: string | undefined,
   cwd: string = "."
 ): Effect.Effect<string, BinaryNotFound> =>
-  Effect.gen(function* () {
+  Effect.suspend(() => {
     const dirs = searchPath(pathValue)
     const candidates = binary.includes("/")
       ? [Path.resolve(cwd, binary)]
       : dirs.map((dir) => Path.resolve(cwd, dir, binary))
-    for (const candidate of candidates) {
-      if (yield* Effect.promise(() => isExecutable(candidate))) return candidate
-    }
-    return yield* new BinaryNotFound({ binary, searched: binary.includes("/") ? [] : dirs })
+    const found = candidates.find(isExecutable)
+    return found !== undefined
+      ? Effect.succeed(found)
+      : Effect.fail(new BinaryNotFound({ binary, searched: binary.includes("/") ? [] : dirs }))
   })

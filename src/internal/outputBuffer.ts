@@ -79,8 +79,15 @@ interface Numbered {
  * late still gets the output from its beginning (then live output).
  */
 export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effect<OutputBuffer> =>
-  Effect.gen(function* () {
-    const hub = yield* PubSub.sliding<Numbered | null>(1024)
+  Effect.sync((): OutputBuffer => {
+    // Made for the first reader of `stream`: most processes (probe
+    // commands) never get one, and a hub allocates its 1,024 slots at once.
+    let hub: PubSub.PubSub<Numbered | null> | undefined
+    const hubNow = Effect.suspend(() =>
+      hub !== undefined
+        ? Effect.succeed(hub)
+        : Effect.map(PubSub.sliding<Numbered | null>(1024), (made) => (hub ??= made))
+    )
     const tail = new LineTail(tailLines)
     const kept: Array<Numbered> = []
     let keptBytes = 0
@@ -97,15 +104,15 @@ export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effec
             kept.push(numbered)
             keptBytes += chunk.text.length
           }
-          return PubSub.publish(hub, numbered)
+          return hub === undefined ? Effect.void : Effect.asVoid(PubSub.publish(hub, numbered))
         }),
       end: Effect.suspend(() => {
         ended = true
         listeners.clear()
-        return PubSub.publish(hub, null)
+        return hub === undefined ? Effect.void : Effect.asVoid(PubSub.publish(hub, null))
       }),
       stream: Stream.unwrapScoped(
-        Effect.map(PubSub.subscribe(hub), (queue) => {
+        Effect.map(Effect.flatMap(hubNow, PubSub.subscribe), (queue) => {
           // Subscribed first, then the kept chunks: live chunks already among
           // them are skipped by their number.
           const replay = [...kept]
