@@ -1,8 +1,10 @@
 /**
  * One measurement of the cost of waiting, in a process of its own so that
- * its CPU accounting holds nothing else (run by sections/cost.ts).
+ * its CPU accounting holds nothing else (run by sections/cost.ts, bundled
+ * and run with plain `node`: the library as shipped, not the TypeScript
+ * loader).
  *
- *   tsx bench/costWorker.ts PROBE SCENARIO POLICY SECONDS DIR
+ *   node costWorker.mjs PROBE SCENARIO POLICY SECONDS DIR STAND_IN REST
  *
  * - PROBE: `engine` (socket file, `GET /_ping`, `GET /info`: what
  *   `Dockerd.start` probes locally) or `docker-info` (`docker info` run
@@ -12,19 +14,31 @@
  * - SCENARIO: `absent` (the daemon never creates its socket) or `hang` (it
  *   accepts connections and never answers).
  * - POLICY: a preset name (`fast`, `seed`).
+ * - STAND_IN: the path of bench/fixtures/hanging-dockerd.mjs, the daemon,
+ *   started through the local ProcessManager like dockerd is.
+ * - REST: seconds to rest before the window (see below).
  *
- * The daemon is bench/fixtures/hanging-dockerd.mjs, started through the
- * local ProcessManager like dockerd is. Before the window the probe runs
- * once against a path that does not exist (so loading and compiling its code
- * is not counted as waiting) and the process rests for a second. Measured over the wait (SECONDS, the
- * policy's deadline): this process's CPU time (`process.cpuUsage()`) plus the
- * CPU time of its reaped children, which are the probe processes (`docker`
- * and whatever it ran); the daemon is still running at the end of the
- * window, so its own CPU is not counted. Prints one JSON line.
+ * Before the window the probe runs once against a path that does not exist
+ * (so loading and compiling its code is not counted as waiting) and the
+ * process rests until it has settled: at least REST seconds, then until
+ * V8's memory reducer has run (at most 40 s more; 4 × REST if less). A fresh Node process has
+ * the reducer run two or three full GCs 8 s or more after its start-up
+ * (later when the process is not idle), to give back the start-up's
+ * garbage: ~100 ms of CPU with its helper threads, which a supervisor pays
+ * once when it starts, whether or not it waits; inside a 30 s window it
+ * alone was ~0.3% of a core. The full GCs that do run inside the window are
+ * counted and reported.
+ *
+ * Measured over the wait (SECONDS, the policy's deadline): this process's
+ * CPU time (`process.cpuUsage()`, every thread) plus the CPU time of its
+ * reaped children, which are the probe processes (`docker` and whatever it
+ * ran); the daemon is still running at the end of the window, so its own
+ * CPU is not counted. Prints one JSON line.
  */
 import "./lib/asShipped.js"
 import * as Path from "node:path"
 import { statSync } from "node:fs"
+import { constants as perfConstants, PerformanceObserver } from "node:perf_hooks"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -36,16 +50,58 @@ import * as Probe from "../src/Probe.js"
 import { ProcessManager } from "../src/ProcessManager.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
-import { childrenCpuMs, fixture, selfCpuMs } from "./lib/helpers.js"
+import { childrenCpuMs, selfCpuMs } from "./lib/helpers.js"
 
 const [
   probeKind = "engine",
   scenario = "absent",
   policyName = "fast",
   secondsArg = "30",
-  dir = "/tmp"
+  dir = "/tmp",
+  standIn = "",
+  restArg = "12"
 ] = process.argv.slice(2)
 const seconds = Number(secondsArg)
+const restMs = Number(restArg) * 1000
+
+/**
+ * Full (mark-compact) GCs: when the last ended, whether two have run within
+ * 1.5 s of each other (the memory reducer's way) since `burst` was reset, and
+ * those since `count` was reset.
+ */
+const fullGcs = { lastEndedAt: performance.now(), burst: false, count: 0, ms: 0 }
+const gcObserver = new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const kind = (entry as { detail?: { kind?: number } }).detail?.kind
+    if (kind !== perfConstants.NODE_PERFORMANCE_GC_MAJOR) continue
+    if (entry.startTime - fullGcs.lastEndedAt < 1500) fullGcs.burst = true
+    fullGcs.lastEndedAt = entry.startTime + entry.duration
+    fullGcs.count += 1
+    fullGcs.ms += entry.duration
+  }
+})
+gcObserver.observe({ entryTypes: ["gc"] })
+
+/**
+ * Rests `restMs`, then until V8's memory reducer has run (two full GCs close
+ * together since the rest began, then 2 s without one: it runs two or three,
+ * about 0.6 s apart), at most 40 s (or 4 × `restMs`) more. Succeeds with
+ * the time it rested.
+ */
+const settle = Effect.gen(function* () {
+  const began = performance.now()
+  fullGcs.burst = false
+  yield* Effect.sleep(Duration.millis(restMs))
+  while (
+    !(fullGcs.burst && performance.now() - fullGcs.lastEndedAt >= 2000) &&
+    performance.now() - began < restMs + Math.min(40_000, 4 * restMs)
+  ) {
+    yield* Effect.sleep("250 millis")
+  }
+  fullGcs.count = 0
+  fullGcs.ms = 0
+  return performance.now() - began
+})
 const socket = Path.join(dir, "docker.sock")
 const preset = ReadinessPolicy.presets[policyName as "fast" | "seed"]
 if (preset === undefined) throw new Error(`unknown policy ${policyName}`)
@@ -58,11 +114,7 @@ const INFO_FORMAT =
 const program = Effect.gen(function* () {
   const manager = yield* ProcessManager
   const daemon = yield* manager.exec(
-    [
-      fixture("hanging-dockerd.mjs"),
-      `--host=unix://${socket}`,
-      ...(scenario === "absent" ? ["--no-listen"] : [])
-    ],
+    [standIn, `--host=unix://${socket}`, ...(scenario === "absent" ? ["--no-listen"] : [])],
     { killGrace: "2 seconds", tailLines: 50 }
   )
   if (scenario === "hang") {
@@ -106,7 +158,7 @@ const program = Effect.gen(function* () {
       })
     )
   }
-  yield* Effect.sleep("1 second")
+  const restedMs = yield* settle
   const self0 = selfCpuMs()
   const children0 = childrenCpuMs()
   const wall0 = performance.now()
@@ -129,6 +181,11 @@ const program = Effect.gen(function* () {
     selfMs,
     childrenMs,
     attempts,
+    /** How long the process rested before the window. */
+    restedMs,
+    /** Full GCs that ran inside the window, and their time on the main thread. */
+    fullGcs: fullGcs.count,
+    fullGcMs: fullGcs.ms,
     percentOfCore: ((selfMs + childrenMs) / wallMs) * 100
   }
 })
@@ -140,4 +197,5 @@ const result = await Effect.runPromise(
     Logger.withMinimumLogLevel(LogLevel.None)
   )
 )
+gcObserver.disconnect()
 process.stdout.write(JSON.stringify(result) + "\n")
