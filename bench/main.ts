@@ -3,7 +3,7 @@
  * side by side in one run on one machine.
  *
  *   tsx bench/main.ts [--quick] [--runs N] [--crash-runs N] [--hang-runs N]
- *                     [--hang-deadline MS] [--cost-seconds S] [--cost-rest S] [--scale N]
+ *                     [--hang-deadline MS] [--cost-seconds S] [--scale N]
  *                     [--scale-seconds S] [--scale-trials N] [--only SECTION,...]
  *                     [--load-runs N] [--out DIR]
  *
@@ -39,7 +39,6 @@ const { values: flags } = parseArgs({
     "hang-runs": { type: "string" },
     "hang-deadline": { type: "string" },
     "cost-seconds": { type: "string" },
-    "cost-rest": { type: "string" },
     scale: { type: "string" },
     "scale-seconds": { type: "string" },
     "scale-trials": { type: "string" },
@@ -59,7 +58,6 @@ const options = {
   hangRuns: number(flags["hang-runs"], 5, 1),
   hangDeadlineMs: number(flags["hang-deadline"], 2000, 1000),
   costSeconds: number(flags["cost-seconds"], 30, 5),
-  costRest: number(flags["cost-rest"], 12, 1),
   scale: number(flags.scale, 1000, 1000),
   scaleSeconds: number(flags["scale-seconds"], 8, 6),
   scaleTrials: number(flags["scale-trials"], 3, 1),
@@ -122,10 +120,8 @@ if (sections.has("hang")) {
   hang = results.hang = await Hang.run(options.hangRuns, options.hangDeadlineMs, log)
 }
 if (sections.has("cost")) {
-  log(
-    `\n4. cost of waiting: ${options.costSeconds} s waits, side by side, after a rest of ${options.costRest} s or more`
-  )
-  cost = results.cost = await Cost.run(options.costSeconds, options.costRest, log)
+  log(`\n4. cost of waiting: ${options.costSeconds} s waits, side by side`)
+  cost = results.cost = await Cost.run(options.costSeconds, log)
 }
 if (sections.has("scale")) {
   log(`\n5. scale: ${options.scale} daemons for ${options.scaleSeconds} s`)

@@ -4,8 +4,8 @@
  * `docker info` probes, for the `fast` and `seed` policies, in two ways of
  * never being ready (no socket; a socket that accepts and never answers).
  * Each measurement runs in its own process (bench/costWorker.ts, bundled and
- * run with plain `node`, after the process has settled); they run side by
- * side, since CPU time is counted per process.
+ * run with plain `node`, without V8's memory reducer: see there); they run
+ * side by side, since CPU time is counted per process.
  */
 import { mkdtempSync, rmSync } from "node:fs"
 import { bundle } from "../lib/bundle.js"
@@ -22,8 +22,6 @@ export interface CostRun {
   readonly selfMs: number
   readonly childrenMs: number
   readonly attempts: number
-  /** How long the process rested before the window (until it had settled). */
-  readonly restedMs: number
   /** Full GCs that ran inside the window, and their time on the main thread. */
   readonly fullGcs: number
   readonly fullGcMs: number
@@ -45,36 +43,32 @@ export const CASES: ReadonlyArray<Pick<CostRun, "probe" | "scenario" | "policy">
 const measure = (
   worker: string,
   one: Pick<CostRun, "probe" | "scenario" | "policy">,
-  seconds: number,
-  restSeconds: number
+  seconds: number
 ): Promise<CostRun> => {
   const dir = mkdtempSync("/tmp/sdb-cost-")
   return workerResult<CostRun>(
     [
       process.execPath,
+      "--no-memory-reducer",
       worker,
       one.probe,
       one.scenario,
       one.policy,
       String(seconds),
       dir,
-      fixture("hanging-dockerd.mjs"),
-      String(restSeconds)
+      fixture("hanging-dockerd.mjs")
     ],
     `cost worker ${JSON.stringify(one)}`
   ).finally(() => rmSync(dir, { recursive: true, force: true }))
 }
 
-/**
- * Runs every case for `seconds`, side by side, each after a rest of at least
- * `restSeconds` (see bench/costWorker.ts).
- */
-export const run = async (seconds: number, restSeconds: number, log: (line: string) => void) => {
+/** Runs every case for `seconds`, side by side. */
+export const run = async (seconds: number, log: (line: string) => void) => {
   const worker = await bundle("costWorker.ts", "costWorker.mjs")
-  const runs = await Promise.all(CASES.map((one) => measure(worker, one, seconds, restSeconds)))
+  const runs = await Promise.all(CASES.map((one) => measure(worker, one, seconds)))
   for (const r of runs) {
     log(
-      `  cost ${r.probe.padEnd(11)} ${r.scenario.padEnd(6)} ${r.policy.padEnd(4)} ${round(r.percentOfCore, 2)}% of a core (self ${round(r.selfMs)} ms, probes ${round(r.childrenMs)} ms, ${r.attempts} attempts in ${round(r.wallMs / 1000, 1)} s, ${r.fullGcs} full GCs; rested ${round(r.restedMs / 1000, 1)} s before)`
+      `  cost ${r.probe.padEnd(11)} ${r.scenario.padEnd(6)} ${r.policy.padEnd(4)} ${round(r.percentOfCore, 2)}% of a core (self ${round(r.selfMs)} ms, probes ${round(r.childrenMs)} ms, ${r.attempts} attempts in ${round(r.wallMs / 1000, 1)} s, ${r.fullGcs} full GCs)`
     )
   }
   return { seconds, runs }
