@@ -112,8 +112,15 @@ const spawnChild = (
       resume(Effect.fail(error as NodeJS.ErrnoException))
       return
     }
-    if (child.pid !== undefined) resume(Effect.succeed(child))
-    else child.once("error", (error) => resume(Effect.fail(error)))
+    if (child.pid === undefined) {
+      child.once("error", (error) => resume(Effect.fail(error)))
+      return
+    }
+    // Started. Node reports nothing else as `error` unless asked to kill or
+    // message the child, which this manager never does (it signals the
+    // group itself); an `error` without a listener would end the process.
+    child.on("error", () => {})
+    resume(Effect.succeed(child))
   })
 
 /**
