@@ -3,6 +3,7 @@
  * signals, a missing binary, and the guarantee that nothing outlives the
  * scope, a process group that ignores SIGTERM included.
  */
+import { existsSync } from "node:fs"
 import { mkdir, realpath, writeFile } from "node:fs/promises"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
@@ -281,6 +282,30 @@ describe("LocalProcessManager with real processes", () => {
         expect(isAlive(handle.pid)).toBe(false)
       })
     )
+  )
+
+  it.live(
+    "a grandchild that writes to the pipes after the leader exited lives until the scope closes (no SIGPIPE)",
+    () =>
+      withProcesses((tag) =>
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const mark = Path.join(dir, "still-alive")
+          // The leader exits at once; its grandchild writes to the shared
+          // stdout after that, then leaves a mark. Were the pipes let go at
+          // the exit, that write would kill it with SIGPIPE.
+          const script = '(sleep 0.3; echo late; sleep 0.2; echo yes > "$1"; sleep 30) & echo early'
+          const grandchildLived = yield* Effect.gen(function* () {
+            const handle = yield* exec(["sh", "-c", script, tag, mark])
+            expect(yield* handle.awaitExit).toMatchObject({ _tag: "Exited", code: 0 })
+            const lived = yield* eventually(() => existsSync(mark), "3 seconds")
+            // What came after the exit is not in the tail: it was reported at the exit.
+            expect(yield* handle.logTail).toEqual(["early"])
+            return lived
+          }).pipe(Effect.scoped)
+          expect(grandchildLived).toBe(true)
+        })
+      )
   )
 
   it.live("env and cwd reach the process; the manager's own environment is kept", () =>
