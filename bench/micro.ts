@@ -13,7 +13,11 @@
  * is the client's alone (`process.cpuUsage()` over N sequential operations,
  * after 300 of warm-up, in 10 batches). Printed: CPU µs per operation, the
  * median batch and the best one (this machine has slow moments that land in
- * a few batches), and wall µs per operation (median batch). Then 1,000
+ * a few batches), and wall µs per operation (median batch). Then a probe
+ * that starts a process (`docker info` with no daemon there, N/20 runs, at
+ * most 100) through the local ProcessManager, beside a bare
+ * `child_process.spawn` of the same command and `@effect/platform`'s
+ * `Command.start` (what that manager was built on before). Then 1,000
  * waits started at once on sockets that never appear (each as the scale
  * section makes one: its fiber, scope, Engine client and wait): the CPU each
  * costs until its first attempt, the heap grown by then, and the heap each
@@ -24,15 +28,21 @@ import { spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import * as Http from "node:http"
 import * as Path from "node:path"
+import * as Command from "@effect/platform/Command"
+import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import * as Stream from "effect/Stream"
 import * as DockerEngine from "../src/DockerEngine.js"
+import { resolveExecutable } from "../src/internal/executable.js"
 import * as Driver from "../src/internal/driver.js"
 import { runProbe } from "../src/internal/runProbe.js"
+import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Probe from "../src/Probe.js"
-import type { ProcessHandle } from "../src/ProcessManager.js"
+import { type ProcessHandle, ProcessManager } from "../src/ProcessManager.js"
 import { Exited } from "../src/ProcessStatus.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
@@ -51,9 +61,13 @@ await new Promise((resolve) => stub.stdout.once("data", resolve))
 /** Batches per measurement: the machine's slow moments land in a few of them. */
 const BATCHES = 10
 
-const measure = async (name: string, once: () => Promise<unknown>) => {
-  for (let i = 0; i < 300; i++) await once()
-  const perBatch = Math.max(1, Math.floor(N / BATCHES))
+const measure = async (
+  name: string,
+  once: () => Promise<unknown>,
+  counts: { readonly warmUp: number; readonly ops: number } = { warmUp: 300, ops: N }
+) => {
+  for (let i = 0; i < counts.warmUp; i++) await once()
+  const perBatch = Math.max(1, Math.floor(counts.ops / BATCHES))
   const cpuPerOp: Array<number> = []
   const wallPerOp: Array<number> = []
   for (let batch = 0; batch < BATCHES; batch++) {
@@ -139,6 +153,73 @@ await quiet(
       )
     })
   )
+)
+
+// A probe that starts a process (`docker info`, as with `location: "remote"`),
+// against a socket that is not there, beside a bare spawn of the same
+// command and beside \`@effect/platform\`'s \`Command.start\`, which the local
+// process manager was built on before it spawned by itself.
+const PROCESS_OPS = { warmUp: 5, ops: Math.max(BATCHES, Math.min(100, Math.floor(N / 20))) }
+const dockerArgv = [
+  "docker",
+  "--host",
+  `unix://${Path.join(root, "missing.sock")}`,
+  "info",
+  "--format",
+  "{{json .ServerVersion}}"
+] as const
+const dockerBinary = Effect.runSync(resolveExecutable("docker", process.env.PATH))
+console.log(`processes: ${PROCESS_OPS.ops} runs each of \`docker info\` with no daemon there`)
+await measure(
+  "baseline: child_process.spawn, output read",
+  () =>
+    new Promise<void>((resolve) => {
+      const child = spawn(dockerBinary, dockerArgv.slice(1), {
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      child.stdout.setEncoding("utf8").resume()
+      child.stderr.setEncoding("utf8").resume()
+      child.on("close", () => resolve())
+    }),
+  PROCESS_OPS
+)
+await measure(
+  "baseline: @effect/platform Command.start",
+  () =>
+    quiet(
+      Effect.scoped(
+        Effect.flatMap(Command.start(Command.make(dockerBinary, ...dockerArgv.slice(1))), (child) =>
+          Effect.all(
+            [
+              Stream.runDrain(Stream.decodeText(child.stdout)),
+              Stream.runDrain(Stream.decodeText(child.stderr)),
+              child.exitCode
+            ],
+            { concurrency: 3 }
+          )
+        )
+      ).pipe(Effect.provide(NodeCommandExecutor.layer), Effect.provide(NodeFileSystem.layer))
+    ),
+  PROCESS_OPS
+)
+await quiet(
+  Effect.gen(function* () {
+    const manager = yield* ProcessManager
+    const probe = yield* Probe.command([...dockerArgv], { name: "docker info" })
+    const options = { timeoutFor: () => Duration.seconds(5) }
+    const op = (name: string, effect: Effect.Effect<unknown, unknown>) =>
+      Effect.promise(() => measure(name, () => quiet(effect), PROCESS_OPS))
+    yield* op(
+      "LocalProcessManager.exec, exit, tail",
+      Effect.scoped(
+        Effect.flatMap(manager.exec([...dockerArgv], { killGrace: "100 millis" }), (handle) =>
+          Effect.zip(handle.awaitExit, handle.logTail)
+        )
+      )
+    )
+    yield* op("probe: docker info (Probe.command)", Probe.run(probe, options))
+  }).pipe(Effect.provide(LocalProcessManager.layer))
 )
 
 // 1,000 waits at once on sockets that never appear.
