@@ -88,7 +88,9 @@ const spawnError = (
 /**
  * Spawns `binary` in a process group of its own. Succeeds once Node knows the
  * pid; fails with the spawn's error (Node reports most of them as an `error`
- * event after the call returns, with no pid).
+ * event after the call returns, with no pid). `started` is called in the
+ * same turn as the spawn, before the fiber resumes: Node does not keep an
+ * `exit` event for a listener that comes later.
  */
 const spawnChild = (
   binary: string,
@@ -97,7 +99,8 @@ const spawnChild = (
     readonly cwd: string | undefined
     readonly env: NodeJS.ProcessEnv
     readonly stdin: boolean
-  }
+  },
+  started: (child: ChildProcess) => void
 ): Effect.Effect<ChildProcess, NodeJS.ErrnoException> =>
   Effect.async<ChildProcess, NodeJS.ErrnoException>((resume) => {
     let child: ChildProcess
@@ -120,6 +123,7 @@ const spawnChild = (
     // message the child, which this manager never does (it signals the
     // group itself); an `error` without a listener would end the process.
     child.on("error", () => {})
+    started(child)
     resume(Effect.succeed(child))
   })
 
@@ -199,13 +203,16 @@ const exec = Effect.fn("LocalProcessManager.exec")(function* (
   const runtime = yield* Effect.runtime<never>()
   const runSync = Runtime.runSync(runtime)
 
+  // Set in the turn of the spawn (see spawnChild).
+  let release = () => {}
   // The spawn and the registration of its stop happen as one step, so an
   // interruption can never leave a process without its SIGTERM/SIGKILL.
-  const child = yield* spawnChild(binary, argv.slice(1), {
-    cwd: options.cwd,
-    env,
-    stdin: options.stdin !== undefined
-  }).pipe(
+  const child = yield* spawnChild(
+    binary,
+    argv.slice(1),
+    { cwd: options.cwd, env, stdin: options.stdin !== undefined },
+    (child) => (release = wire(child, output, notice, runSync))
+  ).pipe(
     Effect.mapError((error) => {
       const failure = spawnError(argv, binary, options.cwd, error)
       return failure._tag === "SpawnFailed" && secrets.length > 0
@@ -217,7 +224,6 @@ const exec = Effect.fn("LocalProcessManager.exec")(function* (
     }),
     Effect.tap((child) => {
       const pid = child.pid!
-      const release = wire(child, output, notice, runSync)
       if (child.stdin !== null) {
         child.stdin.on("error", () => {}) // EPIPE: the process did not read it all.
         child.stdin.end(options.stdin)
