@@ -40,7 +40,7 @@ import {
   pidfileProcess,
   readPidfile
 } from "./internal/processTree.js"
-import { containerdAddress } from "./internal/containerdAddress.js"
+import { containerdAddress, containerdPidfile } from "./internal/containerdAddress.js"
 import * as Preflight from "./Preflight.js"
 import * as Probe from "./Probe.js"
 import { type ProcessHandle, ProcessManager } from "./ProcessManager.js"
@@ -233,10 +233,7 @@ const stop = (
     // process named containerd is taken (a pid reused by another is not).
     const containerd =
       location === "local"
-        ? yield* pidfileProcess(
-            `${config.effectiveExecRoot}/containerd/containerd.pid`,
-            "containerd"
-          )
+        ? yield* pidfileProcess(yield* containerdPidfile(config), "containerd")
         : undefined
     let status = yield* handle.status
     if (status._tag === "Running") {

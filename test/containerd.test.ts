@@ -17,7 +17,11 @@ import * as Schema from "effect/Schema"
 import * as Containerd from "../src/Containerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as DockerEngine from "../src/DockerEngine.js"
-import { containerdAddress, SYSTEM_CONTAINERD } from "../src/internal/containerdAddress.js"
+import {
+  containerdAddress,
+  containerdPidfile,
+  SYSTEM_CONTAINERD
+} from "../src/internal/containerdAddress.js"
 import { readPidfile } from "../src/internal/processTree.js"
 import * as Probe from "../src/Probe.js"
 import { removeDir, tempDir } from "./support/isolated.js"
@@ -205,6 +209,16 @@ describe("where dockerd's containerd listens", () => {
             config({ execRoot: "/srv/sd/exec", extraArgs: [`--config-file=${file}`] })
           )
         ).toBe(managedOrSystem("/srv/sd/exec"))
+        // Its pidfile, which the stop reads, by the same rule (with or
+        // without a system containerd).
+        expect(yield* containerdPidfile(config({ extraArgs: [`--config-file=${file}`] }))).toBe(
+          "/srv/sd/run/containerd/containerd.pid"
+        )
+        expect(
+          yield* containerdPidfile(
+            config({ execRoot: "/srv/sd/exec", extraArgs: [`--config-file=${file}`] })
+          )
+        ).toBe("/srv/sd/exec/containerd/containerd.pid")
       } finally {
         removeDir(dir)
       }

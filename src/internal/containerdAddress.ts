@@ -39,6 +39,27 @@ const flagValue = (flags: ReadonlyArray<string>, name: string): string | undefin
 
 const withoutScheme = (address: string) => address.replace(/^unix:\/\//, "")
 
+/** The config file dockerd reads, parsed; none when it cannot be read or parsed. */
+const readDaemonJson = (config: DockerdConfig) =>
+  Effect.map(
+    Effect.promise(() =>
+      readFile(flagValue(config.extraArgs, "config-file") ?? DEFAULT_CONFIG_FILE, "utf8").catch(
+        () => undefined
+      )
+    ),
+    (text) => (text === undefined ? Option.none() : decodeDaemonJson(text))
+  )
+
+/**
+ * The exec-root dockerd uses: the setting's (a flag), else the config
+ * file's, else dockerd's default. Under it, the containerd dockerd starts
+ * itself keeps its socket and its pidfile.
+ */
+const execRootOf = (config: DockerdConfig, json: Option.Option<typeof DaemonJson.Type>): string =>
+  config.execRoot ??
+  Option.getOrUndefined(Option.flatMapNullable(json, (json) => json["exec-root"])) ??
+  config.effectiveExecRoot
+
 /**
  * The containerd socket of a dockerd started with `config`. A config file
  * that cannot be read or parsed is passed over here: dockerd itself refuses
@@ -48,9 +69,7 @@ export const containerdAddress = (config: DockerdConfig): Effect.Effect<string> 
   Effect.gen(function* () {
     const flag = flagValue(config.extraArgs, "containerd")
     if (flag !== undefined && flag !== "") return withoutScheme(flag)
-    const configFile = flagValue(config.extraArgs, "config-file") ?? DEFAULT_CONFIG_FILE
-    const text = yield* Effect.promise(() => readFile(configFile, "utf8").catch(() => undefined))
-    const json = text === undefined ? Option.none() : decodeDaemonJson(text)
+    const json = yield* readDaemonJson(config)
     const setting = Option.flatMapNullable(json, (json) => json.containerd)
     if (Option.isSome(setting) && setting.value !== "") return withoutScheme(setting.value)
     const system = yield* Effect.promise(() =>
@@ -60,11 +79,16 @@ export const containerdAddress = (config: DockerdConfig): Effect.Effect<string> 
       )
     )
     if (system) return SYSTEM_CONTAINERD
-    // The exec-root: the setting's (a flag), else the config file's, else
-    // dockerd's default.
-    const execRoot =
-      config.execRoot ??
-      Option.getOrUndefined(Option.flatMapNullable(json, (json) => json["exec-root"])) ??
-      config.effectiveExecRoot
-    return `${execRoot}/containerd/containerd.sock`
+    return `${execRootOf(config, json)}/containerd/containerd.sock`
   })
+
+/**
+ * The pidfile of the containerd a dockerd started with `config` runs
+ * itself, under the same exec-root as its socket (see
+ * {@link containerdAddress}).
+ */
+export const containerdPidfile = (config: DockerdConfig): Effect.Effect<string> =>
+  Effect.map(
+    readDaemonJson(config),
+    (json) => `${execRootOf(config, json)}/containerd/containerd.pid`
+  )
