@@ -21,6 +21,7 @@ import type * as Scope from "effect/Scope"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
 import * as Containerd from "./Containerd.js"
 import * as DockerdConfig from "./DockerdConfig.js"
+import * as DockerdSettings from "./DockerdSettings.js"
 import * as DockerEngine from "./DockerEngine.js"
 import { diagnose } from "./Diagnosis.js"
 import {
@@ -33,14 +34,15 @@ import {
   SocketModeNotApplied,
   type StartError
 } from "./errors.js"
+import { cgroupsOnlyOf, removeCgroups } from "./internal/cgroups.js"
 import {
   awaitGone,
   mountEntriesUnder,
   pidsMentioning,
   pidfileProcess,
-  readPidfile
+  readPidfile,
+  withDescendants
 } from "./internal/processTree.js"
-import { containerdAddress, containerdPidfile } from "./internal/containerdAddress.js"
 import * as Preflight from "./Preflight.js"
 import * as Probe from "./Probe.js"
 import { type ProcessHandle, ProcessManager } from "./ProcessManager.js"
@@ -161,12 +163,9 @@ export const toStartError = (
 }
 
 /** The ids of the mounts under the daemon's exec-root and data-root now. */
-const mountIdsOf = (config: DockerdConfig.DockerdConfig) =>
+const mountIdsOf = (settings: DockerdSettings.DockerdSettings) =>
   Effect.map(
-    Effect.all([
-      mountEntriesUnder(config.effectiveExecRoot),
-      mountEntriesUnder(config.effectiveDataRoot)
-    ]),
+    Effect.all([mountEntriesUnder(settings.execRoot), mountEntriesUnder(settings.dataRoot)]),
     (lists) => new Set(lists.flat().map((entry) => entry.id))
   )
 
@@ -177,24 +176,35 @@ const mountIdsOf = (config: DockerdConfig.DockerdConfig) =>
  */
 const cleanUpLocal = (
   config: DockerdConfig.DockerdConfig,
+  settings: DockerdSettings.DockerdSettings,
   pid: number,
   containerd: number | undefined,
   premounted: ReadonlySet<number>
 ) =>
   Effect.gen(function* () {
-    const execRoot = config.effectiveExecRoot
-    const leftovers = [
+    const execRoot = settings.execRoot
+    // Its containerd, the shims naming the exec-root, and what runs below
+    // them: the processes of containers still running (a SIGKILLed daemon
+    // stops none of them), and the cgroups runc made for those.
+    const daemonSide = [
       ...(containerd === undefined ? [] : [containerd]),
       ...(yield* pidsMentioning(execRoot))
     ]
+    const leftovers = yield* withDescendants(daemonSide)
+    const containerCgroups = yield* cgroupsOnlyOf(
+      leftovers.filter((pid) => !daemonSide.includes(pid)),
+      daemonSide
+    )
     const survivors = yield* awaitGone(leftovers, 2_000, 10_000)
     if (survivors.length > 0) {
       yield* Effect.logWarning("processes of the daemon are still there after SIGKILL").pipe(
         Effect.annotateLogs({ pids: survivors.join(",") })
       )
+    } else {
+      yield* removeCgroups(containerCgroups)
     }
     const manager = yield* ProcessManager
-    for (const root of [execRoot, config.effectiveDataRoot]) {
+    for (const root of [execRoot, settings.dataRoot]) {
       for (const { id, point } of yield* mountEntriesUnder(root)) {
         if (premounted.has(id)) continue
         yield* Effect.scoped(
@@ -205,12 +215,19 @@ const cleanUpLocal = (
         ).pipe(Effect.ignore)
       }
     }
-    if ((yield* readPidfile(config.effectivePidfile)) === pid) {
-      yield* Effect.promise(() => rm(config.effectivePidfile, { force: true }))
+    if ((yield* readPidfile(settings.pidfile)) === pid) {
+      yield* Effect.promise(() => rm(settings.pidfile, { force: true }))
     }
     const socket = yield* Effect.promise(() => stat(config.socket).catch(() => undefined))
     if (socket?.isSocket()) yield* Effect.promise(() => rm(config.socket, { force: true }))
   })
+
+/** What the stop of a local daemon cleans up after: where, and what to leave. */
+interface LocalGround {
+  readonly settings: DockerdSettings.DockerdSettings
+  /** Mounts there before the daemon started (a disk at the data-root). */
+  readonly premounted: ReadonlySet<number>
+}
 
 /**
  * Stops a daemon: SIGTERM, up to `grace`, SIGKILL; then (locally) waits for
@@ -219,8 +236,7 @@ const cleanUpLocal = (
 const stop = (
   handle: ProcessHandle,
   config: DockerdConfig.DockerdConfig,
-  location: Location,
-  premounted: ReadonlySet<number>,
+  local: LocalGround | undefined,
   emit: EventSink
 ) =>
   Effect.gen(function* () {
@@ -232,9 +248,9 @@ const stop = (
     // containerd dockerd restarted meanwhile has a new pid, and only a
     // process named containerd is taken (a pid reused by another is not).
     const containerd =
-      location === "local"
-        ? yield* pidfileProcess(yield* containerdPidfile(config), "containerd")
-        : undefined
+      local === undefined
+        ? undefined
+        : yield* pidfileProcess(local.settings.containerdPidfile, "containerd")
     let status = yield* handle.status
     if (status._tag === "Running") {
       yield* emit(DaemonEvent.Stopping({ pid: handle.pid }))
@@ -256,7 +272,9 @@ const stop = (
         Effect.orDie
       )
     }
-    if (location === "local") yield* cleanUpLocal(config, handle.pid, containerd, premounted)
+    if (local !== undefined) {
+      yield* cleanUpLocal(config, local.settings, handle.pid, containerd, local.premounted)
+    }
     const elapsedMs = (yield* Clock.currentTimeMillis) - started
     yield* Effect.logInfo("dockerd stopped").pipe(Effect.annotateLogs({ elapsedMs }))
     yield* emit(DaemonEvent.Stopped({ pid: handle.pid, status, elapsedMs }))
@@ -322,17 +340,33 @@ const pingWarming = (ping: Probe.Check, containerd: Containerd.ContainerdClient)
   )
 
 /**
+ * The settings of a local daemon: the ones given (resolved at its start),
+ * else resolved now.
+ */
+const settingsOf = (
+  config: DockerdConfig.DockerdConfig,
+  settings: DockerdSettings.DockerdSettings | undefined
+) => (settings === undefined ? DockerdSettings.resolve(config) : Effect.succeed(settings))
+
+/**
  * The readiness probe and the liveness probe for a location: for `remote`,
- * `docker info` and `docker version` run through the ProcessManager.
+ * `docker info` and `docker version` run through the ProcessManager. For
+ * `local`, `settings` are the daemon's as resolved at its start (resolved
+ * here when not given): they say where its containerd listens.
  *
  * @since 0.1.0
  * @category probes
  */
-export const probesFor = (config: DockerdConfig.DockerdConfig, location: Location) =>
+export const probesFor = (
+  config: DockerdConfig.DockerdConfig,
+  location: Location,
+  settings?: DockerdSettings.DockerdSettings
+) =>
   Effect.gen(function* () {
     if (location === "local") {
       const engine = yield* DockerEngine.make(config.socket)
-      const containerd = yield* Containerd.make(yield* containerdAddress(config))
+      const address = yield* DockerdSettings.containerdAddress(yield* settingsOf(config, settings))
+      const containerd = yield* Containerd.make(address)
       return {
         // The API answers (`/_ping`), then its containerd does: what `/info`
         // proves, without the 10-100 ms dockerd spends on `/info` as it
@@ -455,7 +489,9 @@ export const versionsOf = (
  * location ({@link probesFor}): each probe's result goes to `emit` as a
  * `DaemonEvent.Probe`, a failed wait is a {@link StartError}. Succeeds with
  * the ready daemon. Used by {@link start}, and by callers that started
- * dockerd some other way (the CLI's detached dockerd in a sandbox).
+ * dockerd some other way (the CLI's detached dockerd in a sandbox). For a
+ * `local` daemon, `settings` are the ones resolved at its start (resolved
+ * here when not given).
  *
  * @since 0.1.0
  * @category waiting
@@ -465,10 +501,12 @@ export const awaitReady = (
   config: DockerdConfig.DockerdConfig,
   location: Location,
   policy: ReadinessPolicy,
-  emit: EventSink = () => Effect.void
+  emit: EventSink = () => Effect.void,
+  settings?: DockerdSettings.DockerdSettings
 ): Effect.Effect<DockerDaemon, StartError, ProcessManager | Scope.Scope> =>
   Effect.gen(function* () {
-    const probes = yield* probesFor(config, location)
+    const local = location === "local" ? yield* settingsOf(config, settings) : undefined
+    const probes = yield* probesFor(config, location, local)
     const report = yield* waitUntilReady(handle, probes.readiness, policy, {
       onEvent: (event) =>
         ReadinessEvent.$is("ProbeResult")(event)
@@ -482,8 +520,8 @@ export const awaitReady = (
           : Effect.void
     }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
     const versions = versionsOf(report, location, location === "local" ? yield* handle.logTail : [])
-    if (location === "local" && versions.storageDriver === "unknown") {
-      versions.storageDriver = yield* storageDriverIn(config.effectiveDataRoot)
+    if (local !== undefined && versions.storageDriver === "unknown") {
+      versions.storageDriver = yield* storageDriverIn(local.dataRoot)
     }
     return {
       pid: handle.pid,
@@ -524,8 +562,11 @@ export const start: (
   const started = yield* Clock.currentTimeMillis
   const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
 
-  if (location === "local") {
-    yield* Preflight.run(config)
+  // Where the daemon keeps its things, by its flags and its config file:
+  // what the preflight checks, the stop cleans and the probes look at.
+  const settings = location === "local" ? yield* DockerdSettings.resolve(config) : undefined
+  if (settings !== undefined) {
+    yield* Preflight.run(config, settings)
     // dockerd creates its data-root, exec-root and pidfile directory, but
     // not the socket's directory.
     const socketDir = Path.dirname(config.socket)
@@ -542,7 +583,8 @@ export const start: (
   }
 
   // Mounts already there (a disk at the data-root) are never undone by the stop.
-  const premounted = location === "local" ? yield* mountIdsOf(config) : new Set<number>()
+  const local: LocalGround | undefined =
+    settings === undefined ? undefined : { settings, premounted: yield* mountIdsOf(settings) }
   const manager = yield* ProcessManager
   const argv = DockerdConfig.argv(config)
   // What is shown of the argv (events, logs): never a secret of its env.
@@ -559,7 +601,7 @@ export const start: (
       )
     )
   )
-  yield* Effect.addFinalizer(() => stop(handle, config, location, premounted, emit))
+  yield* Effect.addFinalizer(() => stop(handle, config, local, emit))
 
   yield* Effect.annotateLogsScoped({ pid: handle.pid, socket: config.socket })
   yield* Effect.logInfo("dockerd started; waiting until it is ready").pipe(
@@ -567,7 +609,7 @@ export const start: (
   )
   yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed }))
 
-  const daemon = yield* awaitReady(handle, config, location, policy, emit)
+  const daemon = yield* awaitReady(handle, config, location, policy, emit, settings)
   if (location === "local") yield* applySocketMode(config)
   yield* emit(
     DaemonEvent.Ready({

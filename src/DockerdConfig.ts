@@ -67,7 +67,13 @@ const NoNul = Schema.String.pipe(
   Schema.filter((text) => !text.includes("\0") || "must not contain a NUL byte")
 )
 
-const AbsolutePath = Schema.String.pipe(
+/**
+ * An absolute path without a NUL byte.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const AbsolutePath = Schema.String.pipe(
   Schema.filter((path) => path.startsWith("/") || "must be an absolute path (starting with /)"),
   Schema.filter((path) => !path.includes("\0") || "must not contain a NUL byte")
 )
@@ -77,8 +83,11 @@ const AbsolutePath = Schema.String.pipe(
  * process whose command line mentions the exec-root, and unmounts what the
  * daemon mounted under the exec-root and the data-root, so neither may be
  * `/` or a top-level directory such as `/tmp`.
+ *
+ * @since 0.1.0
+ * @category models
  */
-const OwnDirectory = AbsolutePath.pipe(
+export const OwnDirectory = AbsolutePath.pipe(
   Schema.filter((path) => {
     const depth = Path.posix
       .normalize(path)
@@ -365,11 +374,11 @@ const fields = {
   tcp: Schema.optional(TcpListener),
   /** Allow `tcp` without TLS: anyone who reaches the port is root here. */
   allowInsecureTcp: Schema.optionalWith(Schema.Boolean, { default: () => false }),
-  /** `--data-root`; dockerd's default when absent. */
+  /** `--data-root`; when absent, dockerd's config file's or default (see `DockerdSettings`). */
   dataRoot: Schema.optional(OwnDirectory),
-  /** `--exec-root`; dockerd's default when absent. */
+  /** `--exec-root`; when absent, dockerd's config file's or default (see `DockerdSettings`). */
   execRoot: Schema.optional(OwnDirectory),
-  /** `--pidfile`; dockerd's default when absent. */
+  /** `--pidfile`; when absent, dockerd's config file's or default (see `DockerdSettings`). */
   pidfile: Schema.optional(AbsolutePath),
   /** The profile of flags. */
   profile: Schema.optionalWith(Profile, { default: () => "default" as const }),
@@ -421,22 +430,7 @@ const checkTcp = (config: Schema.Struct.Type<typeof fields>) => {
  */
 export class DockerdConfig extends Schema.Class<DockerdConfig>("DockerdConfig")(
   Schema.Struct(fields).pipe(Schema.filter(checkTcp))
-) {
-  /** The exec-root in effect (dockerd's default when not set). */
-  get effectiveExecRoot(): string {
-    return this.execRoot ?? "/var/run/docker"
-  }
-
-  /** The pidfile in effect (dockerd's default when not set). */
-  get effectivePidfile(): string {
-    return this.pidfile ?? "/var/run/docker.pid"
-  }
-
-  /** The data-root in effect (dockerd's default when not set). */
-  get effectiveDataRoot(): string {
-    return this.dataRoot ?? "/var/lib/docker"
-  }
-}
+) {}
 
 /**
  * What a caller may pass: the encoded form (durations in milliseconds).

@@ -10,6 +10,7 @@ import { createConnection } from "node:net"
 import * as Path from "node:path"
 import * as Effect from "effect/Effect"
 import type { DockerdConfig } from "./DockerdConfig.js"
+import type { DockerdSettings } from "./DockerdSettings.js"
 import {
   DirectoryNotWritable,
   DockerNotInstalled,
@@ -212,20 +213,25 @@ const checkTlsFiles = (config: DockerdConfig) =>
   )
 
 /**
- * Runs every preflight check for a local start.
+ * Runs every preflight check for a local start, on the directories and the
+ * pidfile dockerd will really use (`settings`, from its flags and its
+ * config file).
  *
  * @since 0.1.0
  * @category preflight
  */
-export const run = Effect.fn("Preflight.run")(function* (config: DockerdConfig) {
+export const run = Effect.fn("Preflight.run")(function* (
+  config: DockerdConfig,
+  settings: DockerdSettings
+) {
   yield* checkBinary(config)
   yield* checkNetworkTools(config)
   yield* checkSocketGroup(config.socketGroup)
   yield* checkTlsFiles(config)
-  yield* checkPidfile(config.effectivePidfile)
+  yield* checkPidfile(settings.pidfile)
   yield* checkSocket(config.socket)
   yield* checkWritable("socket directory", Path.dirname(config.socket))
-  yield* checkWritable("data-root", config.effectiveDataRoot)
-  yield* checkWritable("exec-root", config.effectiveExecRoot)
-  yield* checkWritable("pidfile directory", Path.dirname(config.effectivePidfile))
+  yield* checkWritable("data-root", settings.dataRoot)
+  yield* checkWritable("exec-root", settings.execRoot)
+  yield* checkWritable("pidfile directory", Path.dirname(settings.pidfile))
 })

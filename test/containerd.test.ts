@@ -2,11 +2,11 @@
  * The containerd client and its readiness check: on a real dockerd's own
  * containerd (answers, a SIGSTOPped containerd times the check out, an
  * address where nobody serves falls back to `/info`), and without a daemon:
- * where dockerd's rules put containerd, and how a version answer is read.
+ * how a version answer is read. Where dockerd's rules put containerd is in
+ * `dockerdSettings.test.ts`.
  */
 import { execFile } from "node:child_process"
 import { existsSync, readdirSync, readlinkSync } from "node:fs"
-import { writeFile } from "node:fs/promises"
 import * as Path from "node:path"
 import { promisify } from "node:util"
 import { describe, expect, it } from "@effect/vitest"
@@ -17,14 +17,9 @@ import * as Schema from "effect/Schema"
 import * as Containerd from "../src/Containerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as DockerEngine from "../src/DockerEngine.js"
-import {
-  containerdAddress,
-  containerdPidfile,
-  SYSTEM_CONTAINERD
-} from "../src/internal/containerdAddress.js"
+import * as DockerdSettings from "../src/DockerdSettings.js"
 import { readPidfile } from "../src/internal/processTree.js"
 import * as Probe from "../src/Probe.js"
-import { removeDir, tempDir } from "./support/isolated.js"
 import * as TestDaemon from "./support/testDaemon.js"
 
 const run = promisify(execFile)
@@ -60,15 +55,16 @@ describe.skipIf(!TestDaemon.runsRealDaemon)(
         Effect.scoped(
           Effect.gen(function* () {
             const daemon = yield* TestDaemon.start()
-            const address = yield* containerdAddress(
+            const settings = yield* DockerdSettings.resolve(
               decodeConfig({
                 execRoot: Path.join(daemon.dir, "exec"),
                 extraArgs: [`--config-file=${Path.join(daemon.dir, "daemon.json")}`]
               })
             )
+            const address = yield* DockerdSettings.containerdAddress(settings)
             expect(address).toBe(
-              existsSync(SYSTEM_CONTAINERD)
-                ? SYSTEM_CONTAINERD
+              existsSync(DockerdSettings.SYSTEM_CONTAINERD)
+                ? DockerdSettings.SYSTEM_CONTAINERD
                 : Path.join(daemon.dir, "exec/containerd/containerd.sock")
             )
             // The client in a scope of its own, closed while containerd still
@@ -148,100 +144,6 @@ describe.skipIf(!TestDaemon.runsRealDaemon)(
     )
   }
 )
-
-describe("where dockerd's containerd listens", () => {
-  const config = (input: DockerdConfig.DockerdConfigInput) => decodeConfig(input)
-  const managedOrSystem = (execRoot: string) =>
-    existsSync(SYSTEM_CONTAINERD) ? SYSTEM_CONTAINERD : `${execRoot}/containerd/containerd.sock`
-
-  it.effect("--containerd wins, with or without unix://", () =>
-    Effect.gen(function* () {
-      expect(
-        yield* containerdAddress(config({ extraArgs: ["--containerd=unix:///run/x/c.sock"] }))
-      ).toBe("/run/x/c.sock")
-      expect(yield* containerdAddress(config({ extraArgs: ["--containerd=/run/y.sock"] }))).toBe(
-        "/run/y.sock"
-      )
-    })
-  )
-
-  it.live("then the config file's `containerd`; an unreadable or broken file is passed over", () =>
-    Effect.gen(function* () {
-      const dir = tempDir()
-      try {
-        const file = Path.join(dir, "daemon.json")
-        yield* Effect.promise(() =>
-          writeFile(file, JSON.stringify({ containerd: "unix:///run/z.sock", debug: true }))
-        )
-        expect(
-          yield* containerdAddress(
-            config({ execRoot: "/srv/sd/exec", extraArgs: [`--config-file=${file}`] })
-          )
-        ).toBe("/run/z.sock")
-        yield* Effect.promise(() => writeFile(file, "{ not json"))
-        expect(
-          yield* containerdAddress(
-            config({ execRoot: "/srv/sd/exec", extraArgs: [`--config-file=${file}`] })
-          )
-        ).toBe(managedOrSystem("/srv/sd/exec"))
-        expect(
-          yield* containerdAddress(
-            config({ execRoot: "/srv/sd/exec", extraArgs: [`--config-file=${dir}/missing.json`] })
-          )
-        ).toBe(managedOrSystem("/srv/sd/exec"))
-      } finally {
-        removeDir(dir)
-      }
-    })
-  )
-
-  it.live("the config file's `exec-root` when the config sets none", () =>
-    Effect.gen(function* () {
-      const dir = tempDir()
-      try {
-        const file = Path.join(dir, "daemon.json")
-        yield* Effect.promise(() => writeFile(file, JSON.stringify({ "exec-root": "/srv/sd/run" })))
-        expect(yield* containerdAddress(config({ extraArgs: [`--config-file=${file}`] }))).toBe(
-          managedOrSystem("/srv/sd/run")
-        )
-        expect(
-          yield* containerdAddress(
-            config({ execRoot: "/srv/sd/exec", extraArgs: [`--config-file=${file}`] })
-          )
-        ).toBe(managedOrSystem("/srv/sd/exec"))
-        // Its pidfile, which the stop reads, by the same rule (with or
-        // without a system containerd).
-        expect(yield* containerdPidfile(config({ extraArgs: [`--config-file=${file}`] }))).toBe(
-          "/srv/sd/run/containerd/containerd.pid"
-        )
-        expect(
-          yield* containerdPidfile(
-            config({ execRoot: "/srv/sd/exec", extraArgs: [`--config-file=${file}`] })
-          )
-        ).toBe("/srv/sd/exec/containerd/containerd.pid")
-      } finally {
-        removeDir(dir)
-      }
-    })
-  )
-
-  it.effect("else the system containerd when its socket exists, else the exec-root's", () =>
-    Effect.gen(function* () {
-      const dir = tempDir()
-      try {
-        const file = Path.join(dir, "daemon.json")
-        yield* Effect.promise(() => writeFile(file, "{}"))
-        expect(
-          yield* containerdAddress(
-            config({ execRoot: `${dir}/exec`, extraArgs: [`--config-file=${file}`] })
-          )
-        ).toBe(managedOrSystem(`${dir}/exec`))
-      } finally {
-        removeDir(dir)
-      }
-    })
-  )
-})
 
 describe("reading a version answer", () => {
   /** A gRPC frame around protobuf bytes. */

@@ -252,6 +252,71 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
       )
   )
 
+  it.live(
+    "directories from daemon.json and a running container: a stop by SIGKILL leaves no process, mount, cgroup or pidfile",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          // The configuration leaves data-root, exec-root and pidfile to
+          // dockerd, whose config file puts them here.
+          writeFileSync(
+            `${dir}/daemon.json`,
+            JSON.stringify({
+              "data-root": `${dir}/store`,
+              "exec-root": `${dir}/run`,
+              pidfile: `${dir}/run.pid`
+            })
+          )
+          const config = {
+            socket: `${dir}/docker.sock`,
+            network: "private" as const,
+            // No grace: SIGKILL at once, so dockerd stops no container and
+            // removes nothing itself.
+            stopGrace: 0,
+            extraArgs: [`--config-file=${dir}/daemon.json`]
+          }
+          const container = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const daemon = yield* Dockerd.start(config)
+              expect(daemon.report.resultOf("containerd")).toBeInstanceOf(
+                Containerd.ContainerdVersion
+              )
+              expect(existsSync(`${dir}/run.pid`)).toBe(true)
+              yield* Effect.promise(() => importBusybox(dir, config.socket))
+              const docker = (...args: Array<string>) =>
+                Effect.promise(() =>
+                  run("docker", ["-H", `unix://${config.socket}`, ...args]).then((out) =>
+                    out.stdout.trim()
+                  )
+                )
+              const id = yield* docker(
+                "run",
+                "-d",
+                "--network",
+                "none",
+                "sdt-busybox",
+                "/bin/busybox",
+                "sleep",
+                "600"
+              )
+              const pid = Number(yield* docker("inspect", "--format", "{{.State.Pid}}", id))
+              expect(existsSync(`/proc/${pid}`)).toBe(true)
+              const cgroups = yield* cgroupDirsNaming(id)
+              expect(cgroups.length).toBeGreaterThan(0)
+              return { id, pid }
+            })
+          )
+          // The container's process is not left to init, nor its cgroups behind.
+          expect(existsSync(`/proc/${container.pid}`)).toBe(false)
+          expect(yield* cgroupDirsNaming(container.id)).toEqual([])
+          expect(existsSync(`${dir}/run.pid`)).toBe(false)
+          expect(existsSync(config.socket)).toBe(false)
+          // (withDir: no process names the directory, nothing is mounted under it.)
+        })
+      ),
+    90_000
+  )
+
   it.live("closing the scope while starting stops everything", () =>
     withDir((dir) =>
       Effect.gen(function* () {
@@ -280,6 +345,14 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
     })
   )
 })
+
+/** Cgroup directories whose name holds `id` (a container's, by either cgroup driver). */
+const cgroupDirsNaming = (id: string) =>
+  Effect.promise(() =>
+    run("find", ["/sys/fs/cgroup", "-maxdepth", "5", "-type", "d", "-name", `*${id}*`]).then(
+      (out) => out.stdout.split("\n").filter((line) => line !== "")
+    )
+  )
 
 /** Imports a tiny image made from Debian's busybox-static as `sdt-busybox`. */
 const importBusybox = async (dir: string, socket: string) => {

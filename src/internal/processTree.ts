@@ -39,6 +39,43 @@ export const pidsMentioning = (needle: string): Effect.Effect<ReadonlyArray<numb
   })
 
 /**
+ * `pids` and every process below them: their children, the children's
+ * children, and so on (the parent of each process read from
+ * `/proc/PID/stat`). A container's processes are below its shim; once the
+ * shim is killed they are the init's, and nothing says whose they were.
+ */
+export const withDescendants = (
+  pids: ReadonlyArray<number>
+): Effect.Effect<ReadonlyArray<number>> =>
+  Effect.promise(async () => {
+    const entries = await readdir("/proc").catch(() => [] as Array<string>)
+    const children = new Map<number, Array<number>>()
+    await Promise.all(
+      entries.map(async (entry) => {
+        const pid = Number(entry)
+        if (!Number.isInteger(pid)) return
+        const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "")
+        // `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses.
+        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+        if (!Number.isInteger(ppid)) return
+        const siblings = children.get(ppid)
+        if (siblings === undefined) children.set(ppid, [pid])
+        else siblings.push(pid)
+      })
+    )
+    const found = new Set(pids)
+    const queue = [...pids]
+    for (let pid = queue.pop(); pid !== undefined; pid = queue.pop()) {
+      for (const child of children.get(pid) ?? []) {
+        if (found.has(child)) continue
+        found.add(child)
+        queue.push(child)
+      }
+    }
+    return [...found]
+  })
+
+/**
  * The pid a pidfile holds, if the process is there (alive or a zombie) and
  * its name (`/proc/PID/comm`, which a zombie keeps) is `name`.
  */
@@ -89,19 +126,6 @@ export const mountEntriesUnder = (root: string): Effect.Effect<ReadonlyArray<Mou
       .filter(({ point }) => point !== "" && (point === root || point.startsWith(prefix)))
       .sort((a, b) => b.point.length - a.point.length || b.order - a.order)
       .map(({ id, point }) => ({ id, point }))
-  })
-
-/** Mount points at or below `root`, deepest first. */
-export const mountsUnder = (root: string): Effect.Effect<ReadonlyArray<string>> =>
-  Effect.promise(async () => {
-    const table = await readFile("/proc/self/mountinfo", "utf8").catch(() => "")
-    const prefix = root.endsWith("/") ? root : root + "/"
-    return table
-      .split("\n")
-      .map((line) => line.split(" ")[4] ?? "")
-      .map((point) => point.replace(/\\040/g, " "))
-      .filter((point) => point === root || point.startsWith(prefix))
-      .sort((a, b) => b.length - a.length)
   })
 
 /**
