@@ -192,7 +192,15 @@ export const seedScenario = (options: {
     const sandbox = yield* phase(
       `sandbox created (${options.runtime ?? "runc"}, Docker enabled)`,
       Sandbox.create(
-        { image: SANDBOX_IMAGE, dockerEnabled: true, runtime: options.runtime ?? "runc", cpu: 1 },
+        {
+          image: SANDBOX_IMAGE,
+          dockerEnabled: true,
+          runtime: options.runtime ?? "runc",
+          cpu: 1,
+          // The engine's own namespace, where the registry listens on
+          // 127.0.0.1 (as the seed's platform ran it); it has no docker0.
+          network: "host"
+        },
         { engineSocket: host.socket, stopGrace: "5 seconds" }
       )
     )

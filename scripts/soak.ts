@@ -293,7 +293,7 @@ const cycleSandbox = (host: HostEnvironment, ids: Array<string>) =>
     Effect.gen(function* () {
       const t0 = Date.now()
       const sandbox = yield* Sandbox.create(
-        { image: SANDBOX_IMAGE, dockerEnabled: true },
+        { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
         { engineSocket: host.socket, stopGrace: "3 seconds" }
       )
       ids.push(sandbox.id)

@@ -67,12 +67,14 @@ export class SandboxSpec extends Schema.Class<SandboxSpec>("SandboxSpec")({
     )
   ),
   /**
-   * The sandbox's network: `host` (the engine's network namespace, as the
-   * seed's platform does; inner containers then share it), `none`, or
-   * `bridge`.
+   * The sandbox's network: `bridge` (the default: a network namespace of its
+   * own on the engine's bridge), `none`, or `host` (the engine's network
+   * namespace, as the seed's platform does). Inner containers share the
+   * sandbox's. With Docker inside, `host` is refused on an engine that has
+   * its `docker0` bridge: the inner dockerd (`--bridge=none`) would delete it.
    */
   network: Schema.optionalWith(Schema.Literal("host", "none", "bridge"), {
-    default: () => "host" as const
+    default: () => "bridge" as const
   })
 }) {}
 
@@ -326,6 +328,7 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   spec: SandboxSpec,
   labels: Readonly<Record<string, string>> = {}
 ) {
+  if (spec.dockerEnabled && spec.network === "host") yield* refuseHostNetworkBeside(engine, spec)
   const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
   const created = yield* engine
     .request("POST", `/containers/create${query}`, {
@@ -368,6 +371,38 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   }).pipe(Effect.onError(() => removeContainer(engine, id)))
   return { id, name } satisfies SandboxContainer
 })
+
+/** What is read of the engine's `bridge` network: the interface behind it. */
+const BridgeNetwork = Schema.Struct({
+  Options: Schema.optional(
+    Schema.Struct({ "com.docker.network.bridge.name": Schema.optional(Schema.String) })
+  )
+})
+
+/** The bridge dockerd makes by default, and deletes when started with `--bridge=none`. */
+const DEFAULT_BRIDGE = "docker0"
+
+/**
+ * Docker inside a sandbox on the engine's network namespace runs its dockerd
+ * with `--bridge=none`, and dockerd so started deletes `docker0` in its
+ * namespace: the engine's own bridge, cutting its containers off. Refused
+ * when the engine has that bridge; an engine without one (`--bridge=none`
+ * itself, or another bridge) loses nothing.
+ */
+const refuseHostNetworkBeside = (engine: DockerEngine.DockerEngineClient, spec: SandboxSpec) =>
+  Effect.flatMap(
+    engine.request("GET", "/networks/bridge", { schema: BridgeNetwork }).pipe(Effect.option),
+    (bridge) =>
+      Option.isSome(bridge) &&
+      (bridge.value.Options?.["com.docker.network.bridge.name"] ?? DEFAULT_BRIDGE) ===
+        DEFAULT_BRIDGE
+        ? new SandboxCreateFailed({
+            image: spec.image,
+            reason: `Docker inside a sandbox on the engine's network (network: host) would delete the engine's ${DEFAULT_BRIDGE} bridge (the inner dockerd runs with --bridge=none, which removes it)`,
+            hint: "Use network bridge (the default) or none; host is for an engine without a docker0 bridge."
+          })
+        : Effect.void
+  )
 
 /**
  * Removes a sandbox container, its processes and its volumes (bounded;

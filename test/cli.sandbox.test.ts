@@ -82,6 +82,7 @@ describe("sandbox-docker sandbox (no engine needed)", () => {
     [["sandbox", "create"], "image"],
     [["sandbox", "create", "--image", "x", "--env", "NOEQUALS"], "--env"],
     [["sandbox", "create", "--image", "x", "--cpu=lots"], "--cpu"],
+    [["sandbox", "create", "--image", "x", "--network=wifi"], "--network"],
     [["sandbox", "create", "--image", "x", "--name=bad name"], "--name"],
     [["sandbox", "create", "--image", "x", "--engine", "relative.sock"], "--engine"],
     [["sandbox", "docker", "box", "ps", "extra"], "docker ps takes 0"],
@@ -130,6 +131,8 @@ describe.skipIf(!real)("sandbox-docker sandbox against a host engine", () => {
       "sandbox",
       "create",
       engine(),
+      // The test engine's namespace (no docker0 there; it has no bridge network).
+      "--network=host",
       "--image",
       SANDBOX_IMAGE,
       "--docker",
@@ -140,7 +143,12 @@ describe.skipIf(!real)("sandbox-docker sandbox against a host engine", () => {
     ])
     expect(result.code, result.stdout + result.stderr).toBe(0)
     const byEvent = (event: string) => result.events.find((e) => e.event === event)
-    expect(byEvent("created")).toMatchObject({ name, image: SANDBOX_IMAGE, runtime: "runc" })
+    expect(byEvent("created")).toMatchObject({
+      name,
+      image: SANDBOX_IMAGE,
+      runtime: "runc",
+      network: "host"
+    })
     expect(byEvent("spawned")?.pid).toEqual(expect.any(Number))
     const ready = byEvent("ready")
     expect(ready).toMatchObject({ socket: "/var/run/docker.sock" })
@@ -261,6 +269,8 @@ describe.skipIf(!real)("sandbox-docker sandbox against a host engine", () => {
       "sandbox",
       "create",
       engine(),
+      // The test engine's namespace (no docker0 there; it has no bridge network).
+      "--network=host",
       "--image",
       BUSYBOX_IMAGE,
       "--docker",

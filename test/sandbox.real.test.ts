@@ -3,6 +3,8 @@
  * typed failure, sandboxes without Docker, argument validation and secrets.
  * The host engine, images and registry are set up once for the file.
  */
+import { execFile } from "node:child_process"
+import { promisify } from "node:util"
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -13,15 +15,21 @@ import * as Redacted from "effect/Redacted"
 import { pidsMentioning } from "../src/internal/processTree.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Sandbox from "../src/Sandbox.js"
+import * as Schema from "effect/Schema"
+import * as Dockerd from "../src/Dockerd.js"
+import * as DockerEngine from "../src/DockerEngine.js"
 import {
   type HostEnvironment,
   hostEnvironment,
   SANDBOX_IMAGE,
   seedScenario
 } from "../scripts/seedScenario.js"
-import { hasDockerd } from "./support/isolated.js"
+import { hasDockerd, isolatedConfig } from "./support/isolated.js"
+import { BUILD_IMAGES } from "./support/testDaemon.js"
+import { withDir } from "./support/withDir.js"
 
 const real = hasDockerd()
+const run = promisify(execFile)
 
 class Host extends Context.Tag("test/Host")<Host, HostEnvironment>() {}
 
@@ -58,7 +66,7 @@ describe.skipIf(!real)("sandboxes on a host engine", () => {
         Effect.gen(function* () {
           const host = yield* Host
           const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true },
+            { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
             { engineSocket: host.socket, stopGrace: "3 seconds" }
           )
           const started = Date.now()
@@ -84,7 +92,12 @@ describe.skipIf(!real)("sandboxes on a host engine", () => {
         Effect.gen(function* () {
           const host = yield* Host
           const sandbox = yield* Sandbox.create(
-            { image: "sandbox-docker/busybox:latest", env: { GREETING: "hi there" }, memoryMb: 64 },
+            {
+              image: "sandbox-docker/busybox:latest",
+              env: { GREETING: "hi there" },
+              memoryMb: 64,
+              network: "host"
+            },
             { engineSocket: host.socket }
           )
           const said = yield* Effect.scoped(
@@ -106,7 +119,7 @@ describe.skipIf(!real)("sandboxes on a host engine", () => {
       Effect.gen(function* () {
         const host = yield* Host
         const sandbox = yield* Sandbox.create(
-          { image: "sandbox-docker/busybox:latest" },
+          { image: "sandbox-docker/busybox:latest", network: "host" },
           { engineSocket: host.socket }
         )
         const refused = [
@@ -146,7 +159,7 @@ describe.skipIf(!real)("sandboxes on a host engine", () => {
           const host = yield* Host
           const secret = "s3cret-Pa55word"
           const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, dockerEnabled: true },
+            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
             { engineSocket: host.socket, stopGrace: "3 seconds" }
           )
           const login = yield* sandbox.docker.login({
@@ -164,4 +177,84 @@ describe.skipIf(!real)("sandboxes on a host engine", () => {
       TIMEOUT
     )
   })
+})
+
+describe.skipIf(!real)("a sandbox on the engine's host network, with Docker inside", () => {
+  it.live(
+    "is refused on an engine with a docker0 bridge, which the inner dockerd would delete; nothing is created",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          // An engine with its default bridge, in a network namespace of its own.
+          const config = isolatedConfig(dir, { extraArgs: ["--ip6tables=false"] })
+          yield* Dockerd.start(config)
+          const engine = yield* DockerEngine.make(config.socket as string)
+          const bridge = yield* engine.request("GET", "/networks/bridge", {
+            schema: Schema.Struct({ Name: Schema.String })
+          })
+          expect(bridge.Name).toBe("bridge")
+          const error = yield* Effect.flip(
+            Sandbox.create(
+              { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+              { engineSocket: config.socket as string }
+            )
+          )
+          expect(error).toMatchObject({ _tag: "SandboxCreateFailed" })
+          expect(error.message).toContain("would delete the engine's docker0 bridge")
+          expect(error.message).toContain("Use network bridge (the default) or none")
+          const containers = yield* engine.request("GET", "/containers/json?all=true", {
+            schema: Schema.Array(Schema.Unknown)
+          })
+          expect(containers).toEqual([])
+        })
+      ),
+    60_000
+  )
+
+  it.live(
+    "on the default network (bridge) Docker inside starts and serves, and the engine keeps its docker0",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          const config = isolatedConfig(dir, { extraArgs: ["--ip6tables=false"] })
+          const host = yield* Dockerd.start(config)
+          const socket = config.socket as string
+          // The engine's network namespace (`unshare --net` execs dockerd: the same pid).
+          const hasDocker0 = Effect.promise(() =>
+            run("nsenter", [`--net=/proc/${host.pid}/ns/net`, "ip", "-o", "link", "show"]).then(
+              (out) => / docker0: /.test(out.stdout)
+            )
+          )
+          expect(yield* hasDocker0).toBe(true)
+          yield* Effect.promise(() =>
+            run("bash", [BUILD_IMAGES, "all"], {
+              env: { ...process.env, DOCKER_HOST: `unix://${socket}` },
+              maxBuffer: 1 << 24
+            })
+          )
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const sandbox = yield* Sandbox.create(
+                { image: SANDBOX_IMAGE, dockerEnabled: true },
+                { engineSocket: socket, stopGrace: "3 seconds" }
+              )
+              const daemon = yield* sandbox.daemon
+              expect(daemon.serverVersion).toMatch(/^\d+\.\d+/)
+              const images = yield* Effect.scoped(
+                Effect.flatMap(sandbox.docker.images({ quiet: true }), (handle) => handle.output)
+              )
+              expect(images.exitCode).toBe(0)
+              expect(yield* hasDocker0).toBe(true)
+              yield* sandbox.remove
+            })
+          )
+          const engine = yield* DockerEngine.make(socket)
+          const containers = yield* engine.request("GET", "/containers/json?all=true", {
+            schema: Schema.Array(Schema.Unknown)
+          })
+          expect(containers).toEqual([])
+        })
+      ),
+    TIMEOUT
+  )
 })

@@ -34,6 +34,11 @@ const options = {
     Options.withDescription("start Docker inside and wait until it is ready")
   ),
   runtime: Shared.choice("runtime", ["runc", "runsc"], "the container runtime (default runc)"),
+  network: Shared.choice(
+    "network",
+    ["bridge", "none", "host"],
+    "the sandbox's network (default bridge: its own; host: the engine's, refused with --docker on an engine with a docker0 bridge, which the inner dockerd would delete)"
+  ),
   cpu: Shared.text("cpu", "N", "CPU cores (fractions allowed, up to 256)"),
   memory: Shared.whole("memory", "memory limit in MiB (at least 16)"),
   env: Options.text("env").pipe(
@@ -72,6 +77,12 @@ const plan = (
   Effect.gen(function* () {
     const engine = yield* SandboxOptions.decodeEngine(opts.engine)
     const runtime = yield* Shared.decodeChoice("runtime", ["runc", "runsc"], opts.runtime, "runc")
+    const network = yield* Shared.decodeChoice(
+      "network",
+      ["bridge", "none", "host"],
+      opts.network,
+      "bridge"
+    )
     const memory = yield* Shared.decodeWhole("memory", opts.memory, { min: 16, max: 1 << 30 })
     let cpu: number | undefined
     if (Option.isSome(opts.cpu)) {
@@ -112,6 +123,7 @@ const plan = (
     const spec = yield* Schema.decodeUnknown(Sandbox.SandboxSpec)({
       image: opts.image,
       runtime,
+      network,
       env,
       dockerEnabled: opts.docker,
       ...(cpu === undefined ? {} : { cpu }),
@@ -154,8 +166,15 @@ export const execute = (createPlan: SandboxCreatePlan) =>
     })
     yield* reporter.info(
       "created",
-      { id, name, image: spec.image, runtime: spec.runtime, elapsedMs: elapsedMs() },
-      `created sandbox ${name} (${id.slice(0, 12)}) from ${spec.image} (${spec.runtime})`
+      {
+        id,
+        name,
+        image: spec.image,
+        runtime: spec.runtime,
+        network: spec.network,
+        elapsedMs: elapsedMs()
+      },
+      `created sandbox ${name} (${id.slice(0, 12)}) from ${spec.image} (${spec.runtime}, network ${spec.network})`
     )
     if (spec.dockerEnabled) {
       yield* Effect.gen(function* () {
