@@ -68,8 +68,16 @@ const directoriesOfPid = async (
 }
 
 /**
- * The cgroup directories `pids` are in and `others` are not (nor this
- * process): the containers' own, not the daemon's or the caller's.
+ * A container's own cgroup, or one below it: a part of its path names a
+ * container id (64 hex digits: `docker/<id>` with the cgroupfs driver,
+ * `docker-<id>.scope` with systemd's). Nothing else is ever removed,
+ * whatever a process moved into.
+ */
+const CONTAINER_CGROUP = /\/[^/]*(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])[^/]*(\/|$)/
+
+/**
+ * The containers' cgroup directories among those `pids` are in and
+ * `others` are not (nor this process): not the daemon's or the caller's.
  */
 export const cgroupsOnlyOf = (
   pids: ReadonlyArray<number>,
@@ -81,7 +89,9 @@ export const cgroupsOnlyOf = (
       new Set((await Promise.all(list.map((pid) => directoriesOfPid(all, pid)))).flat())
     const theirs = await of(pids)
     const kept = await of([...others, process.pid])
-    return [...theirs].filter((directory) => !kept.has(directory))
+    return [...theirs].filter(
+      (directory) => !kept.has(directory) && CONTAINER_CGROUP.test(directory)
+    )
   })
 
 /**
