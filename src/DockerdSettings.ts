@@ -114,7 +114,7 @@ const checked = (
           Effect.fail(
             new InvalidConfig({
               field: `"${name}" in ${file}`,
-              problem: `${ParseResult.ArrayFormatter.formatErrorSync(error)[0]?.message ?? "is not allowed"} (the configuration leaves ${name} unset, so dockerd takes it from this file: change it there, or set it in the configuration)`
+              problem: `${ParseResult.ArrayFormatter.formatErrorSync(error)[0]?.message ?? "is not allowed"} (the configuration leaves ${name} unset, so dockerd takes it from this file: change it there, or move it from there to the configuration)`
             })
           )
       })

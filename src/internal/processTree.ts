@@ -22,15 +22,41 @@ export const mentionsPath = (arg: string, path: string): boolean => {
   return false
 }
 
-/** Pids of processes whose command line mentions the path `needle` (or below it). */
+/** The parent pid in a `/proc/PID/stat` text (`PID (COMM) STATE PPID …`; COMM may hold spaces). */
+const parentIn = (stat: string): number | undefined => {
+  const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+  return Number.isInteger(ppid) && ppid > 0 ? ppid : undefined
+}
+
+/**
+ * This process and its ancestors: never a daemon's leftovers, even when
+ * their command line names its exec-root (`npx sandbox-docker up
+ * --exec-root=…` runs under a parent whose arguments are the same).
+ */
+const selfAndAncestors = async (): Promise<ReadonlySet<number>> => {
+  const found = new Set<number>([process.pid])
+  for (let pid = process.ppid; pid > 1 && !found.has(pid);) {
+    found.add(pid)
+    const parent = parentIn(await readFile(`/proc/${pid}/stat`, "utf8").catch(() => ""))
+    if (parent === undefined) break
+    pid = parent
+  }
+  return found
+}
+
+/**
+ * Pids of processes whose command line mentions the path `needle` (or below
+ * it), other than this process and its ancestors.
+ */
 export const pidsMentioning = (needle: string): Effect.Effect<ReadonlyArray<number>> =>
   Effect.promise(async () => {
     const entries = await readdir("/proc").catch(() => [] as Array<string>)
+    const ours = await selfAndAncestors()
     const found: Array<number> = []
     await Promise.all(
       entries.map(async (entry) => {
         const pid = Number(entry)
-        if (!Number.isInteger(pid) || pid === process.pid) return
+        if (!Number.isInteger(pid) || ours.has(pid)) return
         const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")
         if (cmdline.split("\0").some((arg) => mentionsPath(arg, needle))) found.push(pid)
       })
@@ -41,7 +67,7 @@ export const pidsMentioning = (needle: string): Effect.Effect<ReadonlyArray<numb
 /**
  * `pids` and every process below them: their children, the children's
  * children, and so on (the parent of each process read from
- * `/proc/PID/stat`). A container's processes are below its shim; once the
+ * `/proc/PID/stat`), never this process or its ancestors. A container's processes are below its shim; once the
  * shim is killed they are the init's, and nothing says whose they were.
  */
 export const withDescendants = (
@@ -54,20 +80,20 @@ export const withDescendants = (
       entries.map(async (entry) => {
         const pid = Number(entry)
         if (!Number.isInteger(pid)) return
-        const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "")
-        // `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses.
-        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
-        if (!Number.isInteger(ppid)) return
+        const ppid = parentIn(await readFile(`/proc/${pid}/stat`, "utf8").catch(() => ""))
+        if (ppid === undefined) return
         const siblings = children.get(ppid)
         if (siblings === undefined) children.set(ppid, [pid])
         else siblings.push(pid)
       })
     )
-    const found = new Set(pids)
-    const queue = [...pids]
+    // (This process is nobody's leftover, nor what runs below it.)
+    const ours = await selfAndAncestors()
+    const found = new Set(pids.filter((pid) => !ours.has(pid)))
+    const queue = [...found]
     for (let pid = queue.pop(); pid !== undefined; pid = queue.pop()) {
       for (const child of children.get(pid) ?? []) {
-        if (found.has(child)) continue
+        if (found.has(child) || ours.has(child)) continue
         found.add(child)
         queue.push(child)
       }

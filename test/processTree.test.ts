@@ -1,0 +1,78 @@
+/**
+ * What the stop of a local daemon takes for its leftovers, found through
+ * /proc with real processes: the processes naming its exec-root and what
+ * runs below them, never the process doing the stop or its ancestors.
+ */
+import { execFile, spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { mentionsPath, pidsMentioning, withDescendants } from "../src/internal/processTree.js"
+
+const run = promisify(execFile)
+const processTree = fileURLToPath(new URL("../src/internal/processTree.ts", import.meta.url))
+
+describe("a daemon's leftovers", () => {
+  it("a path is mentioned by itself and what is below it, not by a longer name", () => {
+    expect(mentionsPath("--exec-root=/run/d1", "/run/d1")).toBe(true)
+    expect(mentionsPath("/run/d1/containerd/containerd.sock", "/run/d1")).toBe(true)
+    expect(mentionsPath("/run/d1/", "/run/d1/")).toBe(true)
+    expect(mentionsPath("--exec-root=/run/d10", "/run/d1")).toBe(false)
+  })
+
+  it.live("the processes below one, children's children included", () =>
+    Effect.gen(function* () {
+      const root = "/tmp/sdt-tree-root"
+      // A shell naming the path, with a child that has a child of its own.
+      const shell = spawn("sh", ["-c", 'sh -c "sleep 30 & wait" & wait', "sh", root], {
+        stdio: "ignore",
+        detached: true
+      })
+      try {
+        let found: ReadonlyArray<number> = []
+        for (let turn = 0; turn < 100 && found.length < 3; turn++) {
+          yield* Effect.sleep("20 millis")
+          found = yield* withDescendants(yield* pidsMentioning(root))
+        }
+        // The outer shell, the inner shell, and sleep (under the inner one).
+        expect(found).toContain(shell.pid)
+        const { stdout } = yield* Effect.promise(() =>
+          run("ps", ["-o", "pid=,comm=", "-p", found.join(",")])
+        )
+        expect(stdout).toMatch(/sleep/)
+        expect(found.length).toBeGreaterThanOrEqual(3)
+      } finally {
+        process.kill(-shell.pid!, "SIGKILL")
+      }
+    })
+  )
+
+  it.live(
+    "never the process looking, nor its ancestors, whose command lines name the path too (npx sandbox-docker up --exec-root=…)",
+    () =>
+      Effect.gen(function* () {
+        const root = "/tmp/sdt-tree-ours"
+        // A parent shell naming the path, and under it a node process that
+        // names it too and looks: neither is a leftover.
+        const code = `
+          const tree = await import(${JSON.stringify(processTree)})
+          const { Effect } = await import("effect")
+          const mentioning = await Effect.runPromise(tree.pidsMentioning(process.argv[1]))
+          const below = await Effect.runPromise(tree.withDescendants([process.ppid, process.pid]))
+          console.log(JSON.stringify({ mentioning, below }))
+        `
+        const { stdout } = yield* Effect.promise(() =>
+          run("sh", [
+            "-c",
+            '"$0" --import tsx --input-type=module -e "$1" "$2"; true',
+            process.execPath,
+            code,
+            root
+          ])
+        )
+        expect(JSON.parse(stdout)).toEqual({ mentioning: [], below: [] })
+      }),
+    30_000
+  )
+})
