@@ -307,7 +307,13 @@ export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
           const kind = info.isDirectory() ? "directory" : "file"
           done(
             Either.left(
-              new ProbeFailed({ probe: name, reason: `${path} is a ${kind}, not a socket` }, true)
+              stackless(
+                () =>
+                  new ProbeFailed(
+                    { probe: name, reason: `${path} is a ${kind}, not a socket` },
+                    true
+                  )
+              )
             )
           )
         }
