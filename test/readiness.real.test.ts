@@ -3,6 +3,7 @@
  * fake dockerd on a unix socket in its own temp dir, the real probes, the
  * local ProcessManager and the real clock. Timings are only sanity bounds.
  */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
@@ -378,3 +379,34 @@ require("node:http")
     process.exit(1)
   })
 `
+
+describe("the socket check on what is not a socket", () => {
+  it.live("a file or a directory at the path fails the check (not a `not yet`)", () =>
+    Effect.gen(function* () {
+      const dir = mkdtempSync("/tmp/sdt-notsock-")
+      try {
+        writeFileSync(`${dir}/file.sock`, "")
+        mkdirSync(`${dir}/dir.sock`)
+        for (const [path, kind] of [
+          [`${dir}/file.sock`, "file"],
+          [`${dir}/dir.sock`, "directory"]
+        ] as const) {
+          const outcome = yield* Effect.either(
+            Probe.run(Probe.socketFile(path), { timeoutFor: () => Duration.seconds(2) })
+          )
+          expect(Either.isLeft(outcome) && outcome.left).toMatchObject({
+            _tag: "ProbeFailed",
+            probe: "socket",
+            reason: `${path} is a ${kind}, not a socket`
+          })
+        }
+        const missing = yield* Effect.either(
+          Probe.run(Probe.socketFile(`${dir}/none.sock`), { timeoutFor: () => Duration.seconds(2) })
+        )
+        expect(Either.isLeft(missing) && missing.left._tag).toBe("ProbeNotYet")
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    })
+  )
+})
