@@ -473,14 +473,15 @@ export const decode = (input: unknown): Effect.Effect<DockerdConfig, InvalidConf
   )
 
 /**
- * The dockerd argv for a configuration, wrapped for its network namespace.
+ * The flags dockerd is given for a configuration (its arguments, without
+ * the binary or the network namespace's wrapper).
  *
  * @since 0.1.0
  * @category argv
  */
-export const argv = (config: DockerdConfig): readonly [string, ...Array<string>] => {
+export const flags = (config: DockerdConfig): ReadonlyArray<string> => {
   const tcp = config.tcp
-  const dockerd: Array<string> = [
+  return [
     `--host=unix://${config.socket}`,
     ...(config.socketGroup === undefined ? [] : [`--group=${config.socketGroup}`]),
     ...(tcp === undefined ? [] : [`--host=tcp://${tcp.address}`]),
@@ -498,6 +499,16 @@ export const argv = (config: DockerdConfig): readonly [string, ...Array<string>]
     ...profileFlags[config.profile],
     ...config.extraArgs
   ]
+}
+
+/**
+ * The dockerd argv for a configuration, wrapped for its network namespace.
+ *
+ * @since 0.1.0
+ * @category argv
+ */
+export const argv = (config: DockerdConfig): readonly [string, ...Array<string>] => {
+  const dockerd = flags(config)
   const network = config.network
   if (network === "host") return [config.binary, ...dockerd]
   if (network === "private") return ["unshare", "--net", "--", config.binary, ...dockerd]

@@ -6,7 +6,8 @@
  * from the config file; everything that looks at the daemon's directories
  * from outside (the preflight checks, the mount snapshot, the stop's
  * cleanup of processes, mounts and the pidfile, the containerd probe) looks
- * at these.
+ * at these. `conflictOf` finds a setting the config file gives that a flag
+ * gives too, which dockerd refuses.
  *
  * @since 0.1.0
  */
@@ -37,6 +38,8 @@ export class DockerdSettings extends Data.Class<{
   readonly pidfile: string
   /** The `containerd` setting (flag, then config file), without `unix://`; none when unset. */
   readonly containerd: string | undefined
+  /** The settings the config file gives, by name (none when it cannot be read). */
+  readonly fileKeys: ReadonlyArray<string>
 }> {
   /**
    * The pidfile of the containerd dockerd starts itself (under the exec-root).
@@ -69,18 +72,18 @@ export const defaults = {
 export const SYSTEM_CONTAINERD = "/run/containerd/containerd.sock"
 
 /**
- * What is read of a config file: only the settings that say where the daemon
- * keeps its things. Anything else in it is dockerd's business.
+ * A config file: a JSON object. Its values are dockerd's business; of
+ * those, only the settings that say where the daemon keeps its things are
+ * read, and only when they are strings.
  */
-const ConfigFile = Schema.parseJson(
-  Schema.Struct({
-    "data-root": Schema.optional(Schema.String),
-    "exec-root": Schema.optional(Schema.String),
-    pidfile: Schema.optional(Schema.String),
-    containerd: Schema.optional(Schema.String)
-  })
-)
+const ConfigFile = Schema.parseJson(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
 const decodeConfigFile = Schema.decodeUnknownOption(ConfigFile)
+
+/** A string setting of a config file. */
+const textIn = (file: Readonly<Record<string, unknown>> | undefined, key: string) => {
+  const value = file?.[key]
+  return typeof value === "string" ? value : undefined
+}
 
 /** The value of `--name=value` among the extra flags (the last one wins). */
 const flagValue = (flags: ReadonlyArray<string>, name: string): string | undefined => {
@@ -136,18 +139,22 @@ export const resolve = Effect.fn("DockerdSettings.resolve")(function* (config: D
   // A setting the configuration gives is a flag: the file's is not used (dockerd
   // refuses to start when both give it, and says so).
   const dataRoot =
-    config.dataRoot ?? (yield* checked(OwnDirectory, configFile, "data-root", file?.["data-root"]))
+    config.dataRoot ??
+    (yield* checked(OwnDirectory, configFile, "data-root", textIn(file, "data-root")))
   const execRoot =
-    config.execRoot ?? (yield* checked(OwnDirectory, configFile, "exec-root", file?.["exec-root"]))
+    config.execRoot ??
+    (yield* checked(OwnDirectory, configFile, "exec-root", textIn(file, "exec-root")))
   const pidfile =
-    config.pidfile ?? (yield* checked(AbsolutePath, configFile, "pidfile", file?.pidfile))
-  const containerd = flagValue(config.extraArgs, "containerd") || file?.containerd || undefined
+    config.pidfile ?? (yield* checked(AbsolutePath, configFile, "pidfile", textIn(file, "pidfile")))
+  const containerd =
+    flagValue(config.extraArgs, "containerd") || textIn(file, "containerd") || undefined
   return new DockerdSettings({
     configFile,
     dataRoot: dataRoot ?? defaults.dataRoot,
     execRoot: execRoot ?? defaults.execRoot,
     pidfile: pidfile ?? defaults.pidfile,
-    containerd: containerd === undefined ? undefined : withoutScheme(containerd)
+    containerd: containerd === undefined ? undefined : withoutScheme(containerd),
+    fileKeys: file === undefined ? [] : Object.keys(file)
   })
 })
 
@@ -169,3 +176,54 @@ export const containerdAddress = (settings: DockerdSettings): Effect.Effect<stri
           () => `${settings.execRoot}/containerd/containerd.sock`
         )
       )
+
+/**
+ * The config file's name for the setting of a flag whose name differs
+ * (dockerd's named options: `--host` is `hosts`); any other flag's setting
+ * has the flag's name.
+ */
+const SETTING_OF_FLAG: Readonly<Record<string, string>> = {
+  host: "hosts",
+  H: "hosts",
+  G: "group",
+  g: "data-root",
+  graph: "data-root",
+  p: "pidfile",
+  D: "debug",
+  l: "log-level",
+  label: "labels",
+  "insecure-registry": "insecure-registries",
+  "registry-mirror": "registry-mirrors",
+  "storage-opt": "storage-opts",
+  "log-opt": "log-opts",
+  "exec-opt": "exec-opts",
+  "add-runtime": "runtimes",
+  "default-ulimit": "default-ulimits",
+  "authorization-plugin": "authorization-plugins",
+  "dns-opt": "dns-opts"
+}
+
+/**
+ * A setting both a flag dockerd is given and its config file give: dockerd
+ * refuses to start then, whatever the values (even equal ones), saying
+ * "the following directives are specified both as a flag and in the
+ * configuration file". The first such flag, if any.
+ *
+ * @since 0.1.0
+ * @category config file
+ */
+export const conflictOf = (
+  flags: ReadonlyArray<string>,
+  settings: DockerdSettings
+): { readonly flag: string; readonly setting: string } | undefined => {
+  if (settings.fileKeys.length === 0) return undefined
+  const inFile = new Set(settings.fileKeys)
+  for (const flag of flags) {
+    const name = flag.startsWith("--") ? flag.slice(2).split("=")[0]! : flag.slice(1, 2)
+    // (Which file to read is no setting of the file.)
+    if (name === "config-file") continue
+    const setting = SETTING_OF_FLAG[name] ?? name
+    if (inFile.has(setting)) return { flag, setting }
+  }
+  return undefined
+}

@@ -9,8 +9,8 @@ import { access, readFile, stat } from "node:fs/promises"
 import { createConnection } from "node:net"
 import * as Path from "node:path"
 import * as Effect from "effect/Effect"
-import type { DockerdConfig } from "./DockerdConfig.js"
-import type { DockerdSettings } from "./DockerdSettings.js"
+import { type DockerdConfig, flags } from "./DockerdConfig.js"
+import { conflictOf, type DockerdSettings } from "./DockerdSettings.js"
 import {
   DirectoryNotWritable,
   DockerNotInstalled,
@@ -189,6 +189,22 @@ const checkSocketGroup = (group: string | undefined) =>
               })
       )
 
+/**
+ * No setting is given both as a flag and in dockerd's config file: dockerd
+ * refuses to start then, whatever the values. A machine's own
+ * `/etc/docker/daemon.json` (its `hosts`, `iptables`, `storage-driver`…)
+ * meets the flags every configuration passes.
+ */
+const checkConfigFile = (config: DockerdConfig, settings: DockerdSettings) => {
+  const conflict = conflictOf(flags(config), settings)
+  return conflict === undefined
+    ? Effect.void
+    : new InvalidConfig({
+        field: `"${conflict.setting}" in ${settings.configFile}`,
+        problem: `dockerd refuses a setting given both in its config file and as a flag, and this one is also given as ${conflict.flag}; remove it from that file, or give dockerd a config file of its own with --config-file=PATH among the extra flags (CLI: --arg=--config-file=PATH; a file holding {} is enough)`
+      })
+}
+
 /** The TLS files of a TCP listener are there and readable. */
 const checkTlsFiles = (config: DockerdConfig) =>
   Effect.forEach(
@@ -228,6 +244,7 @@ export const run = Effect.fn("Preflight.run")(function* (
   yield* checkNetworkTools(config)
   yield* checkSocketGroup(config.socketGroup)
   yield* checkTlsFiles(config)
+  yield* checkConfigFile(config, settings)
   yield* checkPidfile(settings.pidfile)
   yield* checkSocket(config.socket)
   yield* checkWritable("socket directory", Path.dirname(config.socket))

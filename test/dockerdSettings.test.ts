@@ -8,6 +8,8 @@ import { existsSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as DockerdSettings from "../src/DockerdSettings.js"
@@ -162,6 +164,71 @@ describe("the directories and pidfile dockerd uses", () => {
         })
       })
     )
+  )
+})
+
+describe("a setting both a flag and the config file give (dockerd refuses to start)", () => {
+  /** Preflight on `input` with a config file holding `json`, in a temp dir of its own. */
+  const preflightWith = (json: unknown, input: DockerdConfig.DockerdConfigInput = {}) =>
+    withConfigFile(json, (file, dir) =>
+      Effect.gen(function* () {
+        const checked = config({
+          binary: process.execPath,
+          socket: `${dir}/docker.sock`,
+          dataRoot: `${dir}/data`,
+          execRoot: `${dir}/exec`,
+          pidfile: `${dir}/docker.pid`,
+          ...input,
+          extraArgs: [...(input.extraArgs ?? []), `--config-file=${file}`]
+        })
+        return yield* Effect.either(Preflight.run(checked, yield* DockerdSettings.resolve(checked)))
+      })
+    )
+
+  it.effect(
+    "is refused before the spawn, naming the setting, the file, the flag and what to do",
+    () =>
+      Effect.gen(function* () {
+        // The flags every configuration passes meet a machine's own daemon.json.
+        for (const [json, input, setting, flag] of [
+          [{ iptables: false }, {}, "iptables", "--iptables=false"],
+          [{ hosts: ["unix:///var/run/docker.sock"] }, {}, "hosts", "--host=unix://"],
+          [
+            { "storage-driver": "overlay2" },
+            { profile: "sandbox" },
+            "storage-driver",
+            "--storage-driver=vfs"
+          ],
+          [{ "data-root": "/srv/other" }, {}, "data-root", "--data-root="],
+          [
+            { "log-level": "warn" },
+            { extraArgs: ["--log-level=debug"] },
+            "log-level",
+            "--log-level=debug"
+          ],
+          [{ labels: ["a=b"] }, { extraArgs: ["--label=c=d"] }, "labels", "--label=c=d"]
+        ] as const) {
+          const outcome = yield* preflightWith(json, input)
+          expect(Either.isLeft(outcome), setting).toBe(true)
+          const error = Either.getLeft(outcome).pipe(Option.getOrThrow)
+          expect(error._tag).toBe("InvalidConfig")
+          if (error._tag !== "InvalidConfig") continue
+          expect(error.field).toMatch(new RegExp(`^"${setting}" in /tmp/.+/daemon\\.json$`))
+          expect(error.problem).toContain(`also given as ${flag}`)
+          expect(error.problem).toContain("--config-file=PATH")
+        }
+      })
+  )
+
+  it.effect("settings only the file gives pass", () =>
+    Effect.gen(function* () {
+      const outcome = yield* preflightWith({
+        debug: true,
+        "log-level": "warn",
+        runtimes: { other: { path: "runc" } }
+      })
+      expect(Either.isRight(outcome)).toBe(true)
+    })
   )
 })
 
