@@ -37,11 +37,10 @@ import {
 import { cgroupsOnlyOf, removeCgroups } from "./internal/cgroups.js"
 import {
   awaitGone,
+  leftoversOf,
   mountEntriesUnder,
-  pidsMentioning,
   pidfileProcess,
-  readPidfile,
-  withDescendants
+  readPidfile
 } from "./internal/processTree.js"
 import * as Preflight from "./Preflight.js"
 import * as Probe from "./Probe.js"
@@ -186,16 +185,15 @@ const cleanUpLocal = (
     // Its containerd, the shims naming the exec-root, and what runs below
     // them: the processes of containers still running (a SIGKILLed daemon
     // stops none of them), and the cgroups runc made for those.
-    const daemonSide = [
-      ...(containerd === undefined ? [] : [containerd]),
-      ...(yield* pidsMentioning(execRoot))
-    ]
-    const leftovers = yield* withDescendants(daemonSide)
+    const { daemonSide, all } = yield* leftoversOf(
+      execRoot,
+      containerd === undefined ? [] : [containerd]
+    )
     const containerCgroups = yield* cgroupsOnlyOf(
-      leftovers.filter((pid) => !daemonSide.includes(pid)),
+      all.filter((pid) => !daemonSide.includes(pid)),
       daemonSide
     )
-    const survivors = yield* awaitGone(leftovers, 2_000, 10_000)
+    const survivors = yield* awaitGone(all, 2_000, 10_000)
     if (survivors.length > 0) {
       yield* Effect.logWarning("processes of the daemon are still there after SIGKILL").pipe(
         Effect.annotateLogs({ pids: survivors.join(",") })

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { mentionsPath, pidsMentioning, withDescendants } from "../src/internal/processTree.js"
+import { leftoversOf, mentionsPath } from "../src/internal/processTree.js"
 
 const run = promisify(execFile)
 const processTree = fileURLToPath(new URL("../src/internal/processTree.ts", import.meta.url))
@@ -33,7 +33,7 @@ describe("a daemon's leftovers", () => {
         let found: ReadonlyArray<number> = []
         for (let turn = 0; turn < 100 && found.length < 3; turn++) {
           yield* Effect.sleep("20 millis")
-          found = yield* withDescendants(yield* pidsMentioning(root))
+          found = (yield* leftoversOf(root, [])).all
         }
         // The outer shell, the inner shell, and sleep (under the inner one).
         expect(found).toContain(shell.pid)
@@ -59,8 +59,8 @@ describe("a daemon's leftovers", () => {
           const tree = await import(${JSON.stringify(processTree)})
           const { Effect } = await import("effect")
           const mentioning = await Effect.runPromise(tree.pidsMentioning(process.argv[1]))
-          const below = await Effect.runPromise(tree.withDescendants([process.ppid, process.pid]))
-          console.log(JSON.stringify({ mentioning, below }))
+          const left = await Effect.runPromise(tree.leftoversOf(process.argv[1], [process.ppid, process.pid]))
+          console.log(JSON.stringify({ mentioning, left }))
         `
         const { stdout } = yield* Effect.promise(() =>
           run("sh", [
@@ -71,7 +71,7 @@ describe("a daemon's leftovers", () => {
             root
           ])
         )
-        expect(JSON.parse(stdout)).toEqual({ mentioning: [], below: [] })
+        expect(JSON.parse(stdout)).toEqual({ mentioning: [], left: { daemonSide: [], all: [] } })
       }),
     30_000
   )

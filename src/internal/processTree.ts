@@ -28,20 +28,80 @@ const parentIn = (stat: string): number | undefined => {
   return Number.isInteger(ppid) && ppid > 0 ? ppid : undefined
 }
 
+/** A process as /proc shows it: its parent and the arguments of its command line. */
+interface ProcessEntry {
+  readonly ppid: number | undefined
+  readonly args: ReadonlyArray<string>
+}
+
+/** Every process now, in one pass over /proc. */
+const processTable = async (): Promise<ReadonlyMap<number, ProcessEntry>> => {
+  const entries = await readdir("/proc").catch(() => [] as Array<string>)
+  const table = new Map<number, ProcessEntry>()
+  await Promise.all(
+    entries.map(async (entry) => {
+      const pid = Number(entry)
+      if (!Number.isInteger(pid)) return
+      const [stat, cmdline] = await Promise.all([
+        readFile(`/proc/${pid}/stat`, "utf8").catch(() => ""),
+        readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")
+      ])
+      table.set(pid, { ppid: parentIn(stat), args: cmdline.split("\0") })
+    })
+  )
+  return table
+}
+
 /**
  * This process and its ancestors: never a daemon's leftovers, even when
  * their command line names its exec-root (`npx sandbox-docker up
  * --exec-root=…` runs under a parent whose arguments are the same).
  */
-const selfAndAncestors = async (): Promise<ReadonlySet<number>> => {
+const selfAndAncestors = (table: ReadonlyMap<number, ProcessEntry>): ReadonlySet<number> => {
   const found = new Set<number>([process.pid])
-  for (let pid = process.ppid; pid > 1 && !found.has(pid);) {
+  for (
+    let pid: number | undefined = process.ppid;
+    pid !== undefined && pid > 1 && !found.has(pid);
+    pid = table.get(pid)?.ppid
+  ) {
     found.add(pid)
-    const parent = parentIn(await readFile(`/proc/${pid}/stat`, "utf8").catch(() => ""))
-    if (parent === undefined) break
-    pid = parent
   }
   return found
+}
+
+/** The pids in `table` whose command line mentions `needle`, but `ours`. */
+const mentioning = (
+  table: ReadonlyMap<number, ProcessEntry>,
+  needle: string,
+  ours: ReadonlySet<number>
+): Array<number> =>
+  [...table]
+    .filter(([pid, entry]) => !ours.has(pid) && entry.args.some((arg) => mentionsPath(arg, needle)))
+    .map(([pid]) => pid)
+
+/** `roots` and every process below them in `table`, but `ours`. */
+const below = (
+  table: ReadonlyMap<number, ProcessEntry>,
+  roots: ReadonlyArray<number>,
+  ours: ReadonlySet<number>
+): Array<number> => {
+  const children = new Map<number, Array<number>>()
+  for (const [pid, { ppid }] of table) {
+    if (ppid === undefined) continue
+    const siblings = children.get(ppid)
+    if (siblings === undefined) children.set(ppid, [pid])
+    else siblings.push(pid)
+  }
+  const found = new Set(roots.filter((pid) => !ours.has(pid)))
+  const queue = [...found]
+  for (let pid = queue.pop(); pid !== undefined; pid = queue.pop()) {
+    for (const child of children.get(pid) ?? []) {
+      if (found.has(child) || ours.has(child)) continue
+      found.add(child)
+      queue.push(child)
+    }
+  }
+  return [...found]
 }
 
 /**
@@ -50,55 +110,32 @@ const selfAndAncestors = async (): Promise<ReadonlySet<number>> => {
  */
 export const pidsMentioning = (needle: string): Effect.Effect<ReadonlyArray<number>> =>
   Effect.promise(async () => {
-    const entries = await readdir("/proc").catch(() => [] as Array<string>)
-    const ours = await selfAndAncestors()
-    const found: Array<number> = []
-    await Promise.all(
-      entries.map(async (entry) => {
-        const pid = Number(entry)
-        if (!Number.isInteger(pid) || ours.has(pid)) return
-        const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")
-        if (cmdline.split("\0").some((arg) => mentionsPath(arg, needle))) found.push(pid)
-      })
-    )
-    return found
+    const table = await processTable()
+    return mentioning(table, needle, selfAndAncestors(table))
   })
 
 /**
- * `pids` and every process below them: their children, the children's
- * children, and so on (the parent of each process read from
- * `/proc/PID/stat`), never this process or its ancestors. A container's processes are below its shim; once the
- * shim is killed they are the init's, and nothing says whose they were.
+ * What a stopped daemon may have left running, from one pass over /proc:
+ * its side (`also`, and the processes naming the path `needle`: its
+ * containerd, the shims) and, in `all`, those with every process below them
+ * (the processes of containers still running: once their shim is killed
+ * they are the init's, and nothing says whose they were). Never this
+ * process or its ancestors.
  */
-export const withDescendants = (
-  pids: ReadonlyArray<number>
-): Effect.Effect<ReadonlyArray<number>> =>
+export const leftoversOf = (
+  needle: string,
+  also: ReadonlyArray<number>
+): Effect.Effect<{
+  readonly daemonSide: ReadonlyArray<number>
+  readonly all: ReadonlyArray<number>
+}> =>
   Effect.promise(async () => {
-    const entries = await readdir("/proc").catch(() => [] as Array<string>)
-    const children = new Map<number, Array<number>>()
-    await Promise.all(
-      entries.map(async (entry) => {
-        const pid = Number(entry)
-        if (!Number.isInteger(pid)) return
-        const ppid = parentIn(await readFile(`/proc/${pid}/stat`, "utf8").catch(() => ""))
-        if (ppid === undefined) return
-        const siblings = children.get(ppid)
-        if (siblings === undefined) children.set(ppid, [pid])
-        else siblings.push(pid)
-      })
-    )
-    // (This process is nobody's leftover, nor what runs below it.)
-    const ours = await selfAndAncestors()
-    const found = new Set(pids.filter((pid) => !ours.has(pid)))
-    const queue = [...found]
-    for (let pid = queue.pop(); pid !== undefined; pid = queue.pop()) {
-      for (const child of children.get(pid) ?? []) {
-        if (found.has(child) || ours.has(child)) continue
-        found.add(child)
-        queue.push(child)
-      }
-    }
-    return [...found]
+    const table = await processTable()
+    const ours = selfAndAncestors(table)
+    const daemonSide = [
+      ...new Set([...also.filter((pid) => !ours.has(pid)), ...mentioning(table, needle, ours)])
+    ]
+    return { daemonSide, all: below(table, daemonSide, ours) }
   })
 
 /**
