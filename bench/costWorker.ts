@@ -37,12 +37,14 @@
  * CPU is not counted. Prints one JSON line.
  */
 import "./lib/asShipped.js"
-import * as Path from "node:path"
 import { statSync } from "node:fs"
+import * as Path from "node:path"
 import { constants as perfConstants, PerformanceObserver } from "node:perf_hooks"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as DockerEngine from "../src/DockerEngine.js"
@@ -100,7 +102,7 @@ const program = Effect.gen(function* () {
   const probe: Probe.Probe =
     probeKind === "engine"
       ? Probe.all([
-          Probe.socketFile(socket),
+          yield* Probe.socketFile(socket),
           Probe.enginePing(yield* DockerEngine.make(socket)),
           Probe.engineInfo(yield* DockerEngine.make(socket))
         ])
@@ -117,7 +119,7 @@ const program = Effect.gen(function* () {
   const warm: Probe.Probe =
     probeKind === "engine"
       ? Probe.all([
-          Probe.socketFile(warmSocket),
+          yield* Probe.socketFile(warmSocket),
           Probe.enginePing(yield* DockerEngine.make(warmSocket))
         ])
       : yield* Probe.command(["docker", "--host", `unix://${warmSocket}`, "info"], {
@@ -166,7 +168,7 @@ const program = Effect.gen(function* () {
 const result = await Effect.runPromise(
   program.pipe(
     Effect.scoped,
-    Effect.provide(LocalProcessManager.layer),
+    Effect.provide(Layer.merge(LocalProcessManager.layer, NodeFileSystem.layer)),
     Logger.withMinimumLogLevel(LogLevel.None)
   )
 )

@@ -9,7 +9,7 @@
  * through the TypeScript loader, whose `keepNames` makes every closure
  * bigger.)
  *
- * Forks N fibers (default 1000), each as the scale section makes one (its
+ * Forks N fibers (default 100), each as the scale section makes one (its
  * scope and Engine client), that then:
  *
  * - `base`: waits forever (what the fiber, scope and client alone hold);
@@ -24,6 +24,7 @@ import "./lib/asShipped.js"
 import { spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import * as Path from "node:path"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -50,7 +51,7 @@ const heldNow = () => {
 
 const mode = process.argv[2] ?? "wait"
 const engineStub = process.argv[3] ?? ""
-const count = Number(process.argv[4] ?? 1000)
+const count = Number(process.argv[4] ?? 100)
 const root = mkdtempSync(Path.join(scratchRoot(), "sdb-held-"))
 const stubSocket = Path.join(root, "engine.sock")
 const stub = spawn(process.execPath, [engineStub, stubSocket], {
@@ -81,7 +82,7 @@ const one = (i: number) =>
       if (mode === "base") return yield* Effect.never
       if (mode === "wait") {
         const probe = Probe.all([
-          Probe.socketFile(socket),
+          yield* Probe.socketFile(socket),
           Probe.enginePing(engine),
           Probe.engineInfo(engine)
         ])
@@ -121,6 +122,6 @@ await Effect.runPromise(
       JSON.stringify({ mode, kbPerFiber: (parked - before) / count / 1024 }) + "\n"
     )
     yield* Fiber.interruptAll(fibers)
-  }).pipe(Logger.withMinimumLogLevel(LogLevel.None))
+  }).pipe(Effect.provide(NodeFileSystem.layer), Logger.withMinimumLogLevel(LogLevel.None))
 )
 process.exit(0)

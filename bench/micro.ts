@@ -3,7 +3,7 @@
  * one Engine request, one probe run and one whole wait (ready at its first
  * attempt, or ended by an exit) cost this process, against a bare
  * `node:http` request on the same socket. The scale section's
- * numbers are these costs times a thousand daemons; this is where to look
+ * numbers are these costs times a hundred daemons; this is where to look
  * when they move.
  *
  *   npm run bench:micro [-- N]     (N operations each, default 2000)
@@ -17,7 +17,7 @@
  * that starts a process (`docker info` with no daemon there, N/20 runs, at
  * most 100) through the local ProcessManager, beside a bare
  * `child_process.spawn` of the same command and `@effect/platform`'s
- * `Command.start` (what that manager was built on before). Then 1,000
+ * `Command.start` (what that manager was built on before). Then 100
  * waits started at once on sockets that never appear (each as the scale
  * section makes one: its fiber, scope, Engine client and wait): the CPU each
  * costs until its first attempt, the heap grown by then, and the heap each
@@ -38,8 +38,6 @@ import * as LogLevel from "effect/LogLevel"
 import * as Stream from "effect/Stream"
 import * as DockerEngine from "../src/DockerEngine.js"
 import { resolveExecutable } from "../src/internal/executable.js"
-import * as Driver from "../src/internal/driver.js"
-import { runProbe } from "../src/internal/runProbe.js"
 import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Probe from "../src/Probe.js"
 import { type ProcessHandle, ProcessManager } from "../src/ProcessManager.js"
@@ -98,18 +96,14 @@ const bare = (agent: Http.Agent | false) => () =>
   })
 
 /**
- * A process that has already exited (code 1) when the wait starts, as the
- * library's process managers tell it: the wait's way from an exit to its
- * typed error (`ExitedBeforeReady`), with no probe in the way.
+ * A process that has already exited (code 1) when the wait starts: the
+ * wait's way from an exit to its typed error (`ExitedBeforeReady`), with no
+ * probe in the way.
  */
 const exited: ProcessHandle = {
   ...forever,
   status: Effect.succeed(new Exited({ code: 1 })),
-  awaitExit: Effect.succeed(new Exited({ code: 1 })),
-  unsafeOnExit: (listener) => {
-    listener(new Exited({ code: 1 }))
-    return () => {}
-  }
+  awaitExit: Effect.succeed(new Exited({ code: 1 }))
 }
 
 const quiet = <A, E>(effect: Effect.Effect<A, E>) =>
@@ -123,26 +117,18 @@ await quiet(
     Effect.gen(function* () {
       const engine = yield* DockerEngine.make(socket)
       const probe = Probe.all([
-        Probe.socketFile(socket),
+        yield* Probe.socketFile(socket),
         Probe.enginePing(engine),
         Probe.engineInfo(engine)
       ])
       const options = { timeoutFor: () => Duration.seconds(2) }
-      const missing = Probe.socketFile(Path.join(root, "missing.sock"))
+      const missing = yield* Probe.socketFile(Path.join(root, "missing.sock"))
       const op = (name: string, effect: Effect.Effect<unknown, unknown>) =>
         Effect.promise(() => measure(name, () => quiet(effect)))
       yield* op("DockerEngine ping", engine.ping)
       yield* op("DockerEngine info (decoded)", engine.info)
       yield* op("probe: socket file, not there", Probe.run(missing, options))
       yield* op("probe: socket, /_ping, /info", Probe.run(probe, options))
-      // As the readiness and liveness loops run it: callbacks, no fiber.
-      const driver = yield* Driver.make
-      yield* op(
-        "probe: socket, /_ping, /info, by callbacks",
-        Effect.async<unknown, unknown>((resume) =>
-          Effect.sync(runProbe(probe, driver, options, (exit) => resume(exit)))
-        )
-      )
       yield* op(
         "waitUntilReady, ready at the first attempt",
         Readiness.waitUntilReady(forever, probe)
@@ -152,7 +138,7 @@ await quiet(
         Readiness.waitUntilReady(exited, probe)
       )
     })
-  )
+  ).pipe(Effect.provide(NodeFileSystem.layer))
 )
 
 // A probe that starts a process (`docker info`, as with `location: "remote"`),
@@ -222,8 +208,8 @@ await quiet(
   }).pipe(Effect.provide(LocalProcessManager.layer))
 )
 
-// 1,000 waits at once on sockets that never appear.
-const WAITS = 1000
+// 100 waits at once on sockets that never appear.
+const WAITS = 100
 let started = 0
 let firstAttemptsAt = 0
 let firstAttemptsCpu = 0
@@ -247,7 +233,7 @@ await quiet(
             Readiness.waitUntilReady(
               forever,
               Probe.all([
-                Probe.socketFile(path),
+                yield* Probe.socketFile(path),
                 Probe.enginePing(engine),
                 Probe.engineInfo(engine)
               ]),
@@ -271,7 +257,7 @@ await quiet(
         })
       ),
     { concurrency: "unbounded", discard: true }
-  )
+  ).pipe(Effect.provide(NodeFileSystem.layer))
 )
 console.log(
   `  ${WAITS} waits at once, to their first attempt: ${Math.round(firstAttemptsAt)} ms wall, CPU ${Math.round((firstAttemptsCpu * 1000) / WAITS)} µs per wait, heap +${Math.round(heapAtFirst / 1024 / WAITS)} KB per wait`
@@ -294,5 +280,5 @@ const [base, waiting, supervised] = [
   await held("supervise")
 ]
 console.log(
-  `  heap held per daemon (after a full GC, 1000 at once): its fiber, scope and Engine client ${base.toFixed(1)} KB; waited for ${waiting.toFixed(1)} KB; supervised ${supervised.toFixed(1)} KB`
+  `  heap held per daemon (after a full GC, 100 at once): its fiber, scope and Engine client ${base.toFixed(1)} KB; waited for ${waiting.toFixed(1)} KB; supervised ${supervised.toFixed(1)} KB`
 )

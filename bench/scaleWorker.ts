@@ -7,9 +7,9 @@
  *
  * Prints one JSON line: the summary.
  *
- * 1,000 daemons supervised at once by this one process.
+ * 100 daemons supervised at once by this one process.
  *
- * The daemons are fakes hosted by two helper processes
+ * The daemons are fakes hosted by a helper process
  * (bench/fixtures/fake-host.mjs), so that they neither share this process's
  * event loop nor count in its memory. Each fake behaves like dockerd as
  * measured: its socket appears at a random moment in the first 2 s, it holds
@@ -21,9 +21,9 @@
  * `Dockerd.start` asks containerd's own socket: the fakes have no
  * containerd, and `/info` is what that check falls back to) under
  * `waitUntilReady` with the fast policy, then `Supervisor.supervise` with
- * the default liveness policy (one check a second, here a `/_ping`). The ProcessHandle of a fake is
- * minimal: this process plays the process manager, and a fake's "die" line
- * from its host is its exit.
+ * the default liveness policy (one check a second, here a `/_ping`). The
+ * ProcessHandle of a fake is minimal: this process plays the process
+ * manager, and a fake's "die" line from its host is its exit.
  *
  * `hand-written` watches the same fakes with bench/lib/handWritten.ts
  * instead: the same work in plain callbacks, no library, no Effect. It is
@@ -33,24 +33,25 @@
  * (detected − the moment the fake started serving, on one clock), death
  * detection (typed error − the moment the fake died), events per second,
  * and the load put on the fakes (connections and requests per daemon, as
- * the hosts count them).
+ * the host counts them).
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as DockerEngine from "../src/DockerEngine.js"
-import * as ExitNotice from "../src/internal/exitNotice.js"
 import * as Probe from "../src/Probe.js"
 import type { ProcessHandle } from "../src/ProcessManager.js"
-import { Running, Signaled } from "../src/ProcessStatus.js"
+import { type ExitStatus, type ProcessStatus, Running, Signaled } from "../src/ProcessStatus.js"
 import * as Readiness from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
@@ -58,8 +59,6 @@ import { now, sleep } from "./lib/clock.js"
 import { watchDaemon } from "./lib/handWritten.js"
 import { killHelpers, onLines, scratchRoot, startHelper, uniform } from "./lib/helpers.js"
 import { round, summarize } from "./lib/stats.js"
-
-const HOSTS = 2
 
 interface Plan {
   readonly socket: string
@@ -69,28 +68,24 @@ interface Plan {
 }
 
 /**
- * A ProcessHandle for a fake: this process learns of its exit from its host,
- * and tells it the way the library's process managers do (`ExitNotice`, and
- * output listeners, here of nothing).
+ * A ProcessHandle for a fake: this process learns of its exit from its host
+ * and completes `exit` with it. A fake prints nothing.
  */
-const fakeHandle = (pid: number, exit: ExitNotice.ExitNotice): ProcessHandle => ({
+const fakeHandle = (pid: number, exit: Deferred.Deferred<ExitStatus>): ProcessHandle => ({
   pid,
   argv: ["fake-dockerd", String(pid)],
-  status: Effect.sync(() => exit.current() ?? new Running()),
-  awaitExit: Deferred.await(exit.exited),
+  status: Effect.flatMap(
+    Deferred.poll(exit),
+    Option.match({
+      onNone: (): Effect.Effect<ProcessStatus> => Effect.succeed(new Running()),
+      onSome: (exited) => exited
+    })
+  ),
+  awaitExit: Deferred.await(exit),
   output: Stream.empty,
   logTail: Effect.succeed([]),
-  signal: () => Effect.succeed(false),
-  unsafeOnExit: exit.onExit,
-  // A fake prints nothing.
-  unsafeOnOutput: () => () => {}
+  signal: () => Effect.succeed(false)
 })
-
-/** This process's open file limit (soft/hard). Node raises the soft one to the hard one. */
-const openFileLimit = (): string => {
-  const limits = readFileSync("/proc/self/limits", "utf8")
-  return /Max open files\s+(\S+)\s+(\S+)/.exec(limits)?.slice(1).join("/") ?? "unknown"
-}
 
 /** What happened to one fake. */
 interface Outcome {
@@ -112,8 +107,8 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
     mkdirSync(dir)
     return dir
   })
-  // The plan starts 1.5 s from now, once the directories are made: the
-  // hosts start and the watchers set up in that time.
+  // The plan starts 1.5 s from now: the host starts and the watchers set
+  // up in that time.
   const start = now() + 1500
   const plans: Array<Plan> = dirs.map((dir) => {
     const listenAt = start + uniform(0, 2000)
@@ -124,46 +119,35 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
     return { socket: Path.join(dir, "docker.sock"), listenAt, serveAt, dieAt }
   })
 
-  // Hosts: each gets every HOSTS-th fake.
+  // The host of every fake.
   const served = new Map<number, number>()
   const died = new Map<number, number>()
-  // The load the watchers put on the fakes, as the hosts count it at the end.
-  const load = { connections: 0, requests: 0, hostsReported: 0 }
-  const exits = await Effect.runPromise(Effect.forEach(plans, () => ExitNotice.make))
+  // The load the watchers put on the fakes, as the host counts it at the end.
+  const load: { counted?: { readonly connections: number; readonly requests: number } } = {}
+  const exits = await Effect.runPromise(Effect.forEach(plans, () => Deferred.make<ExitStatus>()))
   // The hand-written floor learns of an exit by a plain callback.
   const exitCallbacks: Array<(() => void) | undefined> = []
-  const hosts = await Promise.all(
-    Array.from({ length: HOSTS }, (_, h) => {
-      const mine = plans.map((plan, i) => ({ plan, i })).filter(({ i }) => i % HOSTS === h)
-      const planFile = Path.join(root, `plan-${h}.json`)
-      writeFileSync(planFile, JSON.stringify(mine.map(({ plan }) => plan)))
-      const child = startHelper([process.execPath, fakeHost, planFile], {
-        stdin: "pipe"
-      })
-      return new Promise<typeof child>((resolve) =>
-        onLines(child, (line) => {
-          if (line === '"started"') return resolve(child)
-          const fact = JSON.parse(line) as
-            | { i: number; e: "serve" | "die"; at: number }
-            | { e: "load"; connections: number; requests: number }
-          if (fact.e === "load") {
-            load.connections += fact.connections
-            load.requests += fact.requests
-            load.hostsReported += 1
-            return
-          }
-          const index = mine[fact.i]?.i
-          if (index === undefined) return
-          if (fact.e === "serve") served.set(index, fact.at)
-          else {
-            died.set(index, fact.at)
-            exitCallbacks[index]?.()
-            const exit = exits[index]
-            if (exit !== undefined)
-              Effect.runSync(exit.complete(new Signaled({ signal: "SIGKILL" })))
-          }
-        })
-      )
+  const planFile = Path.join(root, "plan.json")
+  writeFileSync(planFile, JSON.stringify(plans))
+  const host = startHelper([process.execPath, fakeHost, planFile], { stdin: "pipe" })
+  await new Promise<void>((resolve) =>
+    onLines(host, (line) => {
+      if (line === '"started"') return resolve()
+      const fact = JSON.parse(line) as
+        | { i: number; e: "serve" | "die"; at: number }
+        | { e: "load"; connections: number; requests: number }
+      if (fact.e === "load") {
+        load.counted = fact
+        return
+      }
+      if (fact.e === "serve") served.set(fact.i, fact.at)
+      else {
+        died.set(fact.i, fact.at)
+        exitCallbacks[fact.i]?.()
+        const exit = exits[fact.i]
+        if (exit !== undefined)
+          Effect.runSync(Deferred.succeed(exit, new Signaled({ signal: "SIGKILL" })))
+      }
     })
   )
 
@@ -177,11 +161,10 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
 
   const one = (i: number, plan: Plan) =>
     Effect.gen(function* () {
-      const exit = exits[i] as ExitNotice.ExitNotice
-      const handle = fakeHandle(100_000 + i, exit)
+      const handle = fakeHandle(100_000 + i, exits[i] as Deferred.Deferred<ExitStatus>)
       const engine = yield* DockerEngine.make(plan.socket)
       const probe = Probe.all([
-        Probe.socketFile(plan.socket),
+        yield* Probe.socketFile(plan.socket),
         Probe.enginePing(engine),
         Probe.engineInfo(engine)
       ])
@@ -259,6 +242,7 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
         // The survivors are supervised until the end of the window.
         Effect.timeout(Duration.millis(windowMs)),
         Effect.ignore,
+        Effect.provide(NodeFileSystem.layer),
         Logger.withMinimumLogLevel(LogLevel.None)
       )
     )
@@ -266,9 +250,9 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
   const wallMs = now() - began
   const cpu = process.cpuUsage(cpu0)
   clearInterval(sampler)
-  for (const host of hosts) host.kill("SIGTERM")
-  // Each host prints its load, then exits.
-  for (let waited = 0; load.hostsReported < HOSTS && waited < 2000; waited += 20) await sleep(20)
+  host.kill("SIGTERM")
+  // The host prints its load, then exits.
+  for (let waited = 0; load.counted === undefined && waited < 2000; waited += 20) await sleep(20)
   rmSync(root, { recursive: true, force: true })
 
   const outcomes: Array<Outcome> = plans.map((_, i) => ({
@@ -291,8 +275,6 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
     mode,
     daemons: count,
     seconds,
-    hosts: HOSTS,
-    openFileLimit: openFileLimit(),
     ready: overhead.length,
     /** Fakes that started serving: the most that could be seen ready. */
     served: served.size,
@@ -308,7 +290,7 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
     peakRssMb: mb(peakRss),
     peakHeapMb: mb(peakHeap),
     overheadMs: summarize(overhead),
-    /** How late the hosts served, against the plan: their own load. */
+    /** How late the host served, against the plan: its own load. */
     hostLateMs: summarize(
       plans.flatMap((plan, i) => {
         const at = served.get(i)
@@ -318,14 +300,14 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
     deathDetectionMs: summarize(deathDetection),
     /**
      * The load the watchers put on the fakes over the trial, per daemon:
-     * connections the fakes accepted and requests they read (null if a
+     * connections the fakes accepted and requests they read (null if the
      * host did not report).
      */
     hostLoad:
-      load.hostsReported === HOSTS
+      load.counted !== undefined
         ? {
-            connectionsPerDaemon: round(load.connections / count, 2),
-            requestsPerDaemon: round(load.requests / count, 2)
+            connectionsPerDaemon: round(load.counted.connections / count, 2),
+            requestsPerDaemon: round(load.counted.requests / count, 2)
           }
         : null,
     events,
@@ -343,7 +325,7 @@ const speedMs = (): number => {
   return sum > 0 ? round(now() - start, 1) : Number.NaN
 }
 
-const [countArg = "1000", secondsArg = "8", fakeHost = "", modeArg = "library"] =
+const [countArg = "100", secondsArg = "8", fakeHost = "", modeArg = "library"] =
   process.argv.slice(2)
 const speed = speedMs()
 try {

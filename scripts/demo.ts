@@ -7,8 +7,8 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import * as Dockerd from "../src/Dockerd.js"
 import { pidsMentioning } from "../src/internal/processTree.js"
-import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import { seedScenario } from "./seedScenario.js"
 
 const runtime = process.argv.includes("--runsc") ? "runsc" : "runc"
@@ -24,7 +24,7 @@ const program = Effect.gen(function* () {
       : `left behind: processes ${leftovers.join(", ") || "none"}, containers ${result.containersAfterRemove.join(", ") || "none"}`
   )
 }).pipe(
-  Effect.provide(LocalProcessManager.layer),
+  Effect.provide(Dockerd.layerNode),
   Logger.withMinimumLogLevel(
     process.env.SANDBOX_DOCKER_LOG === "debug" ? LogLevel.Debug : LogLevel.Warning
   )

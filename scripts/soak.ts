@@ -37,7 +37,6 @@ import * as Schema from "effect/Schema"
 import * as DockerEngine from "../src/DockerEngine.js"
 import * as Dockerd from "../src/Dockerd.js"
 import { mentionsPath } from "../src/internal/processTree.js"
-import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Sandbox from "../src/Sandbox.js"
 import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "./seedScenario.js"
 
@@ -485,7 +484,7 @@ const cleanUp = () => {
 const ok = await Effect.runPromise(
   main.pipe(
     Effect.scoped,
-    Effect.provide(LocalProcessManager.layer),
+    Effect.provide(Dockerd.layerNode),
     Logger.withMinimumLogLevel(LogLevel.Error)
   )
 ).finally(cleanUp)

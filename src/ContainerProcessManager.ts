@@ -53,7 +53,6 @@ import * as DockerEngine from "./DockerEngine.js"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
 import { FrameDecoder, type Frame } from "./internal/multiplexed.js"
-import * as ExitNotice from "./internal/exitNotice.js"
 import * as Handle from "./internal/handle.js"
 import { makeOutputBuffer, type OutputBuffer } from "./internal/outputBuffer.js"
 import {
@@ -386,7 +385,7 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
         )
         /** The pid the start script reports, or why it did not start. */
         const started = yield* Deferred.make<number, BinaryNotFound | SpawnFailed>()
-        const notice = yield* ExitNotice.make
+        const exited = yield* Deferred.make<ExitStatus>()
         const delivered = new Map<number, SignalName>()
         /** The output reader and the exit watcher, let go once the process is stopped. */
         const fibers: Array<Fiber.RuntimeFiber<unknown>> = []
@@ -402,7 +401,9 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
             started,
             new BinaryNotFound({
               binary: argv[0],
-              searched: argv[0].includes("/") ? [] : searched.split(":").filter((d) => d !== "")
+              searched: argv[0].includes("/")
+                ? [argv[0]]
+                : searched.split(":").filter((d) => d !== "")
             })
           )
         }
@@ -455,7 +456,7 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
               )
             }
             yield* output.end
-            yield* notice.complete(status)
+            yield* Deferred.succeed(exited, status)
           })
 
         /**
@@ -505,7 +506,7 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
           yield* stopGracefully(
             {
               pid: pid.value,
-              exited: notice.exited,
+              exited,
               deliver: deliverTo(pid.value),
               killRemains: Effect.asVoid(sendSignal(pid.value, "SIGKILL", "group"))
             },
@@ -514,7 +515,7 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
         }).pipe(Effect.zipRight(Effect.suspend(() => Fiber.interruptAll(fibers))))
 
         const handle = (pid: number): ProcessHandle =>
-          Handle.make({ pid, argv, notice, output, deliver: deliverTo(pid) })
+          Handle.make({ pid, argv, exited, output, deliver: deliverTo(pid) })
 
         return { started, attach, stop, handle }
       })

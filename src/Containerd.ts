@@ -2,20 +2,70 @@
  * A minimal containerd client over its gRPC unix socket: the version
  * service (`containerd.services.version.v1.Version/Version`), which answers
  * only when containerd itself serves. dockerd's `/info` asks containerd the
- * same question, behind ~10-100 ms of its own work (it runs `runc` and
- * `docker-init` to read their versions); asking containerd directly proves
- * the same thing in about a millisecond.
+ * same question behind work of its own (it runs `runc` and `docker-init` to
+ * read their versions); asking containerd directly proves the same thing in
+ * one round trip. As a service: the `Containerd` Tag with `layer(address)`
+ * and `layerTest(answers)`, and the `ContainerdConnector` for addresses
+ * known only at run time.
  *
  * @since 0.1.0
  */
 import * as Http2 from "node:http2"
 import * as Net from "node:net"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { stackless } from "./internal/stackless.js"
+
+/**
+ * The containerd client of one socket, as a service.
+ *
+ * @since 0.2.0
+ * @category tags
+ */
+export class Containerd extends Context.Tag("sandbox-docker/Containerd")<
+  Containerd,
+  ContainerdClient
+>() {}
+
+/**
+ * A client for one containerd socket.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ContainerdClient {
+  /** The socket's path. */
+  readonly address: string
+  /** Asks the version service. */
+  readonly version: Effect.Effect<ContainerdVersion, ContainerdError>
+  /**
+   * Opens the connection ahead of the next call if containerd accepts
+   * already (nothing to do when it is open): true once connected, false
+   * when nobody accepts yet. A readiness check repeats it while it waits
+   * for dockerd, so that asking containerd afterwards costs one round trip.
+   */
+  readonly warm: Effect.Effect<boolean>
+}
+
+/**
+ * Opens containerd clients to addresses known only at run time (worked
+ * out from a daemon's settings): `layerConnector` connects for real,
+ * `layerConnectorTest` hands out test clients.
+ *
+ * @since 0.2.0
+ * @category tags
+ */
+export class ContainerdConnector extends Context.Tag("sandbox-docker/ContainerdConnector")<
+  ContainerdConnector,
+  {
+    /** A client of `address`, its connection closed with the scope. */
+    readonly connect: (address: string) => Effect.Effect<ContainerdClient, never, Scope.Scope>
+  }
+>() {}
 
 /**
  * The answer of containerd's version service.
@@ -66,38 +116,12 @@ export class ContainerdBadAnswer extends Schema.TaggedError<ContainerdBadAnswer>
 }
 
 /**
+ * Why a call to containerd failed: nobody serves there, or a bad answer.
+ *
  * @since 0.1.0
  * @category errors
  */
 export type ContainerdError = ContainerdUnreachable | ContainerdBadAnswer
-
-/**
- * A client for one containerd socket.
- *
- * @since 0.1.0
- * @category models
- */
-export interface ContainerdClient {
-  /** The socket's path. */
-  readonly address: string
-  /** Asks the version service. */
-  readonly version: Effect.Effect<ContainerdVersion, ContainerdError>
-  /**
-   * The same as plain callbacks: `done` is called once, unless the returned
-   * function cancels the call first (for the readiness loop's checks).
-   */
-  readonly unsafeVersion: (
-    done: (result: Either.Either<ContainerdVersion, ContainerdError>) => void
-  ) => () => void
-  /**
-   * Opens the connection ahead of the next call if containerd accepts
-   * already (it does nothing when there is one): `done(true)` once
-   * connected, `done(false)` when nobody accepts yet. Returns the function
-   * that gives up. A readiness check calls it while it waits for dockerd,
-   * so that asking containerd afterwards costs one round trip.
-   */
-  readonly unsafeWarm: (done: (connected: boolean) => void) => () => void
-}
 
 /** The gRPC method asked. */
 const VERSION_PATH = "/containerd.services.version.v1.Version/Version"
@@ -128,18 +152,114 @@ export const make = (address: string): Effect.Effect<ContainerdClient, never, Sc
       Effect.sync(() => new Connection(address.replace(/^unix:\/\//, ""))),
       (connection) => Effect.sync(() => connection.close())
     ),
-    (connection): ContainerdClient => ({
-      address: connection.path,
-      get version() {
-        return Effect.async<ContainerdVersion, ContainerdError>((resume) => {
-          const cancel = connection.version(resume)
-          return Effect.sync(cancel)
-        })
-      },
-      unsafeVersion: (done) => connection.version(done),
-      unsafeWarm: (done) => connection.warm(done)
-    })
+    (connection) =>
+      Containerd.of({
+        address: connection.path,
+        version: Effect.async<ContainerdVersion, ContainerdError>((resume) =>
+          Effect.sync(connection.version(resume))
+        ).pipe(
+          Effect.withSpan("Containerd.version", {
+            attributes: { address: connection.path },
+            captureStackTrace: false
+          })
+        ),
+        warm: Effect.async<boolean>((resume) =>
+          Effect.sync(connection.warm((connected) => resume(Effect.succeed(connected))))
+        )
+      })
   )
+
+/**
+ * The client of `address` as the `Containerd` service, its connection
+ * closed with the layer.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = (address: string): Layer.Layer<Containerd> =>
+  Layer.scoped(Containerd, make(address))
+
+/**
+ * What a test client answers. Each answer is an Effect run at every call,
+ * so it can change with time (`Clock`, a `Ref`) and run under `TestClock`.
+ * A missing `version` fails with `ContainerdUnreachable`; a missing `warm`
+ * is true when `version` reaches containerd (it answers, even badly).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface TestAnswers {
+  readonly version?: Effect.Effect<ContainerdVersion, ContainerdError> | undefined
+  readonly warm?: Effect.Effect<boolean> | undefined
+}
+
+/**
+ * A client of `address` that answers with `answers`, without any socket.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const fromAnswers = (address: string, answers: TestAnswers): ContainerdClient => {
+  const version =
+    answers.version ??
+    Effect.fail(
+      new ContainerdUnreachable({
+        address,
+        code: "ECONNREFUSED",
+        reason: "the test client has no answer for the version service"
+      })
+    )
+  return {
+    address,
+    version,
+    warm:
+      answers.warm ??
+      Effect.match(version, {
+        onFailure: (error) => error._tag !== "ContainerdUnreachable",
+        onSuccess: () => true
+      })
+  }
+}
+
+/**
+ * A `Containerd` that answers with `answers` (see {@link TestAnswers}), at
+ * `address` (a name for messages; nothing is opened there).
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerTest = (
+  answers: TestAnswers = {},
+  address = "/test/containerd.sock"
+): Layer.Layer<Containerd> => Layer.succeed(Containerd, fromAnswers(address, answers))
+
+/**
+ * The `ContainerdConnector` that connects for real ({@link make}).
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConnector: Layer.Layer<ContainerdConnector> = Layer.succeed(ContainerdConnector, {
+  connect: (address) => make(address)
+})
+
+/**
+ * A `ContainerdConnector` whose clients answer with `answersFor(address)`.
+ * The address is the one asked for, a `unix://` prefix removed.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConnectorTest = (
+  answersFor: (address: string) => TestAnswers
+): Layer.Layer<ContainerdConnector> =>
+  Layer.succeed(ContainerdConnector, {
+    connect: (address) =>
+      Effect.sync(() => {
+        const path = address.replace(/^unix:\/\//, "")
+        return fromAnswers(path, answersFor(path))
+      })
+  })
 
 /** The session, made when first needed and again after it fails. */
 class Connection {
@@ -304,14 +424,11 @@ class Connection {
     if (grpcStatus !== 0) {
       const message = trailers?.["grpc-message"] ?? headers["grpc-message"]
       return Either.left(
-        stackless(
-          () =>
-            new ContainerdBadAnswer({
-              address: this.path,
-              reason: `gRPC status ${grpcStatus}${typeof message === "string" ? `: ${decodeURIComponent(message)}` : ""}`,
-              ...(Number.isNaN(grpcStatus) ? {} : { grpcStatus })
-            })
-        )
+        new ContainerdBadAnswer({
+          address: this.path,
+          reason: `gRPC status ${grpcStatus}${typeof message === "string" ? `: ${decodeURIComponent(message)}` : ""}`,
+          ...(Number.isNaN(grpcStatus) ? {} : { grpcStatus })
+        })
       )
     }
     const fields = readMessage(body)
@@ -322,11 +439,11 @@ class Connection {
   }
 
   private unreachable(code: string, reason: string): ContainerdUnreachable {
-    return stackless(() => new ContainerdUnreachable({ address: this.path, code, reason }))
+    return new ContainerdUnreachable({ address: this.path, code, reason })
   }
 
   private bad(reason: string): ContainerdBadAnswer {
-    return stackless(() => new ContainerdBadAnswer({ address: this.path, reason }))
+    return new ContainerdBadAnswer({ address: this.path, reason })
   }
 }
 

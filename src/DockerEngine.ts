@@ -2,18 +2,90 @@
  * A small Docker Engine API client over a unix socket: `GET /_ping`,
  * `GET /version`, `GET /info`, each answer decoded with Schema; a generic
  * JSON `request` for the rest of the API, and `upgrade` for the endpoints that
- * hijack the connection (exec and attach streams).
+ * hijack the connection (exec and attach streams). As a service: the
+ * `DockerEngine` Tag with `layer(socket)` and `layerTest(answers)`, and the
+ * `DockerEngineConnector` for code that opens clients to sockets it learns of.
  *
  * @since 0.1.0
  */
 import * as Http from "node:http"
 import type * as Net from "node:net"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { stackless } from "./internal/stackless.js"
+
+/**
+ * The Engine client of one socket, as a service.
+ *
+ * @since 0.2.0
+ * @category tags
+ */
+export class DockerEngine extends Context.Tag("sandbox-docker/DockerEngine")<
+  DockerEngine,
+  DockerEngineClient
+>() {}
+
+/**
+ * A client for one Engine socket.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DockerEngineClient {
+  readonly socket: string
+  /** `GET /_ping`: held by a dockerd that listens but does not serve yet. */
+  readonly ping: Effect.Effect<PingAnswer, EngineError>
+  /** `GET /version`. */
+  readonly version: Effect.Effect<VersionAnswer, EngineError>
+  /** `GET /info`, what `docker info` shows. */
+  readonly info: Effect.Effect<InfoAnswer, EngineError>
+  /**
+   * Any Engine API call: `body` is sent as JSON, any 2xx status is success.
+   * With a `schema` the JSON answer is decoded with it (excess fields are
+   * ignored); without one the answer is discarded.
+   */
+  readonly request: {
+    <A, I>(
+      method: Method,
+      path: string,
+      options: { readonly body?: unknown; readonly schema: Schema.Schema<A, I> }
+    ): Effect.Effect<A, EngineError>
+    (
+      method: Method,
+      path: string,
+      options?: { readonly body?: unknown }
+    ): Effect.Effect<void, EngineError>
+  }
+  /**
+   * `POST path` with a JSON body, asking the Engine to upgrade the connection
+   * (`Upgrade: tcp`), as `docker exec` and `docker attach` do. The connection
+   * is closed when the scope closes.
+   */
+  readonly upgrade: (
+    path: string,
+    body: unknown
+  ) => Effect.Effect<UpgradedConnection, EngineError, Scope.Scope>
+}
+
+/**
+ * Opens Engine clients to sockets known only at run time (a daemon's,
+ * once started): `layerConnector` connects for real, `layerConnectorTest`
+ * hands out test clients.
+ *
+ * @since 0.2.0
+ * @category tags
+ */
+export class DockerEngineConnector extends Context.Tag("sandbox-docker/DockerEngineConnector")<
+  DockerEngineConnector,
+  {
+    /** A client of `socket`, its connections closed with the scope. */
+    readonly connect: (socket: string) => Effect.Effect<DockerEngineClient, never, Scope.Scope>
+  }
+>() {}
 
 /**
  * The answer to `GET /_ping`: the body `OK`, the API version header and
@@ -88,6 +160,8 @@ export class EngineBadAnswer extends Schema.TaggedError<EngineBadAnswer>()("Engi
 }
 
 /**
+ * Why an Engine request failed: nobody serves there, or a bad answer.
+ *
  * @since 0.1.0
  * @category errors
  */
@@ -115,58 +189,6 @@ export interface UpgradedConnection {
   readonly head: Uint8Array
 }
 
-/**
- * A client for one Engine socket.
- *
- * @since 0.1.0
- * @category models
- */
-export interface DockerEngineClient {
-  readonly socket: string
-  readonly ping: Effect.Effect<PingAnswer, EngineError>
-  readonly version: Effect.Effect<VersionAnswer, EngineError>
-  readonly info: Effect.Effect<InfoAnswer, EngineError>
-  /**
-   * `GET /_ping` as plain callbacks: `done` is called once, unless the
-   * returned function cancels the request first. For loops that poll many
-   * daemons from callbacks (readiness and liveness checks); `ping` is the
-   * same request as an Effect.
-   */
-  readonly unsafePing: (
-    done: (result: Either.Either<PingAnswer, EngineError>) => void
-  ) => () => void
-  /** `GET /info` as plain callbacks, like `unsafePing`. */
-  readonly unsafeInfo: (
-    done: (result: Either.Either<InfoAnswer, EngineError>) => void
-  ) => () => void
-  /**
-   * Any Engine API call: `body` is sent as JSON, any 2xx status is success.
-   * With a `schema` the JSON answer is decoded with it (excess fields are
-   * ignored); without one the answer is discarded.
-   */
-  readonly request: {
-    <A, I>(
-      method: Method,
-      path: string,
-      options: { readonly body?: unknown; readonly schema: Schema.Schema<A, I> }
-    ): Effect.Effect<A, EngineError>
-    (
-      method: Method,
-      path: string,
-      options?: { readonly body?: unknown }
-    ): Effect.Effect<void, EngineError>
-  }
-  /**
-   * `POST path` with a JSON body, asking the Engine to upgrade the connection
-   * (`Upgrade: tcp`), as `docker exec` and `docker attach` do. The connection
-   * is closed when the scope closes.
-   */
-  readonly upgrade: (
-    path: string,
-    body: unknown
-  ) => Effect.Effect<UpgradedConnection, EngineError, Scope.Scope>
-}
-
 /** Error codes meaning "nobody is listening there (yet)". */
 const NOT_LISTENING = new Set(["ENOENT", "ECONNREFUSED", "ECONNRESET", "EPIPE"])
 
@@ -187,8 +209,8 @@ interface RawAnswer {
  * checks do not connect each time) are closed when the scope closes.
  *
  * Requests go through `node:http` directly: readiness and liveness send them
- * in loops, for many daemons at once, and this costs a fraction of the CPU of
- * a general-purpose HTTP client (see bench/micro.ts). An interrupted request
+ * in loops, and this costs a fraction of the CPU of a general-purpose HTTP
+ * client (see bench/micro.ts). An interrupted request
  * (a probe's timeout) destroys its connection.
  *
  * @since 0.1.0
@@ -201,92 +223,85 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
       (agent) => Effect.sync(() => agent.destroy())
     )
 
-    /** One exchange, as callbacks: `done` once with the answer or the error. */
-    const exchangeNow = (
-      method: Method,
-      path: string,
-      payload: string | undefined,
-      done: (result: Either.Either<RawAnswer, EngineError>) => void
-    ): (() => void) => {
-      const idempotent = method === "GET" || method === "HEAD" || method === "DELETE"
-      let settled = false
-      const settle = (result: Either.Either<RawAnswer, EngineError>) => {
-        if (settled) return
-        settled = true
-        done(result)
-      }
-      const start = (retry: boolean): Http.ClientRequest => {
-        const request = Http.request({
-          socketPath: socket,
-          agent,
-          method,
-          path,
-          headers:
-            payload === undefined
-              ? {}
-              : {
-                  "Content-Type": "application/json",
-                  "Content-Length": Buffer.byteLength(payload)
-                }
-        })
-        request.on("response", (response) => {
-          const chunks: Array<Buffer> = []
-          let size = 0
-          response.on("data", (chunk: Buffer) => {
-            size += chunk.length
-            if (size > MAX_ANSWER_BYTES) {
-              response.destroy()
-              settle(
-                Either.left(
-                  new EngineBadAnswer({
-                    socket,
-                    path,
-                    reason: `the answer is larger than ${MAX_ANSWER_BYTES} bytes`
-                  })
-                )
-              )
-            } else chunks.push(chunk)
-          })
-          response.on("end", () => {
-            const header = response.headers["api-version"]
-            const server = response.headers["server"]
-            settle(
-              Either.right({
-                status: response.statusCode ?? 0,
-                apiVersion: typeof header === "string" ? header : undefined,
-                server: typeof server === "string" ? server : undefined,
-                body: Buffer.concat(chunks).toString("utf8")
-              })
-            )
-          })
-          response.on("error", (error) =>
-            settle(Either.left(connectionError(socket, path, error, error.message)))
-          )
-        })
-        request.on("error", (error: NodeJS.ErrnoException) => {
-          // A kept-alive connection the Engine closed meanwhile: one more
-          // try on a fresh one, as browsers do, for idempotent requests only
-          // (a POST may have been acted on before the reset).
-          if (retry && idempotent && request.reusedSocket && error.code === "ECONNRESET") {
-            current = start(false)
-            return
-          }
-          settle(Either.left(connectionError(socket, path, error, error.message)))
-        })
-        request.end(payload)
-        return request
-      }
-      let current = start(true)
-      return () => {
-        settled = true
-        current.destroy()
-      }
-    }
-
+    /**
+     * One exchange. Interrupted, it destroys its request and with it the
+     * connection, which may be mid-answer and cannot serve another.
+     */
     const exchange = (method: Method, path: string, payload: string | undefined) =>
       Effect.async<RawAnswer, EngineError>((resume) => {
-        const cancel = exchangeNow(method, path, payload, (result) => resume(result))
-        return Effect.sync(cancel)
+        const idempotent = method === "GET" || method === "HEAD" || method === "DELETE"
+        let settled = false
+        const settle = (result: Either.Either<RawAnswer, EngineError>) => {
+          if (settled) return
+          settled = true
+          resume(result)
+        }
+        const start = (retry: boolean): Http.ClientRequest => {
+          const request = Http.request({
+            socketPath: socket,
+            agent,
+            method,
+            path,
+            headers:
+              payload === undefined
+                ? {}
+                : {
+                    "Content-Type": "application/json",
+                    "Content-Length": Buffer.byteLength(payload)
+                  }
+          })
+          request.on("response", (response) => {
+            const chunks: Array<Buffer> = []
+            let size = 0
+            response.on("data", (chunk: Buffer) => {
+              size += chunk.length
+              if (size > MAX_ANSWER_BYTES) {
+                response.destroy()
+                settle(
+                  Either.left(
+                    new EngineBadAnswer({
+                      socket,
+                      path,
+                      reason: `the answer is larger than ${MAX_ANSWER_BYTES} bytes`
+                    })
+                  )
+                )
+              } else chunks.push(chunk)
+            })
+            response.on("end", () => {
+              const header = response.headers["api-version"]
+              const server = response.headers["server"]
+              settle(
+                Either.right({
+                  status: response.statusCode ?? 0,
+                  apiVersion: typeof header === "string" ? header : undefined,
+                  server: typeof server === "string" ? server : undefined,
+                  body: Buffer.concat(chunks).toString("utf8")
+                })
+              )
+            })
+            response.on("error", (error) =>
+              settle(Either.left(connectionError(socket, path, error, error.message)))
+            )
+          })
+          request.on("error", (error: NodeJS.ErrnoException) => {
+            // A kept-alive connection the Engine closed meanwhile: one more
+            // try on a fresh one, as browsers do, for idempotent requests only
+            // (a POST may have been acted on before the reset).
+            if (retry && idempotent && request.reusedSocket && error.code === "ECONNRESET") {
+              current = start(false)
+              return
+            }
+            settle(Either.left(connectionError(socket, path, error, error.message)))
+          })
+          request.end(payload)
+          return request
+        }
+        let current = start(true)
+        return Effect.sync(() => {
+          settled = true
+          current.destroy()
+        })
       })
 
     /** A 2xx answer, or the Engine's error as an `EngineBadAnswer`. */
@@ -357,10 +372,10 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
     const readPing = (answer: RawAnswer): Either.Either<PingAnswer, EngineError> =>
       answer.body.trim() === "OK"
         ? Either.right(
-            new PingAnswer(
-              { apiVersion: answer.apiVersion, serverVersion: engineVersion(answer.server) },
-              true
-            )
+            new PingAnswer({
+              apiVersion: answer.apiVersion,
+              serverVersion: engineVersion(answer.server)
+            })
           )
         : Either.left(
             new EngineBadAnswer({
@@ -385,34 +400,131 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
           )
         )
     }
-    const readInfo = readJson("/info", InfoAnswer)
-
-    /** A GET as callbacks: the status checked, the answer read. */
-    const getNow =
-      <A>(path: string, read: (answer: RawAnswer) => Either.Either<A, EngineError>) =>
-      (done: (result: Either.Either<A, EngineError>) => void): (() => void) =>
-        exchangeNow("GET", path, undefined, (result) =>
-          done(Either.flatMap(Either.flatMap(result, statusOk(path)), read))
-        )
-
-    // The effects are made when asked for: a client per daemon, and one
-    // process watching a thousand daemons, which use the callback forms.
-    return {
+    return DockerEngine.of({
       socket,
-      get ping() {
-        return send("GET", "/_ping", undefined, readPing)
-      },
-      get version() {
-        return send("GET", "/version", undefined, readJson("/version", VersionAnswer))
-      },
-      get info() {
-        return send("GET", "/info", undefined, readInfo)
-      },
-      unsafePing: getNow("/_ping", readPing),
-      unsafeInfo: getNow("/info", readInfo),
+      ping: send("GET", "/_ping", undefined, readPing),
+      version: send("GET", "/version", undefined, readJson("/version", VersionAnswer)),
+      info: send("GET", "/info", undefined, readJson("/info", InfoAnswer)),
       request: request as DockerEngineClient["request"],
       upgrade: (path, body) => upgrade(socket, path, body)
-    }
+    })
+  })
+
+/**
+ * The client of `socket` as the `DockerEngine` service, its connections
+ * closed with the layer.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = (socket: string): Layer.Layer<DockerEngine> =>
+  Layer.scoped(DockerEngine, make(socket))
+
+/**
+ * What a test client answers. Each answer is an Effect run at every call,
+ * so it can change with time (`Clock`, a `Ref`) and run under `TestClock`.
+ * A missing `ping`, `version` or `info` fails with `EngineUnreachable`; a
+ * missing `request` or `upgrade` with `EngineBadAnswer` (the test client
+ * does not serve it).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface TestAnswers {
+  readonly ping?: Effect.Effect<PingAnswer, EngineError> | undefined
+  readonly version?: Effect.Effect<VersionAnswer, EngineError> | undefined
+  readonly info?: Effect.Effect<InfoAnswer, EngineError> | undefined
+  /** Any other call; its answer is decoded with the caller's schema, if any. */
+  readonly request?:
+    | ((method: Method, path: string, body: unknown) => Effect.Effect<unknown, EngineError>)
+    | undefined
+  readonly upgrade?:
+    | ((path: string, body: unknown) => Effect.Effect<UpgradedConnection, EngineError, Scope.Scope>)
+    | undefined
+}
+
+/**
+ * A client of `socket` that answers with `answers`, without any socket.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const fromAnswers = (socket: string, answers: TestAnswers): DockerEngineClient => {
+  const unreachable = (path: string) =>
+    new EngineUnreachable({
+      socket,
+      code: "ECONNREFUSED",
+      reason: `the test client has no answer for GET ${path}`
+    })
+  const notServed = (method: Method, path: string) =>
+    new EngineBadAnswer({
+      socket,
+      path,
+      reason: `the test client does not serve ${method} ${path}`
+    })
+  const request = (
+    method: Method,
+    path: string,
+    options: { readonly body?: unknown; readonly schema?: Schema.Schema<unknown, unknown> } = {}
+  ): Effect.Effect<unknown, EngineError> => {
+    if (answers.request === undefined) return Effect.fail(notServed(method, path))
+    const answered = answers.request(method, path, options.body)
+    const schema = options.schema
+    if (schema === undefined) return Effect.asVoid(answered)
+    return Effect.flatMap(answered, (answer) =>
+      Effect.mapError(
+        Schema.decodeUnknown(schema, { onExcessProperty: "ignore" })(answer),
+        (error) => new EngineBadAnswer({ socket, path, reason: error.message })
+      )
+    )
+  }
+  return {
+    socket,
+    ping: answers.ping ?? Effect.fail(unreachable("/_ping")),
+    version: answers.version ?? Effect.fail(unreachable("/version")),
+    info: answers.info ?? Effect.fail(unreachable("/info")),
+    request: request as DockerEngineClient["request"],
+    upgrade: (path, body) =>
+      answers.upgrade === undefined
+        ? Effect.fail(notServed("POST", path))
+        : answers.upgrade(path, body)
+  }
+}
+
+/**
+ * A `DockerEngine` that answers with `answers` (see {@link TestAnswers}),
+ * at `socket` (a name for messages; nothing is opened there).
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerTest = (
+  answers: TestAnswers = {},
+  socket = "/test/docker.sock"
+): Layer.Layer<DockerEngine> => Layer.succeed(DockerEngine, fromAnswers(socket, answers))
+
+/**
+ * The `DockerEngineConnector` that connects for real ({@link make}).
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConnector: Layer.Layer<DockerEngineConnector> = Layer.succeed(
+  DockerEngineConnector,
+  { connect: (socket) => make(socket) }
+)
+
+/**
+ * A `DockerEngineConnector` whose clients answer with `answersFor(socket)`.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConnectorTest = (
+  answersFor: (socket: string) => TestAnswers
+): Layer.Layer<DockerEngineConnector> =>
+  Layer.succeed(DockerEngineConnector, {
+    connect: (socket) => Effect.sync(() => fromAnswers(socket, answersFor(socket)))
   })
 
 /** The version in a `Server: Docker/20.10.24+dfsg1 (linux)` header. */
@@ -440,15 +552,13 @@ const connectionError = (
   message: string
 ): EngineError => {
   const code = (cause as { code?: unknown } | undefined)?.code
-  // Made in a socket's callback, as often as daemons are polled: no stack.
-  return stackless(() =>
-    typeof code === "string" && NOT_LISTENING.has(code)
-      ? new EngineUnreachable({ socket, code, reason: message }, true)
-      : new EngineBadAnswer(
-          { socket, path, reason: typeof code === "string" ? `${code}: ${message}` : message },
-          true
-        )
-  )
+  return typeof code === "string" && NOT_LISTENING.has(code)
+    ? new EngineUnreachable({ socket, code, reason: message })
+    : new EngineBadAnswer({
+        socket,
+        path,
+        reason: typeof code === "string" ? `${code}: ${message}` : message
+      })
 }
 
 const upgrade = (

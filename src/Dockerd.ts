@@ -2,46 +2,43 @@
  * Start a real dockerd and know the moment it is ready.
  *
  * `start` is scoped: preflight, spawn through the ProcessManager, wait with
- * probes (socket, then `/_ping`, then `/info` when the socket is reachable
- * from here; `docker info` through the ProcessManager when it is not), and
- * return a handle. Closing the scope stops the daemon: SIGTERM, a grace,
- * SIGKILL; then its containerd and shims are waited for (or killed), and its
- * pidfile, socket and mounts are removed.
+ * probes (for a daemon on this machine, the `DockerHost`'s: socket, `/_ping`,
+ * containerd; `docker info` through the ProcessManager for a remote one),
+ * and return a handle. Closing the scope stops the daemon: SIGTERM, a grace,
+ * SIGKILL; then (locally) its containerd and shims are waited for (or
+ * killed), and its pidfile, socket and mounts are removed. A start that
+ * fails stops what it started before it returns its error.
+ *
+ * `layer` makes a daemon a service (`Docker`): started when the layer is
+ * built, supervised while it lives, stopped with it.
  *
  * @since 0.1.0
  */
-import { chmod, mkdir, readdir, rm, stat } from "node:fs/promises"
-import * as Path from "node:path"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import { format, NodeInspectSymbol } from "effect/Inspectable"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
-import * as Containerd from "./Containerd.js"
 import * as DockerdConfig from "./DockerdConfig.js"
-import * as DockerdSettings from "./DockerdSettings.js"
 import * as DockerEngine from "./DockerEngine.js"
+import * as DockerHost from "./DockerHost.js"
 import { diagnose } from "./Diagnosis.js"
 import {
   DaemonCrashed,
   DaemonNotReady,
-  DirectoryNotWritable,
   DockerNotInstalled,
   type ExitedBeforeReady,
   type NotReadyByDeadline,
-  SocketModeNotApplied,
   type StartError
 } from "./errors.js"
-import { cgroupsOnlyOf, removeCgroups } from "./internal/cgroups.js"
-import {
-  awaitGone,
-  leftoversOf,
-  mountEntriesUnder,
-  pidfileProcess,
-  readPidfile
-} from "./internal/processTree.js"
+import * as LocalProcessManager from "./LocalProcessManager.js"
 import * as Preflight from "./Preflight.js"
 import * as Probe from "./Probe.js"
 import { type ProcessHandle, ProcessManager } from "./ProcessManager.js"
@@ -49,9 +46,20 @@ import type { ExitStatus } from "./ProcessStatus.js"
 import { ReadinessEvent, type ReadinessReport, waitUntilReady } from "./Readiness.js"
 import { redactArgv, secretsOf } from "./Redaction.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
+import * as Supervisor from "./Supervisor.js"
 
 /**
- * A ready daemon. Valid while the scope it was started in is open.
+ * The `Docker` service: a ready daemon, as {@link layer} provides it.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class Docker extends Context.Tag("sandbox-docker/Docker")<Docker, DockerDaemon>() {}
+
+/**
+ * A ready daemon. Valid while the scope it was started in is open. The
+ * daemons `start` returns print small (`toJSON`, `util.inspect`): pid,
+ * socket, versions, time to ready, location.
  *
  * @since 0.1.0
  * @category models
@@ -79,12 +87,47 @@ export interface DockerDaemon {
 }
 
 /**
+ * What a daemon prints as: the handle, the configuration and the report
+ * stay out (a test runner pretty-printing them would walk fibers and
+ * streams).
+ */
+const DaemonProto = {
+  toJSON(this: DockerDaemon) {
+    return {
+      _id: "DockerDaemon",
+      pid: this.pid,
+      socket: this.socket,
+      serverVersion: this.serverVersion,
+      apiVersion: this.apiVersion,
+      storageDriver: this.storageDriver,
+      timeToReadyMs: this.timeToReadyMs,
+      location: this.location
+    }
+  },
+  toString(this: DockerDaemon & { toJSON(): unknown }) {
+    return format(this.toJSON())
+  },
+  [NodeInspectSymbol](this: DockerDaemon & { toJSON(): unknown }) {
+    return this.toJSON()
+  }
+}
+
+/**
+ * A daemon from its fields, printing small (see {@link DockerDaemon}).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeDaemon = (fields: DockerDaemon): DockerDaemon =>
+  Object.assign(Object.create(DaemonProto) as DockerDaemon, fields)
+
+/**
  * Where the daemon runs relative to this process.
  *
- * - `local`: on this machine. Preflight checks run, the socket is probed
- *   directly and leftovers are cleaned through /proc.
+ * - `local`: on this machine, as the `DockerHost` service sees it: preflight
+ *   checks run, the socket is probed directly and leftovers are cleaned.
  * - `remote`: behind the ProcessManager (a sandbox); probes are `docker`
- *   commands run through it.
+ *   commands run through it, and the `DockerHost` is not consulted.
  *
  * @since 0.1.0
  * @category models
@@ -161,70 +204,10 @@ export const toStartError = (
   )
 }
 
-/** The ids of the mounts under the daemon's exec-root and data-root now. */
-const mountIdsOf = (settings: DockerdSettings.DockerdSettings) =>
-  Effect.map(
-    Effect.all([mountEntriesUnder(settings.execRoot), mountEntriesUnder(settings.dataRoot)]),
-    (lists) => new Set(lists.flat().map((entry) => entry.id))
-  )
-
-/**
- * Removes what a killed daemon could not: leftover processes, the mounts it
- * made (never the ones there before it started, such as a disk mounted at
- * the data-root), files.
- */
-const cleanUpLocal = (
-  config: DockerdConfig.DockerdConfig,
-  settings: DockerdSettings.DockerdSettings,
-  pid: number,
-  containerd: number | undefined,
-  premounted: ReadonlySet<number>
-) =>
-  Effect.gen(function* () {
-    const execRoot = settings.execRoot
-    // Its containerd, the shims naming the exec-root, and what runs below
-    // them: the processes of containers still running (a SIGKILLed daemon
-    // stops none of them), and the cgroups runc made for those.
-    const { daemonSide, all } = yield* leftoversOf(
-      execRoot,
-      containerd === undefined ? [] : [containerd]
-    )
-    const containerCgroups = yield* cgroupsOnlyOf(
-      all.filter((pid) => !daemonSide.includes(pid)),
-      daemonSide
-    )
-    const survivors = yield* awaitGone(all, 2_000, 10_000)
-    if (survivors.length > 0) {
-      yield* Effect.logWarning("processes of the daemon are still there after SIGKILL").pipe(
-        Effect.annotateLogs({ pids: survivors.join(",") })
-      )
-    } else {
-      yield* removeCgroups(containerCgroups)
-    }
-    const manager = yield* ProcessManager
-    for (const root of [execRoot, settings.dataRoot]) {
-      for (const { id, point } of yield* mountEntriesUnder(root)) {
-        if (premounted.has(id)) continue
-        yield* Effect.scoped(
-          Effect.flatMap(
-            manager.exec(["umount", "--lazy", point], { killGrace: "1 second" }),
-            (handle) => handle.awaitExit
-          )
-        ).pipe(Effect.ignore)
-      }
-    }
-    if ((yield* readPidfile(settings.pidfile)) === pid) {
-      yield* Effect.promise(() => rm(settings.pidfile, { force: true }))
-    }
-    const socket = yield* Effect.promise(() => stat(config.socket).catch(() => undefined))
-    if (socket?.isSocket()) yield* Effect.promise(() => rm(config.socket, { force: true }))
-  })
-
-/** What the stop of a local daemon cleans up after: where, and what to leave. */
-interface LocalGround {
-  readonly settings: DockerdSettings.DockerdSettings
-  /** Mounts there before the daemon started (a disk at the data-root). */
-  readonly premounted: ReadonlySet<number>
+/** The machine of a local daemon, and what it prepared there. */
+interface Local {
+  readonly host: DockerHost.DockerHostShape
+  readonly ground: DockerHost.Ground
 }
 
 /**
@@ -234,7 +217,7 @@ interface LocalGround {
 const stop = (
   handle: ProcessHandle,
   config: DockerdConfig.DockerdConfig,
-  local: LocalGround | undefined,
+  local: Local | undefined,
   emit: EventSink
 ) =>
   Effect.gen(function* () {
@@ -243,12 +226,9 @@ const stop = (
     // the pidfile). A SIGKILLed daemon's containerd stays a zombie for a
     // while, which no command line names any more, and a restart on the
     // same exec-root must wait for it. Read now rather than at ready: a
-    // containerd dockerd restarted meanwhile has a new pid, and only a
-    // process named containerd is taken (a pid reused by another is not).
+    // containerd dockerd restarted meanwhile has a new pid.
     const containerd =
-      local === undefined
-        ? undefined
-        : yield* pidfileProcess(local.settings.containerdPidfile, "containerd")
+      local === undefined ? undefined : yield* local.host.containerdPid(local.ground)
     let status = yield* handle.status
     if (status._tag === "Running") {
       yield* emit(DaemonEvent.Stopping({ pid: handle.pid }))
@@ -261,7 +241,8 @@ const stop = (
         Effect.option
       )
       if (Option.isNone(exited)) {
-        yield* Effect.logWarning("dockerd ignored SIGTERM; sending SIGKILL")
+        // The `Stopped` event's status says SIGKILL too.
+        yield* Effect.logDebug("dockerd ignored SIGTERM; sending SIGKILL")
         yield* handle.signal("SIGKILL")
       }
       status = yield* handle.awaitExit.pipe(
@@ -271,120 +252,24 @@ const stop = (
       )
     }
     if (local !== undefined) {
-      yield* cleanUpLocal(config, local.settings, handle.pid, containerd, local.premounted)
+      yield* local.host.cleanUp(config, local.ground, handle.pid, containerd)
     }
     const elapsedMs = (yield* Clock.currentTimeMillis) - started
-    yield* Effect.logInfo("dockerd stopped").pipe(Effect.annotateLogs({ elapsedMs }))
+    yield* Effect.logDebug("dockerd stopped").pipe(Effect.annotateLogs({ elapsedMs }))
     yield* emit(DaemonEvent.Stopped({ pid: handle.pid, status, elapsedMs }))
   }).pipe(Effect.annotateLogs({ pid: handle.pid, socket: config.socket }), Effect.ignore)
 
 /**
- * Gives the socket the configured mode if dockerd did not (it creates it
- * 0660): a socket is never left wider open than asked.
- */
-const applySocketMode = (config: DockerdConfig.DockerdConfig) =>
-  Effect.tryPromise({
-    try: async () => {
-      const info = await stat(config.socket)
-      if ((info.mode & 0o777) !== config.socketMode) await chmod(config.socket, config.socketMode)
-    },
-    catch: (error) =>
-      new SocketModeNotApplied({
-        socket: config.socket,
-        mode: `0${config.socketMode.toString(8)}`,
-        reason: (error as NodeJS.ErrnoException).code ?? String(error)
-      })
-  })
-
-/** How often a waiting ping tries to connect to containerd ahead. */
-const WARM_EVERY_MS = 10
-
-/**
- * `ping`, which meanwhile connects to containerd ahead of the check after
- * it: dockerd holds the ping until it serves, and starts its containerd in
- * the meantime. Tried every {@link WARM_EVERY_MS} ms until connected or the
- * ping ends; a failed try is a `connect` that finds no socket.
- */
-const pingWarming = (ping: Probe.Check, containerd: Containerd.ContainerdClient): Probe.Check =>
-  Probe.fromCallback(
-    ping.name,
-    (done) => {
-      let over = false
-      let timer: ReturnType<typeof setTimeout> | undefined
-      let stopWarm: () => void = () => {}
-      const warm = () => {
-        timer = undefined
-        if (over) return
-        stopWarm = containerd.unsafeWarm((connected) => {
-          if (!connected && !over) timer = setTimeout(warm, WARM_EVERY_MS)
-        })
-      }
-      const stop = () => {
-        over = true
-        if (timer !== undefined) clearTimeout(timer)
-        stopWarm()
-      }
-      const cancel = ping.unsafeRun!((result) => {
-        stop()
-        done(result)
-      })
-      warm()
-      return () => {
-        stop()
-        cancel()
-      }
-    },
-    { timeout: Option.getOrUndefined(ping.timeout) }
-  )
-
-/**
- * The settings of a local daemon: the ones given (resolved at its start),
- * else resolved now.
- */
-const settingsOf = (
-  config: DockerdConfig.DockerdConfig,
-  settings: DockerdSettings.DockerdSettings | undefined
-) => (settings === undefined ? DockerdSettings.resolve(config) : Effect.succeed(settings))
-
-/**
- * The readiness probe and the liveness probe for a location: for `remote`,
- * `docker info` and `docker version` run through the ProcessManager. For
- * `local`, `settings` are the daemon's as resolved at its start (resolved
- * here when not given): they say where its containerd listens.
+ * The readiness probe and the liveness probe of a remote daemon: `docker
+ * info` and `docker version` run through the ProcessManager.
  *
  * @since 0.1.0
  * @category probes
  */
-export const probesFor = (
-  config: DockerdConfig.DockerdConfig,
-  location: Location,
-  settings?: DockerdSettings.DockerdSettings
-) =>
+export const remoteProbes = (
+  config: DockerdConfig.DockerdConfig
+): Effect.Effect<DockerHost.LocalProbes, never, ProcessManager> =>
   Effect.gen(function* () {
-    if (location === "local") {
-      const engine = yield* DockerEngine.make(config.socket)
-      const address = yield* DockerdSettings.containerdAddress(yield* settingsOf(config, settings))
-      const containerd = yield* Containerd.make(address)
-      return {
-        // The API answers (`/_ping`), then its containerd does: what `/info`
-        // proves, without the 10-100 ms dockerd spends on `/info` as it
-        // starts. `/info` is asked instead when containerd is not where
-        // dockerd's rules put it.
-        readiness: Probe.all([
-          Probe.socketFile(config.socket),
-          pingWarming(Probe.enginePing(engine), containerd),
-          Probe.containerdVersion(containerd, { fallback: engine })
-        ]),
-        // Not `/_ping` alone: a daemon whose containerd is gone or stopped
-        // still answers it, but can serve nothing. Not `/info` either: each
-        // costs dockerd ~7 ms of CPU (it runs `runc` and `docker-init`),
-        // 0.7% of a core at one check a second, against ~0.4 ms for these.
-        liveness: Probe.all([
-          Probe.enginePing(engine),
-          Probe.containerdVersion(containerd, { fallback: engine })
-        ])
-      }
-    }
     const docker = [config.dockerCli, "--host", `unix://${config.socket}`] as const
     return {
       readiness: yield* Probe.command(
@@ -401,22 +286,6 @@ export const probesFor = (
       })
     }
   })
-
-/**
- * The storage driver a data-root's image store is kept for, when it holds
- * one (`<data-root>/image/overlay2`): dockerd makes it as it starts, before
- * it serves. For a daemon whose log level hides its `Docker daemon` line.
- */
-const storageDriverIn = (dataRoot: string): Effect.Effect<string> =>
-  Effect.promise(() =>
-    readdir(Path.join(dataRoot, "image"), { withFileTypes: true }).then(
-      (entries) => {
-        const stores = entries.filter((entry) => entry.isDirectory())
-        return stores.length === 1 ? stores[0]!.name : "unknown"
-      },
-      () => "unknown"
-    )
-  )
 
 /**
  * What dockerd's `Docker daemon` line says (text or JSON log format; 20.10
@@ -482,29 +351,17 @@ export const versionsOf = (
   })
 }
 
-/**
- * Waits until the dockerd of `handle` is ready, with the probes for its
- * location ({@link probesFor}): each probe's result goes to `emit` as a
- * `DaemonEvent.Probe`, a failed wait is a {@link StartError}. Succeeds with
- * the ready daemon. Used by {@link start}, and by callers that started
- * dockerd some other way (the CLI's detached dockerd in a sandbox). For a
- * `local` daemon, `settings` are the ones resolved at its start (resolved
- * here when not given).
- *
- * @since 0.1.0
- * @category waiting
- */
-export const awaitReady = (
+/** Waits with `probes`; the ready daemon, or the daemon-level error. */
+const awaitWith = (
   handle: ProcessHandle,
   config: DockerdConfig.DockerdConfig,
   location: Location,
   policy: ReadinessPolicy,
-  emit: EventSink = () => Effect.void,
-  settings?: DockerdSettings.DockerdSettings
-): Effect.Effect<DockerDaemon, StartError, ProcessManager | Scope.Scope> =>
+  emit: EventSink,
+  probes: DockerHost.LocalProbes,
+  local: Local | undefined
+): Effect.Effect<DockerDaemon, StartError> =>
   Effect.gen(function* () {
-    const local = location === "local" ? yield* settingsOf(config, settings) : undefined
-    const probes = yield* probesFor(config, location, local)
     const report = yield* waitUntilReady(handle, probes.readiness, policy, {
       onEvent: (event) =>
         ReadinessEvent.$is("ProbeResult")(event)
@@ -519,9 +376,9 @@ export const awaitReady = (
     }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
     const versions = versionsOf(report, location, location === "local" ? yield* handle.logTail : [])
     if (local !== undefined && versions.storageDriver === "unknown") {
-      versions.storageDriver = yield* storageDriverIn(local.dataRoot)
+      versions.storageDriver = yield* local.host.storageDriver(local.ground)
     }
-    return {
+    return makeDaemon({
       pid: handle.pid,
       socket: config.socket,
       config,
@@ -532,11 +389,132 @@ export const awaitReady = (
       awaitExit: handle.awaitExit,
       liveness: probes.liveness,
       location
-    }
+    })
   })
 
 /**
- * Starts dockerd and waits until it is ready.
+ * Waits until the dockerd of `handle` is ready, with the probes for its
+ * location (the `DockerHost`'s for `local`, {@link remoteProbes} for
+ * `remote`): each probe's result goes to `emit` as a `DaemonEvent.Probe`, a
+ * failed wait is a {@link StartError}. Succeeds with the ready daemon. For
+ * callers that started dockerd some other way; {@link start} does both.
+ *
+ * @since 0.1.0
+ * @category waiting
+ */
+export const awaitReady = (
+  handle: ProcessHandle,
+  config: DockerdConfig.DockerdConfig,
+  location: Location,
+  policy: ReadinessPolicy,
+  emit: EventSink = () => Effect.void
+): Effect.Effect<DockerDaemon, StartError, ProcessManager | DockerHost.DockerHost | Scope.Scope> =>
+  location === "remote"
+    ? awaitRemoteReady(handle, config, policy, emit)
+    : Effect.gen(function* () {
+        const host = yield* DockerHost.DockerHost
+        // Started elsewhere: no preflight (its pidfile and socket are in use now).
+        const local: Local = {
+          host,
+          ground: { settings: yield* host.settings(config), premounted: new Set() }
+        }
+        const probes = yield* host.probes(config, local.ground)
+        return yield* awaitWith(handle, config, location, policy, emit, probes, local)
+      })
+
+/**
+ * {@link awaitReady} for a `remote` daemon: `docker info` through the
+ * ProcessManager, no `DockerHost`.
+ *
+ * @since 0.1.0
+ * @category waiting
+ */
+export const awaitRemoteReady = (
+  handle: ProcessHandle,
+  config: DockerdConfig.DockerdConfig,
+  policy: ReadinessPolicy,
+  emit: EventSink = () => Effect.void
+): Effect.Effect<DockerDaemon, StartError, ProcessManager> =>
+  Effect.flatMap(remoteProbes(config), (probes) =>
+    awaitWith(handle, config, "remote", policy, emit, probes, undefined)
+  )
+
+/**
+ * Spawns dockerd and waits until it is ready, everything it opens in the
+ * scope in the context (the caller's or the start's own).
+ */
+const startIn = (
+  config: DockerdConfig.DockerdConfig,
+  policy: ReadinessPolicy,
+  options: StartOptions
+): Effect.Effect<DockerDaemon, StartError, ProcessManager | DockerHost.DockerHost | Scope.Scope> =>
+  Effect.gen(function* () {
+    const location = options.location ?? "local"
+    const emit: EventSink = options.onEvent ?? (() => Effect.void)
+    const started = yield* Clock.currentTimeMillis
+    const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
+
+    let local: Local | undefined
+    if (location === "local") {
+      const host = yield* DockerHost.DockerHost
+      // Where the daemon keeps its things, by its flags and its config file:
+      // what the preflight checks, the stop cleans and the probes look at.
+      local = { host, ground: yield* host.prepare(config, yield* host.settings(config)) }
+      yield* emit(DaemonEvent.Preflight({ elapsedMs: yield* elapsed }))
+    }
+
+    const manager = yield* ProcessManager
+    const argv = DockerdConfig.argv(config)
+    // What is shown of the argv (events, logs): never a secret of its env.
+    const shownArgv = redactArgv(argv, secretsOf(Object.values(config.env)))
+    const execOptions = { env: config.env, killGrace: config.stopGrace, tailLines: 200 }
+    const handle = yield* manager.exec(argv, execOptions).pipe(
+      Effect.catchTag("BinaryNotFound", (error) =>
+        Effect.fail(
+          new DockerNotInstalled({
+            binary: error.binary,
+            searched: error.searched,
+            hint: location === "local" ? Preflight.INSTALL_HINT : REMOTE_INSTALL_HINT
+          })
+        )
+      )
+    )
+    yield* Effect.addFinalizer(() => stop(handle, config, local, emit))
+
+    return yield* Effect.gen(function* () {
+      yield* Effect.logDebug("dockerd started; waiting until it is ready").pipe(
+        Effect.annotateLogs({ argv: shownArgv.join(" "), policy: policy.name })
+      )
+      yield* emit(
+        DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed })
+      )
+      const probes =
+        local === undefined
+          ? yield* remoteProbes(config)
+          : yield* local.host.probes(config, local.ground)
+      const daemon = yield* awaitWith(handle, config, location, policy, emit, probes, local)
+      if (local !== undefined) yield* local.host.applySocketMode(config)
+      yield* emit(
+        DaemonEvent.Ready({
+          pid: handle.pid,
+          socket: config.socket,
+          elapsedMs: yield* elapsed,
+          attempts: daemon.report.attempts,
+          serverVersion: daemon.serverVersion,
+          apiVersion: daemon.apiVersion,
+          storageDriver: daemon.storageDriver,
+          restarts: options.restarts ?? 0
+        })
+      )
+      return daemon
+    }).pipe(Effect.annotateLogs({ pid: handle.pid, socket: config.socket }))
+  })
+
+/**
+ * Starts dockerd and waits until it is ready. The daemon is stopped when
+ * the scope closes. A start that fails or is interrupted stops what it
+ * started before it returns: it works in a scope of its own, which it hands
+ * to the caller's only once the daemon is ready.
  *
  * @since 0.1.0
  * @category starting
@@ -545,84 +523,77 @@ export const start: (
   config: DockerdConfig.DockerdConfig | DockerdConfig.DockerdConfigInput,
   policy?: ReadinessPolicy,
   options?: StartOptions
-) => Effect.Effect<DockerDaemon, StartError, ProcessManager | Scope.Scope> = Effect.fn(
-  "Dockerd.start",
-  {
+) => Effect.Effect<DockerDaemon, StartError, ProcessManager | DockerHost.DockerHost | Scope.Scope> =
+  Effect.fn("Dockerd.start", {
     // A failed start is reported by its typed error; the span's call-site
     // stack would be formatted on the way from a crash to that error.
     captureStackTrace: false
-  }
-)(function* (input, policy = fast, options = {}) {
-  const config =
-    input instanceof DockerdConfig.DockerdConfig ? input : yield* DockerdConfig.decode(input)
-  const location = options.location ?? "local"
-  const emit: EventSink = options.onEvent ?? (() => Effect.void)
-  const started = yield* Clock.currentTimeMillis
-  const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
-
-  // Where the daemon keeps its things, by its flags and its config file:
-  // what the preflight checks, the stop cleans and the probes look at.
-  const settings = location === "local" ? yield* DockerdSettings.resolve(config) : undefined
-  if (settings !== undefined) {
-    yield* Preflight.run(config, settings)
-    // dockerd creates its data-root, exec-root and pidfile directory, but
-    // not the socket's directory.
-    const socketDir = Path.dirname(config.socket)
-    yield* Effect.tryPromise({
-      try: () => mkdir(socketDir, { recursive: true, mode: 0o755 }),
-      catch: (error) =>
-        new DirectoryNotWritable({
-          field: "socket directory",
-          path: socketDir,
-          reason: (error as NodeJS.ErrnoException).code ?? String(error)
-        })
-    })
-    yield* emit(DaemonEvent.Preflight({ elapsedMs: yield* elapsed }))
-  }
-
-  // Mounts already there (a disk at the data-root) are never undone by the stop.
-  const local: LocalGround | undefined =
-    settings === undefined ? undefined : { settings, premounted: yield* mountIdsOf(settings) }
-  const manager = yield* ProcessManager
-  const argv = DockerdConfig.argv(config)
-  // What is shown of the argv (events, logs): never a secret of its env.
-  const shownArgv = redactArgv(argv, secretsOf(Object.values(config.env)))
-  const execOptions = { env: config.env, killGrace: config.stopGrace, tailLines: 200 }
-  const handle = yield* manager.exec(argv, execOptions).pipe(
-    Effect.catchTag("BinaryNotFound", (error) =>
-      Effect.fail(
-        new DockerNotInstalled({
-          binary: error.binary,
-          searched: error.searched,
-          hint: location === "local" ? Preflight.INSTALL_HINT : REMOTE_INSTALL_HINT
-        })
-      )
+  })(function* (input, policy = fast, options = {}) {
+    const config =
+      input instanceof DockerdConfig.DockerdConfig ? input : yield* DockerdConfig.decode(input)
+    const own = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+    return yield* startIn(config, policy, options).pipe(
+      Scope.extend(own),
+      Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : Scope.close(own, exit)))
     )
-  )
-  yield* Effect.addFinalizer(() => stop(handle, config, local, emit))
+  })
 
-  yield* Effect.annotateLogsScoped({ pid: handle.pid, socket: config.socket })
-  yield* Effect.logInfo("dockerd started; waiting until it is ready").pipe(
-    Effect.annotateLogs({ argv: shownArgv.join(" "), policy: policy.name })
-  )
-  yield* emit(DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed }))
+/**
+ * Options of {@link layer}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LayerOptions extends StartOptions {
+  /** How liveness is checked while the layer lives. */
+  readonly liveness?: Supervisor.LivenessPolicy | undefined
+}
 
-  const daemon = yield* awaitReady(handle, config, location, policy, emit, settings)
-  if (location === "local") yield* applySocketMode(config)
-  yield* emit(
-    DaemonEvent.Ready({
-      pid: handle.pid,
-      socket: config.socket,
-      elapsedMs: yield* elapsed,
-      attempts: daemon.report.attempts,
-      serverVersion: daemon.serverVersion,
-      apiVersion: daemon.apiVersion,
-      storageDriver: daemon.storageDriver,
-      restarts: options.restarts ?? 0
+/**
+ * A daemon as a service: started when the layer is built (its error is the
+ * layer's), supervised while the layer lives, stopped with it. A daemon
+ * that dies or turns unhealthy is logged as an error (the layer's service
+ * cannot change under its users); to restart it, run `Supervisor.run`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  config: DockerdConfig.DockerdConfig | DockerdConfig.DockerdConfigInput,
+  policy: ReadinessPolicy = fast,
+  options: LayerOptions = {}
+): Layer.Layer<Docker, StartError, ProcessManager | DockerHost.DockerHost> =>
+  Layer.scoped(
+    Docker,
+    Effect.gen(function* () {
+      const daemon = yield* start(config, policy, options)
+      // Forked after the start: interrupted before the daemon is stopped.
+      yield* Supervisor.supervise(daemon, options.liveness, {
+        onEvent: options.onEvent,
+        restarts: options.restarts
+      }).pipe(
+        Effect.catchAll((error) =>
+          Effect.logError("the Docker daemon of the layer is no longer usable").pipe(
+            Effect.annotateLogs({ pid: daemon.pid, socket: daemon.socket, reason: error.message })
+          )
+        ),
+        Effect.forkScoped
+      )
+      return daemon
     })
   )
-  return daemon
-})
+
+/**
+ * What `start` needs on this machine: the local ProcessManager and the
+ * machine's `DockerHost`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerNode: Layer.Layer<ProcessManager | DockerHost.DockerHost> = Layer.merge(
+  LocalProcessManager.layer,
+  DockerHost.layer
+)
 
 /**
  * The default grace between SIGTERM and SIGKILL when a daemon is stopped.

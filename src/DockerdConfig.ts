@@ -15,6 +15,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import { InvalidConfig } from "./errors.js"
+import { boundedDuration } from "./internal/duration.js"
 import { redactText, secretsIn } from "./Redaction.js"
 
 /**
@@ -339,20 +340,9 @@ export const NetworkNamespace = Schema.Union(
 })
 
 /** The longest stop grace accepted: one day. */
-const MAX_STOP_GRACE_MS = 86_400_000
+const MAX_STOP_GRACE = Duration.hours(24)
 
-const StopGrace = Schema.DurationFromMillis.pipe(
-  Schema.filter(
-    (grace) =>
-      Duration.lessThanOrEqualTo(grace, Duration.millis(MAX_STOP_GRACE_MS)) ||
-      `must be at most ${MAX_STOP_GRACE_MS} ms (24h)`
-  )
-).annotations({
-  message: () => ({
-    message: "a stop grace is a number of milliseconds from 0 to 86400000 (24h)",
-    override: true
-  })
-})
+const StopGrace = boundedDuration("a stop grace", MAX_STOP_GRACE, "24h")
 
 const fields = {
   /** The dockerd binary: a name looked up on PATH, or a path. */
@@ -386,7 +376,10 @@ const fields = {
   extraArgs: Schema.optionalWith(Schema.Array(ExtraFlag), { default: () => [] }),
   /** Where the daemon's network lives. */
   network: Schema.optionalWith(NetworkNamespace, { default: () => "host" as const }),
-  /** Grace between SIGTERM and SIGKILL when the daemon is stopped (at most 24h). */
+  /**
+   * Grace between SIGTERM and SIGKILL when the daemon is stopped, at most
+   * 24h: a `Duration`, milliseconds, `"10 seconds"` or `"10s"`.
+   */
   stopGrace: Schema.optionalWith(StopGrace, {
     default: () => Duration.seconds(10)
   }),
@@ -433,7 +426,9 @@ export class DockerdConfig extends Schema.Class<DockerdConfig>("DockerdConfig")(
 ) {}
 
 /**
- * What a caller may pass: the encoded form (durations in milliseconds).
+ * What a caller may pass: the encoded form (a duration as any
+ * `Duration.DurationInput`, modes as octal text, secrets as `Redacted` or
+ * `{ secret }`).
  *
  * @since 0.1.0
  * @category models

@@ -133,8 +133,36 @@ const checked = (
  * @category constructors
  */
 export const resolve = Effect.fn("DockerdSettings.resolve")(function* (config: DockerdConfig) {
-  const configFile = flagValue(config.extraArgs, "config-file") ?? defaults.configFile
-  const text = yield* Effect.promise(() => readFile(configFile, "utf8").catch(() => undefined))
+  const text = yield* Effect.promise(() =>
+    readFile(configFileOf(config), "utf8").catch(() => undefined)
+  )
+  return yield* fromConfigFile(config, text)
+})
+
+/**
+ * The config file dockerd reads for `config`: its `--config-file` flag, else
+ * the default.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const configFileOf = (config: DockerdConfig): string =>
+  flagValue(config.extraArgs, "config-file") ?? defaults.configFile
+
+/**
+ * The settings dockerd will run with for `config`, given the text of its
+ * config file (`undefined` when there is none): {@link resolve} without
+ * reading the machine, for a caller that reads the file its own way (a
+ * test's file system).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromConfigFile = Effect.fnUntraced(function* (
+  config: DockerdConfig,
+  text: string | undefined
+) {
+  const configFile = configFileOf(config)
   const file = Option.getOrUndefined(text === undefined ? Option.none() : decodeConfigFile(text))
   // A setting the configuration gives is a flag: the file's is not used (dockerd
   // refuses to start when both give it, and says so).

@@ -2,24 +2,26 @@
  * The ProcessManager on the local machine, on `node:child_process`.
  *
  * Each process is its own process group. When its scope closes the group gets
- * SIGTERM, then SIGKILL after the grace. The exit and the output reach the
- * handle as Node's own events, in the turn they happen: no fiber or stream
- * per process. (`@effect/platform`'s `CommandExecutor` spent 6-8 ms of CPU
- * per process where a bare spawn spends ~2, and waits for an exit forever.)
+ * SIGTERM, then SIGKILL after the grace. Node's events enter Effect at the
+ * boundary, in the turn they happen: each chunk of output is offered to the
+ * output's readers and the exit completes the handle's `Deferred`
+ * (`Deferred.unsafeDone`), so an exit is never reported before the output
+ * printed ahead of it. (`@effect/platform`'s `CommandExecutor` spent 6-8 ms
+ * of CPU per process where a bare spawn spends ~2, and waits for an exit
+ * forever.)
  *
  * @since 0.1.0
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, statSync } from "node:fs"
 import { readdir, readFile } from "node:fs/promises"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { resolveExecutable } from "./internal/executable.js"
-import * as ExitNotice from "./internal/exitNotice.js"
 import * as Handle from "./internal/handle.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
 import { makeOutputBuffer, type OutputBuffer } from "./internal/outputBuffer.js"
@@ -82,7 +84,7 @@ const spawnError = (
   // missing is what it points at: the interpreter of its `#!` line.
   return existsSync(binary)
     ? new SpawnFailed({ argv, reason: `${reason} (is the interpreter of ${binary} missing?)` })
-    : new BinaryNotFound({ binary: argv[0] ?? "", searched: [] })
+    : new BinaryNotFound({ binary: argv[0] ?? "", searched: [binary] })
 }
 
 /**
@@ -128,20 +130,18 @@ const spawnChild = (
   })
 
 /**
- * Feeds the child's output to `output` and reports its exit to `notice`, as
- * Node's events arrive. Once the process has exited its pipes get
+ * Feeds the child's output to `output` and its exit to `exited`, as Node's
+ * events arrive. Once the process has exited its pipes get
  * {@link DRAIN_TURNS} turns to drain (or until both have ended), so the tail
  * holds the last words without waiting on a grandchild that keeps a pipe
- * open. `run` runs the buffer's and the notice's effects in the turn.
- * Returns how to let the pipes go: until then they are read (what comes
- * after the notice is dropped), so that a grandchild writing to them is not
- * killed by SIGPIPE before its group is stopped.
+ * open. Returns how to let the pipes go: until then they are read (what
+ * comes after the exit is dropped), so that a grandchild writing to them is
+ * not killed by SIGPIPE before its group is stopped.
  */
 const wire = (
   child: ChildProcess,
   output: OutputBuffer,
-  notice: ExitNotice.ExitNotice,
-  run: (effect: Effect.Effect<void>) => void
+  exited: Deferred.Deferred<ExitStatus>
 ): (() => void) => {
   let open = 2
   let ended = false
@@ -156,7 +156,7 @@ const wire = (
     }
     stream.setEncoding("utf8")
     stream.on("data", (text: string) => {
-      if (!ended) run(output.publish({ source, text }))
+      if (!ended) output.offer({ source, text })
     })
     stream.once("close", () => {
       open -= 1
@@ -171,7 +171,8 @@ const wire = (
       if (ended) return
       ended = true
       if (pending !== undefined) clearImmediate(pending)
-      run(Effect.zipRight(output.end, notice.complete(status)))
+      output.close()
+      Deferred.unsafeDone(exited, Effect.succeed(status))
     }
     if (open === 0) return finish()
     const turn = (left: number) => {
@@ -195,13 +196,11 @@ const exec = Effect.fn("LocalProcessManager.exec")(function* (
   const env = { ...process.env, ...extraEnv }
   const binary = yield* resolveExecutable(argv[0], env.PATH, options.cwd)
   const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
-  const notice = yield* ExitNotice.make
+  const exited = yield* Deferred.make<ExitStatus>()
   const output = yield* makeOutputBuffer(
     options.tailLines ?? DEFAULT_TAIL_LINES,
     options.keepOutput ?? 0
   )
-  const runtime = yield* Effect.runtime<never>()
-  const runSync = Runtime.runSync(runtime)
 
   // Set in the turn of the spawn (see spawnChild).
   let release = () => {}
@@ -211,7 +210,7 @@ const exec = Effect.fn("LocalProcessManager.exec")(function* (
     binary,
     argv.slice(1),
     { cwd: options.cwd, env, stdin: options.stdin !== undefined },
-    (child) => (release = wire(child, output, notice, runSync))
+    (child) => (release = wire(child, output, exited))
   ).pipe(
     Effect.mapError((error) => {
       const failure = spawnError(argv, binary, options.cwd, error)
@@ -232,7 +231,7 @@ const exec = Effect.fn("LocalProcessManager.exec")(function* (
         stopGracefully(
           {
             pid,
-            exited: notice.exited,
+            exited,
             deliver: (signal) => signalProcessGroup(pid, signal),
             killRemains: killGroupRemains(pid)
           },
@@ -250,7 +249,7 @@ const exec = Effect.fn("LocalProcessManager.exec")(function* (
   return Handle.make({
     pid,
     argv,
-    notice,
+    exited,
     output,
     deliver: (name) => signalProcessGroup(pid, name)
   })

@@ -28,7 +28,7 @@ import { resolveExecutable } from "./internal/executable.js"
  * @category constants
  */
 export const INSTALL_HINT =
-  "Install it with `apt-get install docker.io` (Debian/Ubuntu), or pass --dockerd PATH."
+  "Install docker.io (`apt-get install docker.io` on Debian/Ubuntu), or set the dockerd path (`binary` in the DockerdConfig, `--dockerd` on the CLI)."
 
 /**
  * Every preflight failure.

@@ -6,38 +6,21 @@
  *
  * @since 0.1.0
  */
-import { stat, watch } from "node:fs"
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "node:path"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
-import * as Driver from "./internal/driver.js"
-import type { ProbeSucceeded } from "./internal/probeSucceeded.js"
-import { runProbe } from "./internal/runProbe.js"
-import { stackless } from "./internal/stackless.js"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import type { ContainerdClient, ContainerdError } from "./Containerd.js"
 import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
-import { ProbeFailed, type ProbeFailure, ProbeNotYet } from "./errors.js"
+import { ProbeFailed, type ProbeFailure, ProbeNotYet, ProbeTimedOut } from "./errors.js"
 import { ProcessManager } from "./ProcessManager.js"
 import { describe as describeStatus } from "./ProcessStatus.js"
-
-/**
- * One probe that answered.
- *
- * @since 0.1.0
- * @category models
- */
-export { ProbeSucceeded } from "./internal/probeSucceeded.js"
-
-/**
- * The last result of one probe: its success or why it failed.
- *
- * @since 0.1.0
- * @category models
- */
-export type ProbeOutcome = ProbeSucceeded | ProbeFailure
 
 /**
  * A single check.
@@ -57,44 +40,13 @@ export interface Check {
    */
   readonly startsProcess: boolean
   /**
-   * Watches for the moment the check may turn from failing to passing (the
-   * socket file was created), so the readiness loop can try again at once
-   * instead of at its next turn. Absent when the check cannot tell.
+   * Moments the check may have turned from failing to passing (the socket
+   * file appeared), so the readiness loop can try again at once instead of
+   * at its next turn. Ends when it can no longer tell; absent when the check
+   * cannot tell at all.
    */
-  readonly watch: Watch | undefined
-  /**
-   * The same check as plain callbacks, when it has that form (the built-in
-   * socket and Engine checks do): loops that watch many daemons run it
-   * without a fiber per run. `run` is always there and means the same.
-   */
-  readonly unsafeRun: CheckCallback | undefined
+  readonly wakeups: Stream.Stream<void> | undefined
 }
-
-/**
- * A check as plain callbacks: starts it, calls `done` once with its result
- * (unless cancelled first), and returns the function that cancels it.
- *
- * @since 0.1.0
- * @category models
- */
-export type CheckCallback = (
-  done: (result: Either.Either<unknown, ProbeFailure>) => void
-) => () => void
-
-/**
- * Starts watching and returns the function that stops it: `changed` each
- * time the check may have turned from failing to passing, `ended` once if
- * the watch stops (or could not start, possibly before this returns; a
- * watch that throws is taken as one that could not start): from then on
- * only the loop's spacing finds the change. Plain callbacks, not a
- * Stream or a scoped Effect: a readiness wait for each of many daemons
- * registers one, and a Stream's machinery (or a scope) per wait costs
- * kilobytes and fibers.
- *
- * @since 0.1.0
- * @category models
- */
-export type Watch = (changed: () => void, ended: () => void) => () => void
 
 /**
  * Several probes in order; the first failure ends the attempt.
@@ -127,6 +79,26 @@ export interface FirstOf {
 export type Probe = Check | All | FirstOf
 
 /**
+ * One check that answered: its name, how long it took, what it answered.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class ProbeSucceeded extends Schema.TaggedClass<ProbeSucceeded>()("ProbeSucceeded", {
+  probe: Schema.String,
+  elapsedMs: Schema.Number,
+  value: Schema.Unknown
+}) {}
+
+/**
+ * The outcome of one check: its success or why it failed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ProbeOutcome = ProbeSucceeded | ProbeFailure
+
+/**
  * Options shared by the probe constructors.
  *
  * @since 0.1.0
@@ -151,7 +123,7 @@ export const make = (
   options: {
     readonly timeout?: Duration.DurationInput | undefined
     readonly startsProcess?: boolean | undefined
-    readonly watch?: Watch | undefined
+    readonly wakeups?: Stream.Stream<void> | undefined
   } = {}
 ): Check => ({
   _tag: "Check",
@@ -159,102 +131,8 @@ export const make = (
   timeout: Option.map(Option.fromNullable(options.timeout), Duration.decode),
   run,
   startsProcess: options.startsProcess ?? false,
-  watch: options.watch,
-  unsafeRun: undefined
+  wakeups: options.wakeups
 })
-
-/**
- * A probe from plain callbacks (see {@link CheckCallback}). Its `run` is the
- * same callbacks as an Effect; loops that watch many daemons call the
- * callbacks directly.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const fromCallback = (
-  name: string,
-  callback: CheckCallback,
-  options: {
-    readonly timeout?: Duration.DurationInput | undefined
-    readonly watch?: Watch | undefined
-  } = {}
-): Check => ({
-  ...make(
-    name,
-    Effect.async<unknown, ProbeFailure>((resume) => Effect.sync(callback(resume))),
-    options
-  ),
-  unsafeRun: callback
-})
-
-/**
- * The directory watches in use, one per directory however many paths in it
- * are watched: each `fs.watch` is an inotify watch and an FSWatcher of its
- * own, so a process waiting on many sockets in one directory shares one.
- */
-const directoryWatches = new Map<
-  string,
-  { readonly watcher: ReturnType<typeof watch>; readonly listeners: Set<DirectoryListener> }
->()
-
-interface DirectoryListener {
-  readonly base: string
-  readonly changed: () => void
-  readonly ended: () => void
-}
-
-/** Adds `listener` to its directory's watch; returns how to remove it. */
-const listenToDirectory = (dir: string, listener: DirectoryListener): (() => void) => {
-  let entry = directoryWatches.get(dir)
-  if (entry === undefined) {
-    const listeners = new Set<DirectoryListener>()
-    const watcher = watch(dir, { persistent: false }, (_event, name) => {
-      for (const one of listeners) if (name === null || name === one.base) one.changed()
-    })
-    watcher.on("error", () => {
-      directoryWatches.delete(dir)
-      watcher.close()
-      for (const one of [...listeners]) one.ended()
-      listeners.clear()
-    })
-    entry = { watcher, listeners }
-    directoryWatches.set(dir, entry)
-  }
-  const { listeners, watcher } = entry
-  listeners.add(listener)
-  return () => {
-    listeners.delete(listener)
-    if (listeners.size === 0 && directoryWatches.get(dir)?.watcher === watcher) {
-      directoryWatches.delete(dir)
-      watcher.close()
-    }
-  }
-}
-
-/**
- * A {@link Watch} on the entry named like `path` in its directory: `changed`
- * each time it is created, renamed or removed (inotify on Linux, through
- * `fs.watch`; one watch per directory, shared however many paths in it are
- * watched). `ended` at once when the directory cannot be watched (it does
- * not exist, or the watch limit is reached).
- *
- * @since 0.1.0
- * @category constructors
- */
-export const watchFile =
-  (path: string): Watch =>
-  (changed, ended) => {
-    try {
-      return listenToDirectory(Path.dirname(path), {
-        base: Path.basename(path),
-        changed,
-        ended
-      })
-    } catch {
-      ended()
-      return () => {}
-    }
-  }
 
 /**
  * All of `probes`, in order.
@@ -272,90 +150,86 @@ export const all = (probes: ReadonlyArray<Probe>): All => ({ _tag: "All", probes
  */
 export const firstOf = (probes: ReadonlyArray<Probe>): FirstOf => ({ _tag: "FirstOf", probes })
 
+/** How a file that is not a socket is named in a failure. */
+const KIND: Record<FileSystem.File.Type, string> = {
+  File: "file",
+  Directory: "directory",
+  SymbolicLink: "symbolic link",
+  BlockDevice: "block device",
+  CharacterDevice: "character device",
+  FIFO: "FIFO",
+  Socket: "socket",
+  Unknown: "file"
+}
+
 /**
- * The path exists and is a unix socket. Wakes the readiness loop when the
- * file appears (it watches the directory).
+ * The path exists and is a unix socket. Its wake-ups are the changes to that
+ * name in its directory (one watch of the directory), so the readiness loop
+ * tries again the moment the daemon creates its socket. The watch ends, and
+ * only the loop's spacing finds the socket, when the directory cannot be
+ * watched (it does not exist, or the watch limit is reached).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const socketFile = (path: string, options: ProbeOptions = {}): Check => {
-  const name = options.name ?? "socket"
-  return fromCallback(
-    name,
-    // The callback form of stat: cheaper than the promise one on a path
-    // polled for every daemon waited for.
-    (done) => {
-      let cancelled = false
-      stat(path, (error, info) => {
-        if (cancelled) return
-        if (error !== null) {
-          done(
-            Either.left(
-              stackless(() =>
-                error.code === "ENOENT"
-                  ? new ProbeNotYet({ probe: name, reason: `no socket at ${path}` }, true)
-                  : new ProbeFailed(
-                      { probe: name, reason: `cannot stat ${path}: ${error.code ?? "unknown"}` },
-                      true
-                    )
-              )
-            )
-          )
-        } else if (info.isSocket()) done(Either.right(path))
-        else {
-          const kind = info.isDirectory() ? "directory" : "file"
-          done(
-            Either.left(
-              stackless(
-                () =>
-                  new ProbeFailed(
-                    { probe: name, reason: `${path} is a ${kind}, not a socket` },
-                    true
-                  )
-              )
-            )
-          )
+export const socketFile = (
+  path: string,
+  options: ProbeOptions = {}
+): Effect.Effect<Check, never, FileSystem.FileSystem> =>
+  Effect.map(FileSystem.FileSystem, (fs) => {
+    const name = options.name ?? "socket"
+    const run = Effect.matchEffect(fs.stat(path), {
+      onFailure: (error): Effect.Effect<never, ProbeFailure> => {
+        if (error._tag === "SystemError" && error.reason === "NotFound") {
+          return new ProbeNotYet({ probe: name, reason: `no socket at ${path}` })
         }
-      })
-      return () => {
-        cancelled = true
-      }
-    },
-    { timeout: options.timeout, watch: watchFile(path) }
-  )
-}
+        const code =
+          error._tag === "SystemError"
+            ? ((error.cause as { code?: unknown } | undefined)?.code ?? error.reason)
+            : error._tag
+        return new ProbeFailed({ probe: name, reason: `cannot stat ${path}: ${String(code)}` })
+      },
+      onSuccess: (info) =>
+        info.type === "Socket"
+          ? Effect.succeed(path)
+          : new ProbeFailed({
+              probe: name,
+              reason: `${path} is a ${KIND[info.type]}, not a socket`
+            })
+    })
+    // Node's watcher names the entry relative to the directory; the
+    // basename also matches a watch backend that reports full paths.
+    const base = Path.basename(path)
+    const wakeups = fs.watch(Path.dirname(path)).pipe(
+      Stream.filter((event) => Path.basename(event.path) === base),
+      Stream.as(undefined),
+      // A watch that cannot start throws inside the platform's watcher (a
+      // defect, not a failure): either way it only ends the wake-ups.
+      Stream.catchAllCause(() => Stream.empty)
+    )
+    return make(name, run, { timeout: options.timeout, wakeups })
+  })
 
 /** An Engine request's error as a probe's: unreachable is "not yet". */
 const engineFailure =
   (name: string) =>
   (error: EngineError): ProbeFailure =>
-    stackless(() =>
-      error._tag === "EngineUnreachable"
-        ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` }, true)
-        : new ProbeFailed({ probe: name, reason: error.reason }, true)
-    )
-
-/** A check from an Engine request in callback form. */
-const fromEngine = (
-  name: string,
-  request: (done: (result: Either.Either<unknown, EngineError>) => void) => () => void,
-  options: ProbeOptions
-): Check => {
-  const failure = engineFailure(name)
-  return fromCallback(name, (done) => request((result) => done(Either.mapLeft(result, failure))), {
-    timeout: options.timeout
-  })
-}
+    error._tag === "EngineUnreachable"
+      ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` })
+      : new ProbeFailed({ probe: name, reason: error.reason })
 
 /**
- * Docker Engine `GET /_ping` answers `OK`.
+ * Docker Engine `GET /_ping` answers `OK`. Sent to a socket dockerd listens
+ * on but does not serve yet, the request is held and answered the moment it
+ * serves.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const enginePing = (client: DockerEngineClient, options: ProbeOptions = {}): Check =>
-  fromEngine(options.name ?? "ping", client.unsafePing, options)
+export const enginePing = (client: DockerEngineClient, options: ProbeOptions = {}): Check => {
+  const name = options.name ?? "ping"
+  return make(name, Effect.mapError(client.ping, engineFailure(name)), { timeout: options.timeout })
+}
 
 /**
  * Docker Engine `GET /info` answers and decodes. `/_ping` can be OK while
@@ -364,8 +238,10 @@ export const enginePing = (client: DockerEngineClient, options: ProbeOptions = {
  * @since 0.1.0
  * @category constructors
  */
-export const engineInfo = (client: DockerEngineClient, options: ProbeOptions = {}): Check =>
-  fromEngine(options.name ?? "info", client.unsafeInfo, options)
+export const engineInfo = (client: DockerEngineClient, options: ProbeOptions = {}): Check => {
+  const name = options.name ?? "info"
+  return make(name, Effect.mapError(client.info, engineFailure(name)), { timeout: options.timeout })
+}
 
 /**
  * Options of {@link containerdVersion}.
@@ -383,13 +259,21 @@ export interface ContainerdProbeOptions extends ProbeOptions {
   readonly fallback?: DockerEngineClient | undefined
 }
 
+/** A containerd call's error as a probe's: unreachable is "not yet". */
+const containerdFailure =
+  (name: string) =>
+  (error: ContainerdError): ProbeFailure =>
+    error._tag === "ContainerdUnreachable"
+      ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.address}` })
+      : new ProbeFailed({ probe: name, reason: error.reason })
+
 /**
  * containerd's version service answers: what dockerd's `/info` proves
- * about containerd (it asks the same question), without the ~10-100 ms of
- * dockerd's own work around it. Put it after `enginePing`: dockerd answers
- * only once it is connected to its containerd, which this then shows still
- * serves. Succeeds with the `ContainerdVersion`, or with the Engine's
- * `InfoAnswer` when it fell back.
+ * about containerd (it asks the same question), without dockerd's own work
+ * around it. Put it after `enginePing`: dockerd answers only once it is
+ * connected to its containerd, which this then shows still serves. Succeeds
+ * with the `ContainerdVersion`, or with the Engine's `InfoAnswer` when it
+ * fell back.
  *
  * @since 0.1.0
  * @category constructors
@@ -401,37 +285,16 @@ export const containerdVersion = (
   const name = options.name ?? "containerd"
   const failure = containerdFailure(name)
   const fallback = options.fallback
-  if (fallback === undefined) {
-    return fromCallback(
-      name,
-      (done) => client.unsafeVersion((result) => done(Either.mapLeft(result, failure))),
-      { timeout: options.timeout }
-    )
-  }
-  const fallbackFailure = engineFailure(name)
-  return fromCallback(
-    name,
-    (done) => {
-      let cancel = client.unsafeVersion((result) => {
-        if (Either.isLeft(result) && result.left._tag === "ContainerdUnreachable") {
-          cancel = fallback.unsafeInfo((info) => done(Either.mapLeft(info, fallbackFailure)))
-        } else done(Either.mapLeft(result, failure))
-      })
-      return () => cancel()
-    },
-    { timeout: options.timeout }
-  )
+  const run =
+    fallback === undefined
+      ? Effect.mapError(client.version, failure)
+      : Effect.catchAll(client.version, (error): Effect.Effect<unknown, ProbeFailure> =>
+          error._tag === "ContainerdUnreachable"
+            ? Effect.mapError(fallback.info, engineFailure(name))
+            : Effect.fail(failure(error))
+        )
+  return make(name, run, { timeout: options.timeout })
 }
-
-/** A containerd call's error as a probe's: unreachable is "not yet". */
-const containerdFailure =
-  (name: string) =>
-  (error: ContainerdError): ProbeFailure =>
-    stackless(() =>
-      error._tag === "ContainerdUnreachable"
-        ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.address}` }, true)
-        : new ProbeFailed({ probe: name, reason: error.reason }, true)
-    )
 
 /**
  * Output that means "the daemon is not listening (yet)" when a Docker client
@@ -530,14 +393,58 @@ export const checks = (probe: Probe): ReadonlyArray<Check> =>
 export interface RunOptions {
   /** The timeout of a check without its own, by the check's name. */
   readonly timeoutFor: (name: string) => Duration.Duration
-  /** Called with the outcome of every check that ran. */
+  /**
+   * Runs with the outcome of every check that ran, before the run goes on
+   * (so events stay in order).
+   */
   readonly onOutcome?: ((outcome: ProbeOutcome) => Effect.Effect<void>) | undefined
 }
 
 /**
- * Runs a probe once, each check under its own timeout. Succeeds with the
- * successes of the checks that decided the outcome; fails with the failure
- * that decided it.
+ * Runs one check under its timeout and reports its outcome. A defect of the
+ * check ends the run as it is, unreported.
+ */
+const runCheck = (
+  check: Check,
+  options: RunOptions
+): Effect.Effect<ProbeSucceeded, ProbeFailure> => {
+  const timeout = Option.getOrElse(check.timeout, () => options.timeoutFor(check.name))
+  const report = options.onOutcome ?? (() => Effect.void)
+  // (Milliseconds, not `Effect.timed`'s nanoseconds: a policy's spacing
+  // puts the test clock at fractions of a millisecond, which TestClock
+  // cannot turn into nanoseconds.)
+  return Effect.flatMap(Clock.currentTimeMillis, (started) =>
+    check.run.pipe(
+      Effect.timeoutFail({
+        duration: timeout,
+        onTimeout: () =>
+          new ProbeTimedOut({ probe: check.name, timeoutMs: Duration.toMillis(timeout) })
+      }),
+      Effect.either,
+      Effect.withSpan("Probe.check", { attributes: { probe: check.name } }),
+      Effect.flatMap((result) =>
+        Either.match(result, {
+          onLeft: (failure) => Effect.zipRight(report(failure), Effect.fail(failure)),
+          onRight: (value) =>
+            Effect.flatMap(Clock.currentTimeMillis, (now) => {
+              const success = new ProbeSucceeded({
+                probe: check.name,
+                elapsedMs: now - started,
+                value
+              })
+              return Effect.as(report(success), success)
+            })
+        })
+      )
+    )
+  )
+}
+
+/**
+ * Runs a probe once, each check under its own timeout: `All` in order up to
+ * the first failure, `FirstOf` up to the first success (a `FirstOf` of no
+ * probes is a defect). Succeeds with the successes of the checks that
+ * decided the outcome; fails with the failure that decided it.
  *
  * @since 0.1.0
  * @category running
@@ -545,12 +452,18 @@ export interface RunOptions {
 export const run = (
   probe: Probe,
   options: RunOptions
-): Effect.Effect<ReadonlyArray<ProbeSucceeded>, ProbeFailure> =>
-  // The same runner as the readiness and liveness loops use, so the two
-  // forms cannot drift apart: on the calling fiber's clock and runtime,
-  // everything it started stopped when it ends or is interrupted.
-  Effect.flatMap(Driver.make, (driver) =>
-    Effect.async<ReadonlyArray<ProbeSucceeded>, ProbeFailure>((resume) =>
-      Effect.sync(runProbe(probe, driver, options, resume))
-    ).pipe(Effect.ensuring(driver.shutdown))
-  )
+): Effect.Effect<ReadonlyArray<ProbeSucceeded>, ProbeFailure> => {
+  switch (probe._tag) {
+    case "Check":
+      return Effect.map(runCheck(probe, options), (success) => [success])
+    case "All":
+      return Effect.map(
+        Effect.forEach(probe.probes, (one) => run(one, options)),
+        (successes) => successes.flat()
+      )
+    case "FirstOf":
+      return probe.probes.length === 0
+        ? Effect.dieMessage("Probe.firstOf of no probes")
+        : Effect.firstSuccessOf(probe.probes.map((one) => run(one, options)))
+  }
+}

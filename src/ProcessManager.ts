@@ -94,22 +94,6 @@ export interface ProcessHandle {
    * `false` when the process was already gone.
    */
   readonly signal: (signal: SignalName) => Effect.Effect<boolean>
-  /**
-   * The callback form of {@link ProcessHandle.awaitExit}, for loops of
-   * callbacks (the readiness and liveness loops): calls `listener` once
-   * with the exit status, at once if the process has already ended, and
-   * returns a function that removes it. The managers of this library
-   * provide it; a handle without it is watched through `awaitExit`, on a
-   * fiber of its own.
-   */
-  readonly unsafeOnExit?: ((listener: (status: ExitStatus) => void) => () => void) | undefined
-  /**
-   * The callback form of {@link ProcessHandle.output}: calls `listener` with
-   * each chunk printed from now on (no replay of kept output), until the
-   * returned function is called. Provided by the managers of this library;
-   * without it, output is read through `output`.
-   */
-  readonly unsafeOnOutput?: ((listener: (chunk: OutputChunk) => void) => () => void) | undefined
 }
 
 /**

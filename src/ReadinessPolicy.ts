@@ -1,13 +1,15 @@
 /**
- * How to wait: an initial delay, the spacing between attempts (a slower one
- * after attempts that start a process), what in the process's output means
- * "look again now", the timeout of each probe and the hard deadline.
+ * How to wait: an initial delay, the `Schedule` that spaces attempts (from
+ * the spacing given as data, a slower one for probes that start a process,
+ * or any `Schedule` of yours), what in the process's output means "look
+ * again now", the timeout of each probe and the hard deadline.
  *
  * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import { DurationFromInput } from "./internal/duration.js"
 
 /**
  * The same interval between attempts, every time.
@@ -16,7 +18,7 @@ import * as Schema from "effect/Schema"
  * @category models
  */
 export class FixedInterval extends Schema.TaggedClass<FixedInterval>()("FixedInterval", {
-  interval: Schema.DurationFromMillis
+  interval: DurationFromInput
 }) {}
 
 /**
@@ -29,9 +31,9 @@ export class FixedInterval extends Schema.TaggedClass<FixedInterval>()("FixedInt
 export class ExponentialBackoff extends Schema.TaggedClass<ExponentialBackoff>()(
   "ExponentialBackoff",
   {
-    initial: Schema.DurationFromMillis,
+    initial: DurationFromInput,
     factor: Schema.Number.pipe(Schema.greaterThanOrEqualTo(1)),
-    max: Schema.DurationFromMillis
+    max: DurationFromInput
   }
 ) {}
 
@@ -49,8 +51,25 @@ export const RetrySpacing = Schema.Union(FixedInterval, ExponentialBackoff)
  */
 export type RetrySpacing = FixedInterval | ExponentialBackoff
 
-/** The Schedule a spacing describes; its output is the delay it chose. */
-const scheduleOf = (spacing: RetrySpacing): Schedule.Schedule<Duration.Duration> => {
+/**
+ * A `Schedule` as a field of a Schema class. It is taken as it is and is
+ * not encoded: a policy with one is made in code, not read from a file.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const AnySchedule: Schema.Schema<Schedule.Schedule<unknown, unknown>> = Schema.declare(
+  (input: unknown): input is Schedule.Schedule<unknown, unknown> => Schedule.isSchedule(input),
+  { identifier: "Schedule" }
+)
+
+/**
+ * The Schedule a spacing describes; its output is the delay it chose.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const scheduleOf = (spacing: RetrySpacing): Schedule.Schedule<Duration.Duration> => {
   switch (spacing._tag) {
     case "FixedInterval":
       return Schedule.spaced(spacing.interval).pipe(Schedule.as(spacing.interval))
@@ -63,7 +82,8 @@ const scheduleOf = (spacing: RetrySpacing): Schedule.Schedule<Duration.Duration>
 }
 
 /**
- * A readiness policy. Every duration is encoded as milliseconds.
+ * A readiness policy. Every duration is given as a `Duration.DurationInput`
+ * (a Duration, milliseconds, `"10 seconds"` or `10s`).
  *
  * @since 0.1.0
  * @category models
@@ -72,13 +92,19 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
   /** A name for reports: `fast`, `seed`, or your own. */
   name: Schema.String,
   /** Wait this long after the spawn before the first attempt. */
-  initialDelay: Schema.DurationFromMillis,
+  initialDelay: DurationFromInput,
   /** The spacing between attempts. */
   retry: RetrySpacing,
   /**
-   * The spacing after an attempt that ran a probe starting a process (a
-   * command probe such as `docker info`), counted over such attempts only;
-   * the next attempt waits for the longer of this and `retry`. A process
+   * Any `Schedule` to space attempts with instead of `retry` and
+   * `commandRetry`. Its input is the failure that ended the attempt; a
+   * schedule that ends leaves the rest of the wait to the deadline.
+   */
+  schedule: Schema.optional(AnySchedule),
+  /**
+   * The spacing of a probe that starts a process (a command probe such as
+   * `docker info`): each attempt waits for the longer of this and `retry`
+   * at that step. A process
    * costs tens of milliseconds of CPU where a socket or Engine probe costs
    * well under one, so waiting stays cheap only if processes are started
    * rarely. Default: the same as `retry`.
@@ -89,10 +115,7 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
    * after which an attempt starts at once, whatever the spacing says: a line
    * the process prints when it becomes ready, such as dockerd's `API listen
    * on` (printed as it starts serving). Probes may wake the loop too (the
-   * socket file appearing). Wake-ups never run attempts side by side. The
-   * output is read from the first attempt that fails other than by a
-   * watched "not yet" on (until then a watch or a check in flight catches
-   * the moment anyway).
+   * socket file appearing). Wake-ups never run attempts side by side.
    */
   wakeOnOutput: Schema.optional(Schema.String),
   /**
@@ -104,28 +127,26 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
    */
   wakeOnProbeEvents: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** The timeout of each probe that has none of its own. */
-  probeTimeout: Schema.DurationFromMillis,
+  probeTimeout: DurationFromInput,
   /** Timeouts for named probes (for example `socket`), overriding `probeTimeout`. */
   probeTimeouts: Schema.optionalWith(
-    Schema.Record({ key: Schema.String, value: Schema.DurationFromMillis }),
+    Schema.Record({ key: Schema.String, value: DurationFromInput }),
     { default: () => ({}) }
   ),
   /** The hard limit, counted from the spawn. */
-  deadline: Schema.DurationFromMillis
+  deadline: DurationFromInput
 }) {
   /**
-   * The schedule between attempts.
+   * The `Schedule` that spaces the attempts of a probe: the one given as
+   * `schedule`; else `retry`, and for a probe that starts a process the
+   * longer of `retry` and `commandRetry` at each step.
    */
-  get schedule(): Schedule.Schedule<Duration.Duration> {
-    return scheduleOf(this.retry)
-  }
-
-  /**
-   * The schedule after attempts that ran a probe starting a process; the
-   * loop waits for the longer of it and {@link ReadinessPolicy.schedule}.
-   */
-  get commandSchedule(): Schedule.Schedule<Duration.Duration> {
-    return scheduleOf(this.commandRetry ?? this.retry)
+  scheduleFor(startsProcess: boolean): Schedule.Schedule<unknown, unknown> {
+    if (this.schedule !== undefined) return this.schedule
+    const cheap = scheduleOf(this.retry)
+    return startsProcess && this.commandRetry !== undefined
+      ? Schedule.intersect(cheap, scheduleOf(this.commandRetry))
+      : cheap
   }
 
   /**
@@ -153,8 +174,8 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
 
 /**
  * The default: the first attempt at once, then 2 ms growing by half each time
- * up to 500 ms; after attempts that run a command (`docker info`), 2 s
- * doubling up to 10 s. Waiting is driven by events more than by the clock:
+ * up to 500 ms; for probes that run a command (`docker info`), 500 ms
+ * doubling up to 5 s. Waiting is driven by events more than by the clock:
  * the socket file appearing (`Probe.socketFile` watches its directory) and
  * dockerd's `API listen on` line each start an attempt at once, and Engine
  * probes that find the socket wait on the held connection, which dockerd
@@ -173,9 +194,9 @@ export const fast: ReadinessPolicy = new ReadinessPolicy({
     max: Duration.millis(500)
   }),
   commandRetry: new ExponentialBackoff({
-    initial: Duration.seconds(2),
+    initial: Duration.millis(500),
     factor: 2,
-    max: Duration.seconds(10)
+    max: Duration.seconds(5)
   }),
   wakeOnOutput: "API listen on",
   wakeOnProbeEvents: true,

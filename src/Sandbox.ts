@@ -27,6 +27,7 @@ import * as ContainerProcessManager from "./ContainerProcessManager.js"
 import type { EventSink } from "./DaemonEvent.js"
 import { describe as describeStatus } from "./ProcessStatus.js"
 import type { DockerDaemon } from "./Dockerd.js"
+import * as DockerHost from "./DockerHost.js"
 import type { DockerdConfigInput } from "./DockerdConfig.js"
 import * as DockerEngine from "./DockerEngine.js"
 import type { StartError, SupervisionError } from "./errors.js"
@@ -174,14 +175,14 @@ export const innerDockerd = (
   stopGrace: Duration.Duration
 ): DockerdConfigInput =>
   spec.runtime === "runsc"
-    ? { profile: "gvisor", stopGrace: Duration.toMillis(stopGrace) }
+    ? { profile: "gvisor", stopGrace }
     : {
         // No bridge and no iptables: inner containers use the sandbox's
         // network; the storage driver is chosen by dockerd (overlay2 on the
         // /var/lib/docker volume).
         profile: "default",
         extraArgs: ["--ip6tables=false", "--bridge=none"],
-        stopGrace: Duration.toMillis(stopGrace)
+        stopGrace
       }
 
 /**
@@ -474,6 +475,8 @@ export const create = Effect.fn("Sandbox.create")(function* (
         SubscriptionRef.set(state, { _tag: "Failed", error })
       ),
       Effect.provideService(ProcessManager, manager),
+      // A remote start asks nothing of this machine's host.
+      Effect.provide(DockerHost.layer),
       Effect.annotateLogs({ sandbox: name }),
       Effect.forkIn(scope)
     )

@@ -1,17 +1,20 @@
 /**
- * Supervision after ready: a liveness probe at an interval, raced against
- * the daemon's exit, and a restart policy that starts it again with backoff.
+ * Supervision after ready: the liveness probe repeated on a `Schedule`,
+ * raced against a fiber awaiting the daemon's exit; restarts as
+ * `Effect.retry` on the restart policy's `Schedule` (backoff, at most so
+ * many restarts); the daemon's state in a `SubscriptionRef`.
  *
  * @since 0.1.0
  */
-import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import { DurationFromInput } from "./internal/duration.js"
 import type * as Scope from "effect/Scope"
-import type * as Tracer from "effect/Tracer"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import { DaemonEvent, type EventSink } from "./DaemonEvent.js"
 import * as Dockerd from "./Dockerd.js"
 import type { DockerdConfig, DockerdConfigInput } from "./DockerdConfig.js"
@@ -22,13 +25,9 @@ import {
   type StartError,
   type SupervisionError
 } from "./errors.js"
-import type { ProcessManager } from "./ProcessManager.js"
 import type { ExitStatus } from "./ProcessStatus.js"
 import { diagnose } from "./Diagnosis.js"
-import * as Driver from "./internal/driver.js"
-import * as ExitNotice from "./internal/exitNotice.js"
-import type { Cancel } from "./internal/driver.js"
-import * as RunProbe from "./internal/runProbe.js"
+import * as Probe from "./Probe.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 
 /**
@@ -39,9 +38,9 @@ import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
  */
 export class LivenessPolicy extends Schema.Class<LivenessPolicy>("LivenessPolicy")({
   /** Time between checks. */
-  interval: Schema.DurationFromMillis,
+  interval: DurationFromInput,
   /** Timeout of each check. */
-  timeout: Schema.DurationFromMillis,
+  timeout: DurationFromInput,
   /** Failures in a row that make the daemon unhealthy. */
   failureThreshold: Schema.Int.pipe(Schema.positive())
 }) {}
@@ -69,7 +68,7 @@ export const RestartPolicy = Schema.Union(
   Schema.TaggedStruct("OnFailure", {
     maxRestarts: Schema.Int.pipe(Schema.nonNegative()),
     /** First delay before a restart; doubles each time, up to 30 s. */
-    backoff: Schema.DurationFromMillis
+    backoff: DurationFromInput
   })
 )
 
@@ -99,31 +98,6 @@ export const onFailure = (
 ): RestartPolicy => ({ _tag: "OnFailure", maxRestarts, backoff: Duration.decode(backoff) })
 
 /**
- * Watches a ready daemon until it dies ({@link DaemonDied}) or fails
- * liveness `failureThreshold` times in a row ({@link DaemonUnhealthy}).
- * A hung daemon cannot hang this: every check has its timeout.
- *
- * @since 0.1.0
- * @category supervision
- */
-export const supervise = (
-  daemon: Dockerd.DockerDaemon,
-  liveness: LivenessPolicy = defaultLiveness,
-  options: SuperviseOptions = {}
-): Effect.Effect<never, SupervisionError> =>
-  // The span is the parent of the checks, logs and events by way of the
-  // driver, not of the supervising fiber's context: that context change
-  // (`Effect.withSpan`, `Effect.fn`) would be frames held by every
-  // supervising fiber for as long as its daemon lives.
-  Effect.useSpan(
-    "Supervisor.supervise",
-    // Supervision ends by failing (the daemon died); the span's call-site
-    // stack would be formatted on the way from the death to its error.
-    { captureStackTrace: false },
-    (span) => watch(span, daemon, liveness, options)
-  )
-
-/**
  * Options of {@link supervise}.
  *
  * @since 0.1.0
@@ -136,132 +110,104 @@ export interface SuperviseOptions {
   readonly restarts?: number | undefined
 }
 
-const watch = Effect.fnUntraced(function* (
-  span: Tracer.Span,
+/**
+ * Watches a ready daemon until it dies ({@link DaemonDied}) or fails
+ * liveness `failureThreshold` times in a row ({@link DaemonUnhealthy}).
+ * A hung daemon cannot hang this: every check has its timeout.
+ *
+ * @since 0.1.0
+ * @category supervision
+ */
+export const supervise: (
   daemon: Dockerd.DockerDaemon,
-  liveness: LivenessPolicy,
-  options: SuperviseOptions
-) {
-  const emit: EventSink = options.onEvent ?? (() => Effect.void)
-  const restarts = options.restarts ?? 0
-  let consecutive = 0
+  liveness?: LivenessPolicy,
+  options?: SuperviseOptions
+) => Effect.Effect<never, SupervisionError> = Effect.fn("Supervisor.supervise")(
+  function* (daemon, liveness = defaultLiveness, options = {}) {
+    const emit: EventSink = options.onEvent ?? (() => Effect.void)
+    const restarts = options.restarts ?? 0
+    const consecutive = yield* Ref.make(0)
 
-  const died = (status: ExitStatus) =>
-    Effect.flatMap(daemon.process.logTail, (logTail) => {
-      const diagnosis = diagnose(logTail)
-      // (Fields typed by construction: no validation.)
-      return Effect.fail(
-        new DaemonDied(
-          {
+    const died = (status: ExitStatus) =>
+      Effect.flatMap(daemon.process.logTail, (logTail) => {
+        const diagnosis = diagnose(logTail)
+        return Effect.fail(
+          new DaemonDied({
             pid: daemon.pid,
             status,
             ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
             restarts,
             logTail,
             ...(diagnosis === undefined ? {} : { diagnosis })
-          },
-          true
+          })
         )
-      )
-    })
+      })
 
-  const unhealthy = (lastFailure: ProbeFailure) =>
-    Effect.flatMap(daemon.process.logTail, (logTail) =>
-      Effect.fail(
-        new DaemonUnhealthy(
-          { pid: daemon.pid, consecutiveFailures: consecutive, lastFailure, restarts, logTail },
-          true
+    // Counted per run of the probe, not per check: a liveness probe of
+    // several checks (`/_ping`, then containerd) whose first passes and
+    // second fails has failed once.
+    const failed = (failure: ProbeFailure) =>
+      Effect.gen(function* () {
+        const reached = yield* Ref.updateAndGet(consecutive, (n) => n + 1)
+        yield* Effect.logDebug("liveness check failed").pipe(
+          Effect.annotateLogs({ consecutive: reached, reason: failure.message })
         )
-      )
-    )
+        yield* emit(
+          DaemonEvent.LivenessFailed({
+            pid: daemon.pid,
+            consecutive: reached,
+            threshold: liveness.failureThreshold,
+            reason: failure.message
+          })
+        )
+        if (reached < liveness.failureThreshold) return
+        return yield* Effect.fail(
+          new DaemonUnhealthy({
+            pid: daemon.pid,
+            consecutiveFailures: reached,
+            lastFailure: failure,
+            restarts,
+            logTail: yield* daemon.process.logTail
+          })
+        )
+      })
 
-  // Liveness checks as callbacks on the fiber's clock and runtime (see
-  // internal/driver.ts): a check, then a timer of the policy's interval; no
-  // fiber per check. A failure is logged and reported before the next
-  // check; the threshold ends supervision with the last failure. Beside
-  // them the daemon's exit is watched; whichever comes first ends
-  // supervision and cancels the other.
-  const driver = yield* Driver.within(span)
-  const intervalMs = Duration.toMillis(liveness.interval)
-  // Counted per run of the probe, not per check: a liveness probe of
-  // several checks (`/_ping`, then containerd) whose first passes and
-  // second fails has failed once.
-  const checkOptions: RunProbe.RunOptions = { timeoutFor: () => liveness.timeout }
-  const reportFailure = (failure: ProbeFailure, reached: number) =>
-    Effect.zipRight(
-      Effect.logWarning("liveness check failed").pipe(
-        Effect.annotateLogs({
-          component: "supervisor",
-          consecutive: reached,
-          reason: failure.message
-        })
-      ),
-      emit(
-        DaemonEvent.LivenessFailed({
-          pid: daemon.pid,
-          consecutive: reached,
-          threshold: liveness.failureThreshold,
-          reason: failure.message
-        })
-      )
+    const check = Probe.run(daemon.liveness, { timeoutFor: () => liveness.timeout }).pipe(
+      Effect.zipRight(Ref.set(consecutive, 0)),
+      Effect.catchAll(failed)
     )
-  return yield* Effect.async<never, SupervisionError>((resume) => {
-    let over = false
-    // The check or the spacing timer in flight.
-    const inFlight = Driver.makeStep()
-    let stopDeathWatch: Cancel = () => {}
-    const end = (effect: Effect.Effect<never, SupervisionError>) => {
-      if (over) return
-      over = true
-      inFlight.cancel()
-      stopDeathWatch()
-      resume(Effect.zipRight(driver.shutdown, effect))
-    }
-    const check = () => {
-      if (over) return
-      inFlight.start(() => RunProbe.runProbe(daemon.liveness, driver, checkOptions, settled))
-    }
-    const next = () => inFlight.start(() => driver.schedule(intervalMs, check))
-    const settled = (result: RunProbe.RunResult) => {
-      if (Exit.isSuccess(result)) {
-        consecutive = 0
-        return next()
-      }
-      const failure = Cause.failureOption(result.cause)
-      // A defect of the check (or its own interruption) ends supervision with it.
-      if (Option.isNone(failure)) return end(Effect.failCause(result.cause as Cause.Cause<never>))
-      consecutive += 1
-      const reached = consecutive
-      // The failure is logged and reported before the next check, or the end.
-      inFlight.start(() =>
-        driver.run(reportFailure(failure.value, reached), () =>
-          reached >= liveness.failureThreshold ? end(unhealthy(failure.value)) : next()
-        )
-      )
-    }
-    // (A daemon that already died ends supervision right here.) By the
-    // manager's callback, or a fiber on `awaitExit` for any other handle
-    // (or a daemon whose `awaitExit` is not its process's).
-    stopDeathWatch = ExitNotice.watch(
-      driver,
-      daemon.process,
-      (status) => end(died(status)),
-      (cause) => end(Effect.failCause(cause)),
-      daemon.awaitExit
-    )
-    check()
-    // (The driver is shut down here and in `end`, not by an `ensuring`
-    // around the wait: a frame less held by every supervising fiber.)
-    return Effect.zipRight(
-      Effect.sync(() => {
-        over = true
-        inFlight.cancel()
-        stopDeathWatch()
-      }),
-      driver.shutdown
-    )
-  })
-})
+    const checking = Effect.repeat(check, Schedule.spaced(liveness.interval))
+    const dying = Effect.flatMap(daemon.awaitExit, died)
+    return yield* Effect.raceFirst(Effect.zipRight(checking, Effect.never), dying)
+  },
+  (effect, daemon) =>
+    Effect.annotateLogs(effect, { component: "supervisor", pid: daemon.pid, socket: daemon.socket })
+)
+
+/**
+ * Where a supervised daemon is in its life.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type DaemonState = Data.TaggedEnum<{
+  /** Being started (again, after `restarts` restarts). */
+  Starting: { readonly restarts: number }
+  /** Ready and supervised. */
+  Ready: { readonly daemon: Dockerd.DockerDaemon; readonly restarts: number }
+  /** Failed; started again after `delayMs`. */
+  Restarting: { readonly restart: number; readonly delayMs: number; readonly reason: string }
+  /** Failed with no restart left: {@link run} fails with `error`. */
+  Failed: { readonly error: StartError | SupervisionError }
+}>
+
+/**
+ * Constructors for {@link DaemonState}.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const DaemonState = Data.taggedEnum<DaemonState>()
 
 /**
  * Options of {@link run}.
@@ -277,13 +223,50 @@ export interface RunOptions {
   readonly onEvent?: EventSink | undefined
   /** Called with each daemon once it is ready (again, after a restart). */
   readonly onReady?: ((daemon: Dockerd.DockerDaemon) => Effect.Effect<void>) | undefined
+  /** Kept up to date with the daemon's state; its `changes` are a Stream of them. */
+  readonly state?: SubscriptionRef.SubscriptionRef<DaemonState> | undefined
 }
+
+/**
+ * What {@link run} needs besides the restart policy: what `Dockerd.start` needs.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type RunContext = Exclude<
+  Effect.Effect.Context<ReturnType<typeof Dockerd.start>>,
+  Scope.Scope
+>
+
+/**
+ * The restart policy as a `Schedule` over the errors that end an
+ * instance: `backoff` doubling up to 30 s, at most `maxRestarts` times,
+ * and only while `restartable` says so.
+ *
+ * @since 0.1.0
+ * @category supervision
+ */
+export const restartSchedule = <E>(
+  restart: RestartPolicy,
+  restartable: (error: E) => Effect.Effect<boolean>
+): Schedule.Schedule<unknown, E> =>
+  restart._tag === "Never"
+    ? Schedule.stop
+    : Schedule.exponential(restart.backoff, 2).pipe(
+        Schedule.union(Schedule.spaced(MAX_RESTART_DELAY)),
+        Schedule.intersect(Schedule.recurs(restart.maxRestarts)),
+        Schedule.whileInputEffect(restartable)
+      )
+
+/** The longest wait before a restart. */
+const MAX_RESTART_DELAY = Duration.seconds(30)
 
 /**
  * Starts a daemon, supervises it, and restarts it as the restart policy
  * says. Runs until interrupted (then stops the daemon) or until the daemon
  * fails and no restart is left. Each instance is stopped, and its process
- * tree gone, before the next one starts.
+ * tree gone, before the next one starts. Only a daemon that was ready once
+ * is restarted: a first start that fails is a problem to report.
  *
  * @since 0.1.0
  * @category supervision
@@ -291,56 +274,54 @@ export interface RunOptions {
 export const run = (
   config: DockerdConfig | DockerdConfigInput,
   options: RunOptions = {}
-): Effect.Effect<never, StartError | SupervisionError, ProcessManager> => {
-  const restart = options.restart ?? never
-  const maxRestarts = restart._tag === "OnFailure" ? restart.maxRestarts : 0
-  const instance = (
-    restarts: number
-  ): Effect.Effect<never, StartError | SupervisionError, ProcessManager> =>
-    Effect.scoped(
-      Effect.gen(function* () {
-        const daemon = yield* Dockerd.start(config, options.readiness ?? fast, {
-          location: options.location,
-          onEvent: options.onEvent,
-          restarts
-        })
-        if (options.onReady) yield* options.onReady(daemon)
-        return yield* supervise(daemon, options.liveness, { onEvent: options.onEvent, restarts })
-      }) as Effect.Effect<never, StartError | SupervisionError, ProcessManager | Scope.Scope>
+): Effect.Effect<never, StartError | SupervisionError, RunContext> =>
+  Effect.gen(function* () {
+    const restart = options.restart ?? never
+    const maxRestarts = restart._tag === "OnFailure" ? restart.maxRestarts : 0
+    const emit: EventSink = options.onEvent ?? (() => Effect.void)
+    const setState = (state: DaemonState) =>
+      options.state === undefined ? Effect.void : SubscriptionRef.set(options.state, state)
+    // Instances started so far, and whether one was ever ready.
+    const started = yield* Ref.make(0)
+    const readyOnce = yield* Ref.make(false)
+    const lastError = yield* Ref.make<StartError | SupervisionError | undefined>(undefined)
+
+    const instance = Effect.gen(function* () {
+      const restarts = yield* Ref.getAndUpdate(started, (n) => n + 1)
+      yield* setState(DaemonState.Starting({ restarts }))
+      const daemon = yield* Dockerd.start(config, options.readiness ?? fast, {
+        location: options.location,
+        onEvent: options.onEvent,
+        restarts
+      })
+      yield* Ref.set(readyOnce, true)
+      yield* setState(DaemonState.Ready({ daemon, restarts }))
+      if (options.onReady) yield* options.onReady(daemon)
+      return yield* supervise(daemon, options.liveness, { onEvent: options.onEvent, restarts })
+    }).pipe(
+      Effect.scoped,
+      Effect.tapError((error) => Ref.set(lastError, error))
     )
 
-  const loop = (
-    restarts: number
-  ): Effect.Effect<never, StartError | SupervisionError, ProcessManager> =>
-    instance(restarts).pipe(
-      Effect.catchAll((error) => {
-        // Only failures of a daemon that was ready once are restarted; a
-        // first start that fails is a configuration problem to report.
-        const restartable =
-          restart._tag === "OnFailure" &&
-          restarts < maxRestarts &&
-          (restarts > 0 || error._tag === "DaemonDied" || error._tag === "DaemonUnhealthy")
-        if (!restartable) return Effect.fail(error)
-        const delay = Duration.min(
-          Duration.times(restart.backoff, 2 ** restarts),
-          Duration.seconds(30)
+    // Before each restart: say why and how long until it.
+    const announce = (delay: Duration.Duration) =>
+      Effect.gen(function* () {
+        const restart = yield* Ref.get(started)
+        const error = yield* Ref.get(lastError)
+        const reason = error?.message.split("\n")[0] ?? "unknown"
+        const delayMs = Duration.toMillis(delay)
+        yield* Effect.logDebug("restarting dockerd").pipe(
+          Effect.annotateLogs({ restart, reason: error?._tag ?? "unknown" })
         )
-        return Effect.gen(function* () {
-          yield* Effect.logWarning("restarting dockerd").pipe(
-            Effect.annotateLogs({ restart: restarts + 1, reason: error._tag })
-          )
-          yield* (options.onEvent ?? (() => Effect.void))(
-            DaemonEvent.Restarting({
-              restart: restarts + 1,
-              maxRestarts,
-              delayMs: Duration.toMillis(delay),
-              reason: error.message.split("\n")[0] ?? error._tag
-            })
-          )
-          yield* Effect.sleep(delay)
-          return yield* loop(restarts + 1)
-        })
+        yield* setState(DaemonState.Restarting({ restart, delayMs, reason }))
+        yield* emit(DaemonEvent.Restarting({ restart, maxRestarts, delayMs, reason }))
+        return delay
       })
-    )
-  return loop(0)
-}
+
+    return yield* Effect.retry(
+      instance,
+      restartSchedule(restart, () => Ref.get(readyOnce)).pipe(
+        Schedule.modifyDelayEffect((_, delay) => announce(delay))
+      )
+    ).pipe(Effect.tapError((error) => setState(DaemonState.Failed({ error }))))
+  }).pipe(Effect.annotateLogs({ component: "supervisor" }))

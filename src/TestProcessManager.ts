@@ -21,7 +21,6 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { BinaryNotFound, ProbeFailed, ProbeNotYet } from "./errors.js"
-import * as ExitNotice from "./internal/exitNotice.js"
 import { makeOutputBuffer, type OutputSource } from "./internal/outputBuffer.js"
 import * as Probe from "./Probe.js"
 import {
@@ -172,7 +171,7 @@ interface ScriptedProcess {
   readonly argv: ReadonlyArray<string>
   readonly startedAt: number
   readonly script: ProcessScript
-  readonly notice: ExitNotice.ExitNotice
+  readonly exited: Deferred.Deferred<ExitStatus>
   /** `true` while SIGSTOPped. */
   stopped: boolean
   /** A SIGTERM or SIGINT received while stopped, delivered on SIGCONT. */
@@ -229,7 +228,7 @@ export const make = (
       Effect.suspend(() => {
         if (proc.status._tag !== "Running") return Effect.void
         proc.status = status
-        return proc.notice.complete(status)
+        return Deferred.succeed(proc.exited, status)
       })
 
     /**
@@ -240,7 +239,7 @@ export const make = (
     const terminate = (proc: ScriptedProcess, signal: SignalName, onTerm: Duration.DurationInput) =>
       finish(proc, new Signaled({ signal })).pipe(
         Effect.delay(onTerm),
-        Effect.raceFirst(Deferred.await(proc.notice.exited)),
+        Effect.raceFirst(Deferred.await(proc.exited)),
         Effect.interruptible,
         Effect.forkDaemon
       )
@@ -305,7 +304,7 @@ export const make = (
           argv,
           startedAt: now,
           script,
-          notice: yield* ExitNotice.make,
+          exited: yield* Deferred.make<ExitStatus>(),
           stopped: false,
           pendingTerm: undefined,
           status: new Running(),
@@ -330,8 +329,8 @@ export const make = (
             ),
           { discard: true }
         ).pipe(
-          Effect.zipRight(Deferred.await(proc.notice.exited)),
-          Effect.raceFirst(Deferred.await(proc.notice.exited)),
+          Effect.zipRight(Deferred.await(proc.exited)),
+          Effect.raceFirst(Deferred.await(proc.exited)),
           Effect.zipRight(output.end),
           Effect.forkScoped
         )
@@ -347,7 +346,7 @@ export const make = (
 
         const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
         const awaitWithin = (limit: Duration.Duration) =>
-          Deferred.await(proc.notice.exited).pipe(
+          Deferred.await(proc.exited).pipe(
             Effect.interruptible,
             Effect.timeout(limit),
             Effect.option
@@ -364,12 +363,10 @@ export const make = (
           pid: proc.pid,
           argv,
           status: Effect.sync(() => proc.status),
-          awaitExit: Deferred.await(proc.notice.exited),
+          awaitExit: Deferred.await(proc.exited),
           output: output.stream,
           logTail: output.tail,
-          signal: (signal) => deliver(proc, signal),
-          unsafeOnExit: proc.notice.onExit,
-          unsafeOnOutput: output.subscribe
+          signal: (signal) => deliver(proc, signal)
         }
         return handle
       })
@@ -408,7 +405,7 @@ export const make = (
           return answer.value
         }).pipe(
           Effect.raceFirst(
-            Effect.flatMap(Deferred.await(proc.notice.exited), () => notYet("connection reset"))
+            Effect.flatMap(Deferred.await(proc.exited), () => notYet("connection reset"))
           )
         )
       return Probe.make(

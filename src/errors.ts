@@ -189,7 +189,9 @@ export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidC
 }
 
 /**
- * The Docker daemon binary is not installed.
+ * The Docker daemon binary is not installed: `binary` as configured,
+ * `searched` the places looked at (the PATH's directories for a name, the
+ * path itself for a path), `hint` what to do about it, in the caller's terms.
  *
  * @since 0.1.0
  * @category errors
@@ -203,8 +205,10 @@ export class DockerNotInstalled extends Schema.TaggedError<DockerNotInstalled>()
   }
 ) {
   override get message(): string {
-    const where = this.searched.length > 0 ? ` (searched ${this.searched.join(":")})` : ""
-    return `Docker is not installed: "${this.binary}" was not found${where}. ${this.hint}`
+    const missing = this.binary.includes("/")
+      ? `"${this.binary}" does not exist or is not executable`
+      : `"${this.binary}" was not found on PATH${this.searched.length > 0 ? ` (searched ${this.searched.join(":")})` : ""}`
+    return `Docker is not installed: ${missing}.${this.hint === "" ? "" : ` ${this.hint}`}`
   }
 }
 

@@ -16,6 +16,8 @@ export * as Dockerd from "./Dockerd.js"
 /** @since 0.1.0 */
 export * as DockerdConfig from "./DockerdConfig.js"
 /** @since 0.1.0 */
+export * as DockerHost from "./DockerHost.js"
+/** @since 0.1.0 */
 export * as DockerdSettings from "./DockerdSettings.js"
 /** @since 0.1.0 */
 export * as DockerEngine from "./DockerEngine.js"

@@ -483,7 +483,14 @@ describe("DockerdConfig.decode: bad configurations", () => {
           Number.POSITIVE_INFINITY,
           1e300,
           86_400_001,
-          "10s",
+          "25h",
+          "2 days",
+          "10 parsecs",
+          "-3 seconds",
+          "NaN seconds",
+          "",
+          [1, -5],
+          BigInt(-1),
           null
         )
       }),

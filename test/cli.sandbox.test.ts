@@ -13,8 +13,8 @@ import * as Exit from "effect/Exit"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Scope from "effect/Scope"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as Dockerd from "../src/Dockerd.js"
 import { pidsMentioning } from "../src/internal/processTree.js"
-import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import {
   BUSYBOX_IMAGE,
   type HostEnvironment,
@@ -109,7 +109,7 @@ describe("sandbox-docker sandbox (no engine needed)", () => {
 })
 
 describe.skipIf(!real)("sandbox-docker sandbox against a host engine", () => {
-  const runtime = ManagedRuntime.make(LocalProcessManager.layer)
+  const runtime = ManagedRuntime.make(Dockerd.layerNode)
   let host: HostEnvironment
   let scope: Scope.CloseableScope | undefined
 

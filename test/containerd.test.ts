@@ -29,13 +29,6 @@ const decodeConfig = Schema.decodeUnknownSync(DockerdConfig.DockerdConfig)
 const runOnce = (probe: Probe.Probe, timeout: Duration.DurationInput) =>
   Effect.either(Probe.run(probe, { timeoutFor: () => Duration.decode(timeout) }))
 
-/** `unsafeWarm` as an Effect: whether it connected. */
-const warm = (client: Containerd.ContainerdClient) =>
-  Effect.async<boolean>((resume) => {
-    const stop = client.unsafeWarm((connected) => resume(Effect.succeed(connected)))
-    return Effect.sync(stop)
-  })
-
 /** The sockets this process has open (idle kept-alive ones included). */
 const openSockets = () =>
   readdirSync("/proc/self/fd").filter((fd) => {
@@ -74,7 +67,7 @@ describe.skipIf(!TestDaemon.runsRealDaemon)(
               Effect.gen(function* () {
                 const client = yield* Containerd.make(`unix://${address}`)
                 // Connecting ahead: the call after it uses that connection.
-                expect(yield* warm(client)).toBe(true)
+                expect(yield* client.warm).toBe(true)
                 expect(openSockets()).toBe(before + 1)
                 const version = yield* client.version
                 const info = yield* Effect.promise(() =>
@@ -124,7 +117,7 @@ describe.skipIf(!TestDaemon.runsRealDaemon)(
             const daemon = yield* TestDaemon.start()
             const nowhere = yield* Containerd.make(Path.join(daemon.dir, "no-containerd.sock"))
             const before = openSockets()
-            expect(yield* warm(nowhere)).toBe(false)
+            expect(yield* nowhere.warm).toBe(false)
             expect(openSockets()).toBe(before)
             const alone = yield* runOnce(Probe.containerdVersion(nowhere), "2 seconds")
             expect(Either.isLeft(alone) && alone.left).toMatchObject({

@@ -14,7 +14,6 @@ import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
-import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Supervisor from "../src/Supervisor.js"
 import { hasDockerd, isolatedConfig, leftovers } from "./support/isolated.js"
 import { withDir } from "./support/withDir.js"
@@ -333,11 +332,28 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
     )
   )
 
+  it.live(
+    "a start cut short by an outer timeout stops its daemon at once, while the caller's scope is open",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          const outcome = yield* Dockerd.start(isolatedConfig(dir)).pipe(
+            Effect.timeout("150 millis"),
+            Effect.either
+          )
+          expect(Either.isLeft(outcome)).toBe(true)
+          // The test's scope is still open: nothing of the daemon is left.
+          expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
+          expect(existsSync(`${dir}/docker.sock`)).toBe(false)
+        })
+      )
+  )
+
   it.live("invalid configuration names the field", () =>
     Effect.gen(function* () {
       const result = yield* Effect.either(
         Effect.scoped(Dockerd.start({ socket: "relative.sock" })).pipe(
-          Effect.provide(LocalProcessManager.layer)
+          Effect.provide(Dockerd.layerNode)
         )
       )
       const error = Either.flip(result).pipe(Either.getOrThrow)

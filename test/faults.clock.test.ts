@@ -12,10 +12,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as TestClock from "effect/TestClock"
 import { forError } from "../src/cli/ExitCode.js"
 import { diagnose } from "../src/Diagnosis.js"
 import * as Dockerd from "../src/Dockerd.js"
+import * as DockerHost from "../src/DockerHost.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as TestProcessManager from "../src/TestProcessManager.js"
 
@@ -71,10 +73,14 @@ const startScripted = (
     return { ...result, running: yield* test.running }
   }).pipe(
     Effect.provide(
-      TestProcessManager.layer([
-        { match: "dockerd", script: dockerd },
-        { match: "docker", script: options.docker ?? dockerCliRefused }
-      ])
+      Layer.merge(
+        TestProcessManager.layer([
+          { match: "dockerd", script: dockerd },
+          { match: "docker", script: options.docker ?? dockerCliRefused }
+        ]),
+        // A remote start never asks the host; its type needs one.
+        DockerHost.layer
+      )
     )
   )
 

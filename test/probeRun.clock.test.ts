@@ -3,8 +3,8 @@
  * order up to the first failure, `firstOf` up to the first success (else
  * the last failure), every outcome reported in order, each check under its
  * own timeout, and nothing left behind when it ends or is interrupted. It is
- * the runner the readiness and liveness loops use (internal/runProbe.ts), so
- * these are that runner's rules too, for effect and callback checks alike.
+ * the runner the readiness and liveness loops use, so these are their rules
+ * too.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
@@ -18,20 +18,21 @@ import * as Probe from "../src/Probe.js"
 
 const options = { timeoutFor: () => Duration.seconds(1) }
 
-/** A callback check that answers `result` after `afterMs` of the test clock, counting cancels. */
-const callbackCheck = (
+/** A check that answers `result` (`undefined`: never), counting its starts and cancels. */
+const countedCheck = (
   name: string,
   result: Either.Either<unknown, ProbeNotYet | ProbeFailed> | undefined,
   state = { started: 0, cancelled: 0 }
 ) => ({
   state,
-  check: Probe.fromCallback(name, (done) => {
-    state.started += 1
-    if (result !== undefined) done(result)
-    return () => {
-      state.cancelled += 1
-    }
-  })
+  check: Probe.make(
+    name,
+    Effect.suspend(() => {
+      state.started += 1
+      if (result !== undefined) return result
+      return Effect.never.pipe(Effect.onInterrupt(() => Effect.sync(() => (state.cancelled += 1))))
+    })
+  )
 })
 
 const notYet = (probe: string) => new ProbeNotYet({ probe, reason: "not yet" })
@@ -43,8 +44,8 @@ describe("Probe.run", () => {
       Effect.gen(function* () {
         const seen: Array<string> = []
         const first = Probe.make("first", Effect.succeed(1))
-        const second = callbackCheck("second", Either.left(notYet("second")))
-        const third = callbackCheck("third", Either.right(3))
+        const second = countedCheck("second", Either.left(notYet("second")))
+        const third = countedCheck("third", Either.right(3))
         const exit = yield* Effect.exit(
           Probe.run(Probe.all([first, second.check, third.check]), {
             ...options,
@@ -62,7 +63,7 @@ describe("Probe.run", () => {
       const results = yield* Probe.run(
         Probe.all([
           Probe.make("a", Effect.succeed("A")),
-          callbackCheck("b", Either.right("B")).check
+          countedCheck("b", Either.right("B")).check
         ]),
         options
       )
@@ -75,7 +76,7 @@ describe("Probe.run", () => {
 
   it.effect("firstOf takes the first success, else fails with the last failure", () =>
     Effect.gen(function* () {
-      const later = callbackCheck("later", Either.right("late"))
+      const later = countedCheck("later", Either.right("late"))
       const won = yield* Probe.run(
         Probe.firstOf([
           Probe.make("no", Effect.fail(new ProbeFailed({ probe: "no", reason: "broken" }))),
@@ -90,7 +91,7 @@ describe("Probe.run", () => {
         Probe.run(
           Probe.firstOf([
             Probe.make("no", Effect.fail(new ProbeFailed({ probe: "no", reason: "broken" }))),
-            callbackCheck("nor", Either.left(notYet("nor"))).check
+            countedCheck("nor", Either.left(notYet("nor"))).check
           ]),
           options
         )
@@ -101,8 +102,8 @@ describe("Probe.run", () => {
 
   it.effect("a check that never answers times out at its own timeout, then at the policy's", () =>
     Effect.gen(function* () {
-      const hanging = callbackCheck("hangs", undefined)
-      const own = Probe.fromCallback("own", () => () => {}, { timeout: "250 millis" })
+      const hanging = countedCheck("hangs", undefined)
+      const own = Probe.make("own", Effect.never, { timeout: "250 millis" })
       const fiber = yield* Effect.fork(
         Effect.either(Probe.run(Probe.firstOf([own, hanging.check]), options))
       )
@@ -124,7 +125,7 @@ describe("Probe.run", () => {
 
   it.effect("interrupted, it cancels the check in flight and leaves no fiber", () =>
     Effect.gen(function* () {
-      const hanging = callbackCheck("hangs", undefined)
+      const hanging = countedCheck("hangs", undefined)
       let effectCheckEnded = false
       const slow = Probe.make(
         "slow",

@@ -8,6 +8,8 @@ import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import * as DockerEngine from "../src/DockerEngine.js"
@@ -28,8 +30,8 @@ import {
 
 /** socket, then `GET /_ping`, then `GET /info`: what a real dockerd is probed with. */
 const engineProbe = (socket: string) =>
-  Effect.map(DockerEngine.make(socket), (client) =>
-    Probe.all([Probe.socketFile(socket), Probe.enginePing(client), Probe.engineInfo(client)])
+  Effect.zipWith(DockerEngine.make(socket), Probe.socketFile(socket), (client, file) =>
+    Probe.all([file, Probe.enginePing(client), Probe.engineInfo(client)])
   )
 
 /** `fast` with short probe timeouts and a short deadline, for the failing timelines. */
@@ -52,7 +54,7 @@ const replay = <E>(
   probe: (
     socket: string,
     tag: string
-  ) => Effect.Effect<Probe.Probe, E, ProcessManager | Scope.Scope>,
+  ) => Effect.Effect<Probe.Probe, E, ProcessManager | FileSystem.FileSystem | Scope.Scope>,
   policy: ReadinessPolicy.ReadinessPolicy,
   options: {
     readonly after?: RegExp
@@ -70,13 +72,18 @@ const replay = <E>(
         if (options.after !== undefined) yield* lineMatching(handle, options.after)
         const started = Date.now()
         const outcome = yield* Effect.either(
-          waitUntilReady(handle, yield* probe(socket, tag), policy, {
-            onEvent: (event) =>
-              Effect.zipRight(
-                Effect.sync(() => events.push(event)),
-                options.onEvent?.(event, handle) ?? Effect.void
-              )
-          })
+          waitUntilReady(
+            handle,
+            yield* probe(socket, tag).pipe(Effect.provide(NodeFileSystem.layer)),
+            policy,
+            {
+              onEvent: (event) =>
+                Effect.zipRight(
+                  Effect.sync(() => events.push(event)),
+                  options.onEvent?.(event, handle) ?? Effect.void
+                )
+            }
+          )
         )
         return { outcome, events, wallMs: Date.now() - started, handle }
       }),
@@ -392,7 +399,9 @@ describe("the socket check on what is not a socket", () => {
           [`${dir}/dir.sock`, "directory"]
         ] as const) {
           const outcome = yield* Effect.either(
-            Probe.run(Probe.socketFile(path), { timeoutFor: () => Duration.seconds(2) })
+            Effect.flatMap(Probe.socketFile(path), (check) =>
+              Probe.run(check, { timeoutFor: () => Duration.seconds(2) })
+            )
           )
           expect(Either.isLeft(outcome) && outcome.left).toMatchObject({
             _tag: "ProbeFailed",
@@ -401,12 +410,14 @@ describe("the socket check on what is not a socket", () => {
           })
         }
         const missing = yield* Effect.either(
-          Probe.run(Probe.socketFile(`${dir}/none.sock`), { timeoutFor: () => Duration.seconds(2) })
+          Effect.flatMap(Probe.socketFile(`${dir}/none.sock`), (check) =>
+            Probe.run(check, { timeoutFor: () => Duration.seconds(2) })
+          )
         )
         expect(Either.isLeft(missing) && missing.left._tag).toBe("ProbeNotYet")
       } finally {
         rmSync(dir, { recursive: true, force: true })
       }
-    })
+    }).pipe(Effect.provide(NodeFileSystem.layer))
   )
 })

@@ -26,7 +26,6 @@ import { parse } from "../src/cli/main.js"
 import type { DaemonEvent } from "../src/DaemonEvent.js"
 import * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
-import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Probe from "../src/Probe.js"
 import { ProcessManager } from "../src/ProcessManager.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
@@ -184,7 +183,7 @@ describe("a TCP listener", () => {
                 }
               })
             )
-          ).pipe(Effect.provide(LocalProcessManager.layer))
+          ).pipe(Effect.provide(Dockerd.layerNode))
         )
         expect(error).toMatchObject({ _tag: "InvalidConfig", field: "tcp.tls.ca" })
         expect(error.message).toContain("ENOENT")
@@ -251,7 +250,7 @@ describe("the socket's mode and group", () => {
             Dockerd.start(
               isolatedConfig(dir, { binary, network: "host", socketGroup: "sdx-no-such-group" })
             )
-          ).pipe(Effect.provide(LocalProcessManager.layer))
+          ).pipe(Effect.provide(Dockerd.layerNode))
         )
         expect(error).toMatchObject({ _tag: "InvalidConfig", field: "socketGroup" })
         expect(error.message).toContain("groupadd sdx-no-such-group")
@@ -274,7 +273,7 @@ describe("the socket's mode and group", () => {
               )
               return statSync(daemon.socket)
             })
-          ).pipe(Effect.provide(LocalProcessManager.layer))
+          ).pipe(Effect.provide(Dockerd.layerNode))
           expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
           return info
         } finally {
@@ -398,7 +397,7 @@ describe("secrets", () => {
               { onEvent: (event) => Effect.sync(() => void events.push(event)) }
             )
           ).pipe(
-            Effect.provide(LocalProcessManager.layer),
+            Effect.provide(Dockerd.layerNode),
             Effect.provide(Logger.replace(Logger.defaultLogger, capturingLogger(logs))),
             Logger.withMinimumLogLevel(LogLevel.All)
           )
@@ -450,7 +449,7 @@ describe("secrets", () => {
       )
       expect(failure.message).toContain("token rejected")
       expect(JSON.stringify(failure) + failure.message).not.toContain(SECRET)
-    }).pipe(Effect.provide(LocalProcessManager.layer), Effect.runPromise))
+    }).pipe(Effect.provide(Dockerd.layerNode), Effect.runPromise))
 })
 
 // ---------------------------------------------------------------------------
@@ -607,7 +606,7 @@ describe("no shell", () => {
       } finally {
         removeDir(dir)
       }
-    }).pipe(Effect.provide(LocalProcessManager.layer), Effect.runPromise))
+    }).pipe(Effect.provide(Dockerd.layerNode), Effect.runPromise))
 
   it("the sources never start a shell with a value in its script", () => {
     const files = readdirSync("src", { recursive: true, encoding: "utf8" })

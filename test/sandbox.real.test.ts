@@ -13,7 +13,6 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import { pidsMentioning } from "../src/internal/processTree.js"
-import * as LocalProcessManager from "../src/LocalProcessManager.js"
 import * as Sandbox from "../src/Sandbox.js"
 import * as Schema from "effect/Schema"
 import * as Dockerd from "../src/Dockerd.js"
@@ -33,9 +32,7 @@ const run = promisify(execFile)
 
 class Host extends Context.Tag("test/Host")<Host, HostEnvironment>() {}
 
-const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(
-  Layer.provideMerge(LocalProcessManager.layer)
-)
+const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(Layer.provideMerge(Dockerd.layerNode))
 
 // The first run on a fresh machine builds the Debian image with debootstrap (~3 min).
 const TIMEOUT = Duration.toMillis(Duration.minutes(10))
@@ -53,7 +50,7 @@ describe.skipIf(!real)("the seed's scenario, end to end", () => {
         expect(result.phases.map((p) => p.name)).toContain("Docker ready inside the sandbox")
         // The host engine and the registry stopped with the scope.
         expect(yield* pidsMentioning(result.dir)).toEqual([])
-      }).pipe(Effect.provide(LocalProcessManager.layer)),
+      }).pipe(Effect.provide(Dockerd.layerNode)),
     TIMEOUT
   )
 })

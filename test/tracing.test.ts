@@ -10,6 +10,8 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -84,7 +86,13 @@ describe("spans", () => {
         )
         const fiber = yield* waitUntilReady(processUntil(exited), check, policy, {
           onEvent: (event) => Effect.withSpan(Effect.void, `sink ${event._tag}`)
-        }).pipe(Effect.withSpan("caller"), Effect.withTracer(trace.tracer), Effect.fork)
+        }).pipe(
+          Effect.withSpan("caller"),
+          Effect.withTracer(trace.tracer),
+          // The library logs at Debug: seen by a caller who asks for it.
+          Logger.withMinimumLogLevel(LogLevel.Debug),
+          Effect.fork
+        )
         yield* TestClock.adjust("1 second")
         yield* Fiber.join(fiber)
 
@@ -113,6 +121,7 @@ describe("spans", () => {
       const fiber = yield* waitUntilReady(processUntil(exited), neverReady, policy).pipe(
         Effect.withSpan("caller"),
         Effect.withTracer(trace.tracer),
+        Logger.withMinimumLogLevel(LogLevel.Debug),
         Effect.either,
         Effect.fork
       )
@@ -160,6 +169,7 @@ describe("spans", () => {
         }).pipe(
           Effect.withSpan("caller"),
           Effect.withTracer(trace.tracer),
+          Logger.withMinimumLogLevel(LogLevel.Debug),
           Effect.either,
           Effect.fork
         )

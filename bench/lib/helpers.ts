@@ -9,11 +9,11 @@ import { tmpdir } from "node:os"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import type * as Scope from "effect/Scope"
-import * as LocalProcessManager from "../../src/LocalProcessManager.js"
-import type { ProcessManager } from "../../src/ProcessManager.js"
+import * as Dockerd from "../../src/Dockerd.js"
 import { leftovers, removeDir, tempDir } from "../../test/support/isolated.js"
 
 /**
@@ -140,17 +140,17 @@ export const startOracle = (
   })
 
 /**
- * Runs an Effect of the library on the local ProcessManager, with the
- * library's logs at warning and above only (info logs would interleave with
- * the bench's output).
+ * Runs an Effect of the library on this machine (`Dockerd.layerNode`: the
+ * local ProcessManager and DockerHost), with no library logs (they would
+ * interleave with the bench's output).
  */
 export const runLocal = <A, E>(
-  effect: Effect.Effect<A, E, ProcessManager | Scope.Scope>
+  effect: Effect.Effect<A, E, Layer.Layer.Success<typeof Dockerd.layerNode> | Scope.Scope>
 ): Promise<A> =>
   Effect.runPromise(
     effect.pipe(
       Effect.scoped,
-      Effect.provide(LocalProcessManager.layer),
+      Effect.provide(Dockerd.layerNode),
       Logger.withMinimumLogLevel(LogLevel.None)
     )
   )

@@ -6,11 +6,7 @@ import * as Stream from "effect/Stream"
 import type { ProcessHandle } from "../../src/ProcessManager.js"
 import { Running } from "../../src/ProcessStatus.js"
 
-/**
- * A process that runs forever and prints nothing. Its exit and output come
- * as listeners, as from the library's process managers (a wait then holds
- * no fiber on `awaitExit`).
- */
+/** A process that runs forever and prints nothing. */
 export const forever: ProcessHandle = {
   pid: 1,
   argv: ["stand-in"],
@@ -18,7 +14,5 @@ export const forever: ProcessHandle = {
   awaitExit: Effect.never,
   output: Stream.empty,
   logTail: Effect.succeed([]),
-  signal: () => Effect.succeed(false),
-  unsafeOnExit: () => () => {},
-  unsafeOnOutput: () => () => {}
+  signal: () => Effect.succeed(false)
 }

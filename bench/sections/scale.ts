@@ -1,5 +1,5 @@
 /**
- * Section 5: scale. 1,000 daemons supervised at once in one process: see
+ * Section 5: scale. 100 daemons supervised at once in one process: see
  * bench/scaleWorker.ts for what is measured and how. The worker is bundled
  * with esbuild (the one tsx itself uses) and run with plain `node`: the
  * memory measured is then the library's and Effect's, not that of the
@@ -19,8 +19,6 @@ export interface ScaleSummary {
   readonly mode: "library" | "hand-written"
   readonly daemons: number
   readonly seconds: number
-  readonly hosts: number
-  readonly openFileLimit: string
   readonly ready: number
   /** Fakes that started serving: the most that could be seen ready. */
   readonly served: number

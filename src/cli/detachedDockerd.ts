@@ -327,9 +327,8 @@ export const awaitReady = (
   policy: ReadinessPolicy,
   onEvent: EventSink = () => Effect.void
 ): Effect.Effect<Dockerd.DockerDaemon, StartError> =>
-  Dockerd.awaitReady(process, config, "remote", policy, onEvent).pipe(
-    Effect.provideService(ProcessManager, manager),
-    Effect.scoped
+  Dockerd.awaitRemoteReady(process, config, policy, onEvent).pipe(
+    Effect.provideService(ProcessManager, manager)
   )
 
 /**

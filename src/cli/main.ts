@@ -19,7 +19,7 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
-import * as LocalProcessManager from "../LocalProcessManager.js"
+import * as Dockerd from "../Dockerd.js"
 import { ExitCode, forError } from "./ExitCode.js"
 import { type CliInputError, InvalidArguments, InvalidUsage } from "./options.js"
 import * as Reporter from "./Reporter.js"
@@ -200,13 +200,21 @@ export const parse = (
     return Option.fromNullable(chosen)
   })
 
+/** What the commands' runs are. */
+type Executed =
+  | ReturnType<typeof Up.execute>
+  | ReturnType<typeof Wait.execute>
+  | ReturnType<typeof SandboxCli.execute>
+
 /**
  * Runs a validated plan.
  *
  * @since 0.1.0
  * @category running
  */
-export const execute = (plan: Plan) => {
+export const execute = (
+  plan: Plan
+): Effect.Effect<number | void, Effect.Effect.Error<Executed>, Effect.Effect.Context<Executed>> => {
   switch (plan._tag) {
     case "Up":
       return Up.execute(plan)
@@ -246,8 +254,8 @@ const logLevel = (): LogLevel.LogLevel => {
 export const main = (argv: ReadonlyArray<string>): Promise<number> => {
   const reporter = Reporter.make({ json: isJson(argv) })
   const program = parse(argv).pipe(
-    Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: execute })),
-    Effect.provide(Layer.mergeAll(NodeContext.layer, LocalProcessManager.layer)),
+    Effect.flatMap((plan) => (Option.isSome(plan) ? execute(plan.value) : Effect.void)),
+    Effect.provide(Layer.mergeAll(NodeContext.layer, Dockerd.layerNode)),
     Logger.withMinimumLogLevel(logLevel()),
     Effect.provide(
       Logger.replace(Logger.defaultLogger, Logger.withLeveledConsole(Logger.logfmtLogger))

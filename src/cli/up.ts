@@ -9,7 +9,7 @@
  * @since 0.1.0
  */
 import * as Options from "@effect/cli/Options"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type { DockerdConfigInput } from "../DockerdConfig.js"
@@ -157,7 +157,7 @@ export const configInput = (
       : { network: network === "host" || network === "private" ? network : { netns: network } }),
     ...Option.match(stopGrace, {
       onNone: () => ({}),
-      onSome: (grace) => ({ stopGrace: Duration.toMillis(grace) })
+      onSome: (grace) => ({ stopGrace: grace })
     })
   }
 }

@@ -99,7 +99,7 @@ export const execute = (waitPlan: WaitPlan) =>
     const reporter = Reporter.make({ json: waitPlan.json })
     const engine = yield* DockerEngine.make(socket)
     const probe = Probe.all([
-      Probe.socketFile(socket),
+      yield* Probe.socketFile(socket),
       Probe.enginePing(engine),
       Probe.engineInfo(engine)
     ])

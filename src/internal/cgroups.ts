@@ -8,6 +8,7 @@
  */
 import { readFile, rmdir } from "node:fs/promises"
 import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
 
 /** A cgroup hierarchy mounted here: which controllers, where, from which root. */
 interface Hierarchy {
@@ -101,16 +102,20 @@ export const cgroupsOnlyOf = (
  * kernel may still count it busy, so a busy one is tried again for a while.
  */
 export const removeCgroups = (directories: ReadonlyArray<string>): Effect.Effect<void> =>
-  Effect.promise(async () => {
-    const ordered = [...directories].sort((a, b) => b.length - a.length)
-    for (const directory of ordered) {
-      for (let attempt = 0; attempt < 25; attempt++) {
-        const code = await rmdir(directory).then(
+  Effect.forEach(
+    [...directories].sort((a, b) => b.length - a.length),
+    (directory) =>
+      Effect.promise(() =>
+        rmdir(directory).then(
           () => undefined,
           (error: NodeJS.ErrnoException) => error.code
         )
-        if (code !== "EBUSY") break
-        await new Promise((resolve) => setTimeout(resolve, 20))
-      }
-    }
-  })
+      ).pipe(
+        Effect.repeat({
+          schedule: Schedule.spaced("20 millis"),
+          times: 24,
+          while: (code) => code === "EBUSY"
+        })
+      ),
+    { discard: true }
+  )

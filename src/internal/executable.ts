@@ -32,7 +32,8 @@ export const searchPath = (pathValue: string | undefined): ReadonlyArray<string>
  * Returns the absolute path of `binary`: as given when it holds a `/`,
  * otherwise the first executable match on `pathValue`. Relative paths are
  * taken from `cwd` (the process's working directory, as `execvp` sees them
- * after the `chdir`), by default the current one.
+ * after the `chdir`), by default the current one. A miss names what was
+ * looked at: the directories of `pathValue`, or the path itself.
  */
 export const resolveExecutable = (
   binary: string,
@@ -47,5 +48,7 @@ export const resolveExecutable = (
     const found = candidates.find(isExecutable)
     return found !== undefined
       ? Effect.succeed(found)
-      : Effect.fail(new BinaryNotFound({ binary, searched: binary.includes("/") ? [] : dirs }))
+      : Effect.fail(
+          new BinaryNotFound({ binary, searched: binary.includes("/") ? candidates : dirs })
+        )
   })

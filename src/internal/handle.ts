@@ -1,15 +1,14 @@
 /**
- * The `ProcessHandle` of a process whose exit is an {@link ExitNotice} and
- * whose output is an {@link OutputBuffer}: what the local and container
- * process managers give, built in one place so that they cannot differ.
+ * The `ProcessHandle` of a process whose exit is a `Deferred` and whose
+ * output is an {@link OutputBuffer}: what the local and container process
+ * managers give, built in one place so that they cannot differ.
  *
  * @internal
  */
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type { ProcessHandle, SignalName } from "../ProcessManager.js"
-import { Running } from "../ProcessStatus.js"
-import type { ExitNotice } from "./exitNotice.js"
+import { type ExitStatus, type ProcessStatus, Running } from "../ProcessStatus.js"
 import type { OutputBuffer } from "./outputBuffer.js"
 
 /**
@@ -20,23 +19,22 @@ import type { OutputBuffer } from "./outputBuffer.js"
 export const make = (options: {
   readonly pid: number
   readonly argv: ReadonlyArray<string>
-  readonly notice: ExitNotice
+  readonly exited: Deferred.Deferred<ExitStatus>
   readonly output: OutputBuffer
   readonly deliver: (signal: SignalName) => Effect.Effect<boolean>
 }): ProcessHandle => {
-  const { deliver, notice, output } = options
+  const { deliver, exited, output } = options
+  const ended = Deferred.isDone(exited)
   return {
     pid: options.pid,
     argv: options.argv,
-    status: Effect.sync(() => notice.current() ?? new Running()),
-    awaitExit: Deferred.await(notice.exited),
+    status: Effect.flatMap(ended, (done): Effect.Effect<ProcessStatus> =>
+      done ? Deferred.await(exited) : Effect.succeed(new Running())
+    ),
+    awaitExit: Deferred.await(exited),
     output: output.stream,
     logTail: output.tail,
     signal: (signal) =>
-      Effect.suspend(() =>
-        notice.current() !== undefined ? Effect.succeed(false) : deliver(signal)
-      ),
-    unsafeOnExit: notice.onExit,
-    unsafeOnOutput: output.subscribe
+      Effect.flatMap(ended, (done) => (done ? Effect.succeed(false) : deliver(signal)))
   }
 }

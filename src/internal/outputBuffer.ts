@@ -58,14 +58,16 @@ const clip = (line: string): string =>
 export interface OutputBuffer {
   readonly publish: (chunk: OutputChunk) => Effect.Effect<void>
   readonly end: Effect.Effect<void>
+  /**
+   * `publish` and `end` for Node's event listeners (the local manager's
+   * pipes): the chunk is in the tail and offered to the readers before the
+   * listener returns, so nothing a process printed before its exit is
+   * reported after it.
+   */
+  readonly offer: (chunk: OutputChunk) => void
+  readonly close: () => void
   readonly stream: Stream.Stream<OutputChunk>
   readonly tail: Effect.Effect<ReadonlyArray<string>>
-  /**
-   * Calls `listener` with each chunk published from now on, in the
-   * publishing turn, until the returned function is called: the
-   * callback form of `stream`, with no fiber or queue per reader.
-   */
-  readonly subscribe: (listener: (chunk: OutputChunk) => void) => () => void
 }
 
 interface Numbered {
@@ -93,24 +95,25 @@ export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effec
     let keptBytes = 0
     let seq = 0
     let ended = false
-    const listeners = new Set<(chunk: OutputChunk) => void>()
+    const offer = (chunk: OutputChunk) => {
+      tail.push(chunk.source, chunk.text)
+      const numbered = { seq: seq++, chunk }
+      if (keptBytes < keepBytes) {
+        kept.push(numbered)
+        keptBytes += chunk.text.length
+      }
+      hub?.unsafeOffer(numbered)
+    }
+    const close = () => {
+      if (ended) return
+      ended = true
+      hub?.unsafeOffer(null)
+    }
     return {
-      publish: (chunk) =>
-        Effect.suspend(() => {
-          tail.push(chunk.source, chunk.text)
-          for (const listener of listeners) listener(chunk)
-          const numbered = { seq: seq++, chunk }
-          if (keptBytes < keepBytes) {
-            kept.push(numbered)
-            keptBytes += chunk.text.length
-          }
-          return hub === undefined ? Effect.void : Effect.asVoid(PubSub.publish(hub, numbered))
-        }),
-      end: Effect.suspend(() => {
-        ended = true
-        listeners.clear()
-        return hub === undefined ? Effect.void : Effect.asVoid(PubSub.publish(hub, null))
-      }),
+      publish: (chunk) => Effect.sync(() => offer(chunk)),
+      end: Effect.sync(close),
+      offer,
+      close,
       stream: Stream.unwrapScoped(
         Effect.map(Effect.flatMap(hubNow, PubSub.subscribe), (queue) => {
           // Subscribed first, then the kept chunks: live chunks already among
@@ -127,11 +130,6 @@ export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effec
           return Stream.concat(Stream.fromIterable(replay.map((item) => item.chunk)), live)
         })
       ),
-      tail: Effect.sync(() => tail.snapshot()),
-      subscribe: (listener) => {
-        if (ended) return () => {}
-        listeners.add(listener)
-        return () => void listeners.delete(listener)
-      }
+      tail: Effect.sync(() => tail.snapshot())
     }
   })

@@ -5,6 +5,8 @@
  * @internal
  */
 import { readdir, readFile } from "node:fs/promises"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { isAlive } from "../Preflight.js"
 
@@ -191,43 +193,45 @@ export const mountEntriesUnder = (root: string): Effect.Effect<ReadonlyArray<Mou
       .map(({ id, point }) => ({ id, point }))
   })
 
+/** Whether `/proc/PID` still shows the process (a zombie until it is reaped). */
+const present = (pid: number): Effect.Effect<boolean> =>
+  Effect.promise(() =>
+    readFile(`/proc/${pid}/stat`, "utf8").then(
+      () => true,
+      () => false
+    )
+  )
+
 /**
  * Waits until none of `pids` is alive (zombies count as gone only once
- * reaped), sending SIGKILL to the survivors after `killAfterMs`.
+ * reaped), sending SIGKILL to the survivors after `killAfter`; gives up
+ * after `giveUpAfter` and returns the survivors.
  */
 export const awaitGone = (
   pids: ReadonlyArray<number>,
-  killAfterMs: number,
-  giveUpAfterMs: number
-): Effect.Effect<ReadonlyArray<number>> =>
-  Effect.gen(function* () {
-    const started = Date.now()
+  killAfter: Duration.DurationInput,
+  giveUpAfter: Duration.DurationInput
+): Effect.Effect<ReadonlyArray<number>> => {
+  const killAfterMs = Duration.toMillis(killAfter)
+  const giveUpAfterMs = Duration.toMillis(giveUpAfter)
+  return Effect.gen(function* () {
+    const started = yield* Clock.currentTimeMillis
     let killed = false
     let left = pids
     for (;;) {
-      left = yield* Effect.filter(left, (pid) =>
-        Effect.promise(() =>
-          readFile(`/proc/${pid}/stat`, "utf8").then(
-            () => true,
-            () => false
-          )
-        )
-      )
+      left = yield* Effect.filter(left, present)
       if (left.length === 0) return left
-      const waited = Date.now() - started
+      const waited = (yield* Clock.currentTimeMillis) - started
       if (waited >= giveUpAfterMs) return left
       if (!killed && waited >= killAfterMs) {
         killed = true
         for (const pid of left) {
           if (yield* isAlive(pid)) {
-            try {
-              process.kill(pid, "SIGKILL")
-            } catch {
-              // gone meanwhile
-            }
+            yield* Effect.try(() => process.kill(pid, "SIGKILL")).pipe(Effect.ignore)
           }
         }
       }
       yield* Effect.sleep("20 millis")
     }
   })
+}

@@ -133,7 +133,7 @@ export const start = (
         ]
       },
       ReadinessPolicy.fast.withDeadline("30 seconds")
-    ).pipe(Effect.provide(LocalProcessManager.layer))
+    ).pipe(Effect.provide(Dockerd.layerNode))
     const engine = yield* DockerEngine.make(socket)
     return { dir, socket, host: `unix://${socket}`, engine, process: daemon.process }
   })

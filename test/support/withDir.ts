@@ -7,7 +7,8 @@ import { expect } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { mountEntriesUnder, pidsMentioning } from "../../src/internal/processTree.js"
-import * as LocalProcessManager from "../../src/LocalProcessManager.js"
+import * as Dockerd from "../../src/Dockerd.js"
+import type { DockerHost } from "../../src/DockerHost.js"
 import type { ProcessManager } from "../../src/ProcessManager.js"
 import { removeDir, tempDir } from "./isolated.js"
 
@@ -19,22 +20,20 @@ export const remains = (dir: string) =>
   })
 
 /**
- * Runs `body` with a fresh temp dir and the local ProcessManager, in a scope
+ * Runs `body` with a fresh temp dir, the local ProcessManager and this
+ * machine's DockerHost (`Dockerd.layerNode`), in a scope
  * of its own; once that scope is closed nothing may mention the dir or be
  * mounted under it. The dir is removed however the body ends (a `finally`
  * in a generator does not run when a yielded effect fails).
  */
 export const withDir = <A, E>(
-  body: (dir: string) => Effect.Effect<A, E, ProcessManager | Scope.Scope>
+  body: (dir: string) => Effect.Effect<A, E, ProcessManager | DockerHost | Scope.Scope>
 ) =>
   Effect.acquireUseRelease(
     Effect.sync(() => tempDir()),
     (dir) =>
       Effect.gen(function* () {
-        const result = yield* body(dir).pipe(
-          Effect.scoped,
-          Effect.provide(LocalProcessManager.layer)
-        )
+        const result = yield* body(dir).pipe(Effect.scoped, Effect.provide(Dockerd.layerNode))
         expect(yield* remains(dir)).toEqual({ processes: [], mounts: [] })
         return result
       }),

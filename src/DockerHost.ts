@@ -1,0 +1,425 @@
+/**
+ * What the start of a local dockerd needs from the machine it runs on: the
+ * settings it will really run with, the preflight checks, the socket's
+ * directory, the mounts already there, the probes that tell when it is
+ * ready and alive, the socket's mode once it is, and the clean-up after it
+ * stops. `Dockerd.start` asks this service for all of it, so a test swaps
+ * the machine for a scripted one (`TestDocker` in `sandbox-docker/test`)
+ * and runs the whole start under `TestClock`.
+ *
+ * The probes are built from the `FileSystem` (the socket file and its
+ * directory's watch) and the Engine and containerd connectors: `layer`
+ * provides the live ones, `layerWith` takes them from the context.
+ *
+ * @since 0.1.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as Path from "node:path"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Containerd from "./Containerd.js"
+import type { DockerdConfig } from "./DockerdConfig.js"
+import * as DockerdSettings from "./DockerdSettings.js"
+import * as DockerEngine from "./DockerEngine.js"
+import { DirectoryNotWritable, type InvalidConfig, SocketModeNotApplied } from "./errors.js"
+import { cgroupsOnlyOf, removeCgroups } from "./internal/cgroups.js"
+import {
+  awaitGone,
+  leftoversOf,
+  mountEntriesUnder,
+  pidfileProcess,
+  readPidfile
+} from "./internal/processTree.js"
+import * as Preflight from "./Preflight.js"
+import * as Probe from "./Probe.js"
+import { ProcessManager } from "./ProcessManager.js"
+
+/**
+ * The machine a local dockerd starts on, as a service.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class DockerHost extends Context.Tag("sandbox-docker/DockerHost")<
+  DockerHost,
+  DockerHostShape
+>() {}
+
+/**
+ * What {@link DockerHost} does for one local start, in the order of the
+ * start.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DockerHostShape {
+  /**
+   * The settings dockerd runs with for `config` (its flags, then its config
+   * file, then its defaults: see `DockerdSettings`).
+   */
+  readonly settings: (
+    config: DockerdConfig
+  ) => Effect.Effect<DockerdSettings.DockerdSettings, InvalidConfig>
+  /**
+   * Before the spawn: the preflight checks on the settings, the socket's
+   * directory (dockerd makes every other directory it needs, not that one),
+   * and the mounts already there.
+   */
+  readonly prepare: (
+    config: DockerdConfig,
+    settings: DockerdSettings.DockerdSettings
+  ) => Effect.Effect<Ground, Preflight.PreflightError>
+  /**
+   * The readiness probe (socket file, `/_ping` held while connecting to
+   * containerd ahead, containerd's version with the Engine's `/info` as
+   * fallback) and the liveness probe (`/_ping`, then containerd's version).
+   * Their connections are closed with the scope.
+   */
+  readonly probes: (
+    config: DockerdConfig,
+    ground: Ground
+  ) => Effect.Effect<LocalProbes, never, Scope.Scope>
+  /**
+   * The storage driver the data-root's image store is kept for, for a
+   * daemon whose log does not say it: `unknown` when it cannot tell.
+   */
+  readonly storageDriver: (ground: Ground) => Effect.Effect<string>
+  /**
+   * Once ready: gives the socket the configured mode if dockerd did not (it
+   * creates it 0660), so a socket is never left wider open than asked.
+   */
+  readonly applySocketMode: (config: DockerdConfig) => Effect.Effect<void, SocketModeNotApplied>
+  /**
+   * Before the stop: the pid of the containerd the daemon started, if any
+   * (a graceful stop removes its pidfile, a SIGKILLed one leaves a zombie
+   * that a restart must wait for).
+   */
+  readonly containerdPid: (ground: Ground) => Effect.Effect<number | undefined>
+  /**
+   * After the stop: what a killed daemon could not remove (leftover
+   * processes and their cgroups, the mounts it made but never the ones
+   * there before it, its pidfile and socket).
+   */
+  readonly cleanUp: (
+    config: DockerdConfig,
+    ground: Ground,
+    pid: number,
+    containerd: number | undefined
+  ) => Effect.Effect<void, never, ProcessManager>
+}
+
+/**
+ * What {@link DockerHostShape.prepare} found and made ready on the machine
+ * for one start, which the stop cleans up after.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Ground {
+  readonly settings: DockerdSettings.DockerdSettings
+  /** Mounts there before the daemon started (a disk at the data-root): never undone. */
+  readonly premounted: ReadonlySet<number>
+}
+
+/**
+ * The probes of a local daemon.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LocalProbes {
+  readonly readiness: Probe.Probe
+  readonly liveness: Probe.Probe
+}
+
+/** How often a waiting ping tries to connect to containerd ahead. */
+const WARM_EVERY = "10 millis"
+
+/**
+ * `ping`, which meanwhile connects to containerd ahead of the check after
+ * it: dockerd holds the ping until it serves, and starts its containerd in
+ * the meantime. A try that finds nobody accepting yet is repeated until one
+ * connects or the ping ends.
+ */
+const pingWarming = (ping: Probe.Check, containerd: Containerd.ContainerdClient): Probe.Check => {
+  const warming = containerd.warm.pipe(
+    Effect.repeat({ schedule: Schedule.spaced(WARM_EVERY), until: (connected) => connected }),
+    Effect.zipRight(Effect.never)
+  )
+  return Probe.make(ping.name, Effect.raceFirst(ping.run, warming), {
+    timeout: Option.getOrUndefined(ping.timeout)
+  })
+}
+
+/**
+ * Where the containerd of a dockerd with these settings listens, by
+ * dockerd's own rules (see `DockerdSettings.containerdAddress`), looked up
+ * on `fs`.
+ */
+const containerdAddress = (
+  fs: FileSystem.FileSystem,
+  settings: DockerdSettings.DockerdSettings
+): Effect.Effect<string> =>
+  settings.containerd !== undefined
+    ? Effect.succeed(settings.containerd)
+    : fs.exists(DockerdSettings.SYSTEM_CONTAINERD).pipe(
+        Effect.orElseSucceed(() => false),
+        Effect.map((exists) =>
+          exists
+            ? DockerdSettings.SYSTEM_CONTAINERD
+            : `${settings.execRoot}/containerd/containerd.sock`
+        )
+      )
+
+/** A platform error's short reason: the errno code when there is one. */
+const reasonOf = (error: unknown): string => {
+  const cause = (error as { cause?: { code?: unknown } }).cause
+  if (typeof cause?.code === "string") return cause.code
+  const reason = (error as { reason?: unknown }).reason
+  return typeof reason === "string" ? reason : String(error)
+}
+
+/** The probes, over the file system and connectors in the context. */
+const probesWith = Effect.gen(function* () {
+  const fs = yield* FileSystem.FileSystem
+  const engines = yield* DockerEngine.DockerEngineConnector
+  const containerds = yield* Containerd.ContainerdConnector
+  return (config: DockerdConfig, ground: Ground) =>
+    Effect.gen(function* () {
+      const engine = yield* engines.connect(config.socket)
+      const containerd = yield* containerds.connect(yield* containerdAddress(fs, ground.settings))
+      const socket = yield* Effect.provideService(
+        Probe.socketFile(config.socket),
+        FileSystem.FileSystem,
+        fs
+      )
+      return {
+        // The API answers (`/_ping`), then its containerd does: what `/info`
+        // proves, without the time dockerd spends on `/info` as it starts.
+        // `/info` is asked instead when containerd is not where dockerd's
+        // rules put it.
+        readiness: Probe.all([
+          socket,
+          pingWarming(Probe.enginePing(engine), containerd),
+          Probe.containerdVersion(containerd, { fallback: engine })
+        ]),
+        // Not `/_ping` alone: a daemon whose containerd is gone or stopped
+        // still answers it, but can serve nothing. Not `/info` either: it
+        // costs dockerd far more CPU (it runs `runc` and `docker-init`).
+        liveness: Probe.all([
+          Probe.enginePing(engine),
+          Probe.containerdVersion(containerd, { fallback: engine })
+        ])
+      } satisfies LocalProbes
+    })
+})
+
+/** The storage driver a data-root's image store is kept for (`<data-root>/image/overlay2`). */
+const storageDriverOn =
+  (fs: FileSystem.FileSystem) =>
+  (ground: Ground): Effect.Effect<string> => {
+    const images = Path.join(ground.settings.dataRoot, "image")
+    return fs.readDirectory(images).pipe(
+      Effect.flatMap((names) =>
+        Effect.filter(names, (name) =>
+          Effect.map(fs.stat(Path.join(images, name)), (info) => info.type === "Directory")
+        )
+      ),
+      Effect.map((stores) => (stores.length === 1 ? stores[0]! : "unknown")),
+      Effect.orElseSucceed(() => "unknown")
+    )
+  }
+
+/** The ids of the mounts under the daemon's exec-root and data-root now. */
+const mountIdsOf = (settings: DockerdSettings.DockerdSettings) =>
+  Effect.map(
+    Effect.all([mountEntriesUnder(settings.execRoot), mountEntriesUnder(settings.dataRoot)]),
+    (lists): ReadonlySet<number> => new Set(lists.flat().map((entry) => entry.id))
+  )
+
+/**
+ * Removes what a killed daemon could not: leftover processes, the mounts it
+ * made (never the ones there before it started, such as a disk mounted at
+ * the data-root), files.
+ */
+const cleanUpLocal =
+  (fs: FileSystem.FileSystem) =>
+  (config: DockerdConfig, ground: Ground, pid: number, containerd: number | undefined) =>
+    Effect.gen(function* () {
+      const { settings, premounted } = ground
+      // Its containerd, the shims naming the exec-root, and what runs below
+      // them: the processes of containers still running (a SIGKILLed daemon
+      // stops none of them), and the cgroups runc made for those.
+      const { all, daemonSide } = yield* leftoversOf(
+        settings.execRoot,
+        containerd === undefined ? [] : [containerd]
+      )
+      const containerCgroups = yield* cgroupsOnlyOf(
+        all.filter((pid) => !daemonSide.includes(pid)),
+        daemonSide
+      )
+      const survivors = yield* awaitGone(all, "2 seconds", "10 seconds")
+      if (survivors.length > 0) {
+        // Nothing else reports it: the stop itself has no error.
+        yield* Effect.logWarning("processes of the daemon are still there after SIGKILL").pipe(
+          Effect.annotateLogs({ pids: survivors.join(",") })
+        )
+      } else {
+        yield* removeCgroups(containerCgroups)
+      }
+      const manager = yield* ProcessManager
+      for (const root of [settings.execRoot, settings.dataRoot]) {
+        for (const { id, point } of yield* mountEntriesUnder(root)) {
+          if (premounted.has(id)) continue
+          yield* Effect.scoped(
+            Effect.flatMap(
+              manager.exec(["umount", "--lazy", point], { killGrace: "1 second" }),
+              (handle) => handle.awaitExit
+            )
+          ).pipe(Effect.ignore)
+        }
+      }
+      if ((yield* readPidfile(settings.pidfile)) === pid) {
+        yield* Effect.ignore(fs.remove(settings.pidfile, { force: true }))
+      }
+      const socket = yield* Effect.option(fs.stat(config.socket))
+      if (Option.isSome(socket) && socket.value.type === "Socket") {
+        yield* Effect.ignore(fs.remove(config.socket, { force: true }))
+      }
+    })
+
+/**
+ * The host of this machine, with the file system and connectors taken from
+ * the context.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<
+  DockerHostShape,
+  never,
+  FileSystem.FileSystem | DockerEngine.DockerEngineConnector | Containerd.ContainerdConnector
+> = Effect.gen(function* () {
+  const fs = yield* FileSystem.FileSystem
+  const probes = yield* probesWith
+  return DockerHost.of({
+    settings: DockerdSettings.resolve,
+    prepare: Effect.fn("DockerHost.prepare")(function* (
+      config: DockerdConfig,
+      settings: DockerdSettings.DockerdSettings
+    ) {
+      yield* Preflight.run(config, settings)
+      const socketDir = Path.dirname(config.socket)
+      yield* fs.makeDirectory(socketDir, { recursive: true, mode: 0o755 }).pipe(
+        Effect.mapError(
+          (error) =>
+            new DirectoryNotWritable({
+              field: "socket directory",
+              path: socketDir,
+              reason: reasonOf(error)
+            })
+        )
+      )
+      return { settings, premounted: yield* mountIdsOf(settings) }
+    }),
+    probes,
+    storageDriver: storageDriverOn(fs),
+    applySocketMode: (config) =>
+      fs.stat(config.socket).pipe(
+        Effect.flatMap((info) =>
+          (info.mode & 0o777) === config.socketMode
+            ? Effect.void
+            : fs.chmod(config.socket, config.socketMode)
+        ),
+        Effect.mapError(
+          (error) =>
+            new SocketModeNotApplied({
+              socket: config.socket,
+              mode: `0${config.socketMode.toString(8)}`,
+              reason: reasonOf(error)
+            })
+        )
+      ),
+    containerdPid: (ground) =>
+      // Only a process named containerd is taken (a pid reused by another is not).
+      pidfileProcess(ground.settings.containerdPidfile, "containerd"),
+    cleanUp: cleanUpLocal(fs)
+  })
+})
+
+/**
+ * A host that touches nothing of the machine: the settings come from the
+ * configuration and the config file as the `FileSystem` reads it, there is no
+ * preflight, no directory is made, the socket's mode is left, nothing is
+ * cleaned up. The probes are the real ones, over the file system and
+ * connectors in the context: give it test layers of those (`TestDocker`
+ * does).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeTest: Effect.Effect<
+  DockerHostShape,
+  never,
+  FileSystem.FileSystem | DockerEngine.DockerEngineConnector | Containerd.ContainerdConnector
+> = Effect.gen(function* () {
+  const fs = yield* FileSystem.FileSystem
+  const probes = yield* probesWith
+  return DockerHost.of({
+    settings: (config) =>
+      Effect.flatMap(
+        Effect.option(fs.readFileString(DockerdSettings.configFileOf(config))),
+        (text) => DockerdSettings.fromConfigFile(config, Option.getOrUndefined(text))
+      ),
+    prepare: (_config, settings) => Effect.succeed({ settings, premounted: new Set() }),
+    probes,
+    storageDriver: storageDriverOn(fs),
+    applySocketMode: () => Effect.void,
+    containerdPid: () => Effect.succeed(undefined),
+    cleanUp: () => Effect.void
+  })
+})
+
+/**
+ * The host of this machine, its file system and Engine and containerd
+ * connectors taken from the context (to swap any of them).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWith: Layer.Layer<
+  DockerHost,
+  never,
+  FileSystem.FileSystem | DockerEngine.DockerEngineConnector | Containerd.ContainerdConnector
+> = Layer.effect(DockerHost, make)
+
+/**
+ * The host of this machine: Node's file system, the live Engine and
+ * containerd connectors.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<DockerHost> = layerWith.pipe(
+  Layer.provide(
+    Layer.mergeAll(NodeFileSystem.layer, DockerEngine.layerConnector, Containerd.layerConnector)
+  )
+)
+
+/**
+ * A host that skips the machine's preflight and clean-up ({@link makeTest}),
+ * over the file system and connectors in the context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerTest: Layer.Layer<
+  DockerHost,
+  never,
+  FileSystem.FileSystem | DockerEngine.DockerEngineConnector | Containerd.ContainerdConnector
+> = Layer.effect(DockerHost, makeTest)
