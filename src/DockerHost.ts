@@ -83,7 +83,7 @@ export interface DockerHostShape {
   readonly probes: (
     config: DockerdConfig,
     ground: Ground
-  ) => Effect.Effect<LocalProbes, never, Scope.Scope>
+  ) => Effect.Effect<DaemonProbes, never, Scope.Scope>
   /**
    * The storage driver the data-root's image store is kept for, for a
    * daemon whose log does not say it: `unknown` when it cannot tell.
@@ -127,18 +127,25 @@ export interface Ground {
 }
 
 /**
- * The probes of a local daemon.
+ * The probes of a daemon: when it is ready, and whether it is still alive.
  *
  * @since 0.1.0
  * @category models
  */
-export interface LocalProbes {
+export interface DaemonProbes {
   readonly readiness: Probe.Probe
   readonly liveness: Probe.Probe
 }
 
-/** How often a waiting ping tries to connect to containerd ahead. */
-const WARM_EVERY = "10 millis"
+/**
+ * When a waiting ping tries to connect to containerd ahead: 10 ms apart at
+ * first, when dockerd starts its containerd, then less and less often (at
+ * most every 250 ms) for a daemon that holds its pings for long: each try
+ * costs a connection attempt and its error.
+ */
+const warmSpacing = Schedule.exponential("10 millis", 1.5).pipe(
+  Schedule.union(Schedule.spaced("250 millis"))
+)
 
 /**
  * `ping`, which meanwhile connects to containerd ahead of the check after
@@ -148,7 +155,7 @@ const WARM_EVERY = "10 millis"
  */
 const pingWarming = (ping: Probe.Check, containerd: Containerd.ContainerdClient): Probe.Check => {
   const warming = containerd.warm.pipe(
-    Effect.repeat({ schedule: Schedule.spaced(WARM_EVERY), until: (connected) => connected }),
+    Effect.repeat({ schedule: warmSpacing, until: (connected) => connected }),
     Effect.zipRight(Effect.never)
   )
   return Probe.make(ping.name, Effect.raceFirst(ping.run, warming), {
@@ -215,7 +222,7 @@ const probesWith = Effect.gen(function* () {
           Probe.enginePing(engine),
           Probe.containerdVersion(containerd, { fallback: engine })
         ])
-      } satisfies LocalProbes
+      } satisfies DaemonProbes
     })
 })
 

@@ -268,7 +268,7 @@ const stop = (
  */
 export const remoteProbes = (
   config: DockerdConfig.DockerdConfig
-): Effect.Effect<DockerHost.LocalProbes, never, ProcessManager> =>
+): Effect.Effect<DockerHost.DaemonProbes, never, ProcessManager> =>
   Effect.gen(function* () {
     const docker = [config.dockerCli, "--host", `unix://${config.socket}`] as const
     return {
@@ -358,7 +358,7 @@ const awaitWith = (
   location: Location,
   policy: ReadinessPolicy,
   emit: EventSink,
-  probes: DockerHost.LocalProbes,
+  probes: DockerHost.DaemonProbes,
   local: Local | undefined
 ): Effect.Effect<DockerDaemon, StartError> =>
   Effect.gen(function* () {

@@ -181,21 +181,25 @@ export const socketFile = (
     const run = Effect.matchEffect(fs.stat(path), {
       onFailure: (error): Effect.Effect<never, ProbeFailure> => {
         if (error._tag === "SystemError" && error.reason === "NotFound") {
-          return new ProbeNotYet({ probe: name, reason: `no socket at ${path}` })
+          return Effect.fail(new ProbeNotYet({ probe: name, reason: `no socket at ${path}` }, true))
         }
         const code =
           error._tag === "SystemError"
             ? ((error.cause as { code?: unknown } | undefined)?.code ?? error.reason)
             : error._tag
-        return new ProbeFailed({ probe: name, reason: `cannot stat ${path}: ${String(code)}` })
+        return Effect.fail(
+          new ProbeFailed({ probe: name, reason: `cannot stat ${path}: ${String(code)}` })
+        )
       },
       onSuccess: (info) =>
         info.type === "Socket"
           ? Effect.succeed(path)
-          : new ProbeFailed({
-              probe: name,
-              reason: `${path} is a ${KIND[info.type]}, not a socket`
-            })
+          : Effect.fail(
+              new ProbeFailed({
+                probe: name,
+                reason: `${path} is a ${KIND[info.type]}, not a socket`
+              })
+            )
     })
     // Node's watcher names the entry relative to the directory; the
     // basename also matches a watch backend that reports full paths.
@@ -215,8 +219,8 @@ const engineFailure =
   (name: string) =>
   (error: EngineError): ProbeFailure =>
     error._tag === "EngineUnreachable"
-      ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` })
-      : new ProbeFailed({ probe: name, reason: error.reason })
+      ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.socket}` }, true)
+      : new ProbeFailed({ probe: name, reason: error.reason }, true)
 
 /**
  * Docker Engine `GET /_ping` answers `OK`. Sent to a socket dockerd listens
@@ -264,8 +268,8 @@ const containerdFailure =
   (name: string) =>
   (error: ContainerdError): ProbeFailure =>
     error._tag === "ContainerdUnreachable"
-      ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.address}` })
-      : new ProbeFailed({ probe: name, reason: error.reason })
+      ? new ProbeNotYet({ probe: name, reason: `${error.code} on ${error.address}` }, true)
+      : new ProbeFailed({ probe: name, reason: error.reason }, true)
 
 /**
  * containerd's version service answers: what dockerd's `/info` proves
@@ -355,12 +359,14 @@ export const command = (
         const tail = yield* handle.logTail
         if (status._tag === "Exited" && status.code === 0) return tail.join("\n")
         const said = tail.slice(-3).join(" | ")
-        return yield* NOT_YET_OUTPUT.test(said)
-          ? new ProbeNotYet({ probe: name, reason: said })
-          : new ProbeFailed({
-              probe: name,
-              reason: `${describeStatus(status)}${said ? `: ${said}` : ""}`
-            })
+        return yield* Effect.fail(
+          NOT_YET_OUTPUT.test(said)
+            ? new ProbeNotYet({ probe: name, reason: said })
+            : new ProbeFailed({
+                probe: name,
+                reason: `${describeStatus(status)}${said ? `: ${said}` : ""}`
+              })
+        )
       })
     )
     return make(name, run, { timeout: options.timeout, startsProcess: true })
@@ -418,7 +424,7 @@ const runCheck = (
       Effect.timeoutFail({
         duration: timeout,
         onTimeout: () =>
-          new ProbeTimedOut({ probe: check.name, timeoutMs: Duration.toMillis(timeout) })
+          new ProbeTimedOut({ probe: check.name, timeoutMs: Duration.toMillis(timeout) }, true)
       }),
       Effect.either,
       Effect.withSpan("Probe.check", { attributes: { probe: check.name } }),
@@ -427,11 +433,14 @@ const runCheck = (
           onLeft: (failure) => Effect.zipRight(report(failure), Effect.fail(failure)),
           onRight: (value) =>
             Effect.flatMap(Clock.currentTimeMillis, (now) => {
-              const success = new ProbeSucceeded({
-                probe: check.name,
-                elapsedMs: now - started,
-                value
-              })
+              const success = new ProbeSucceeded(
+                {
+                  probe: check.name,
+                  elapsedMs: now - started,
+                  value
+                },
+                true
+              )
               return Effect.as(report(success), success)
             })
         })

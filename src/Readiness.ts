@@ -215,13 +215,16 @@ export const waitUntilReady: (
 
     const exitError = (status: ExitStatus) =>
       Effect.gen(function* () {
-        return new ExitedBeforeReady({
-          pid: process.pid,
-          status,
-          elapsedMs: yield* elapsed,
-          attempts: yield* Ref.get(attempts),
-          logTail: yield* process.logTail
-        })
+        return new ExitedBeforeReady(
+          {
+            pid: process.pid,
+            status,
+            elapsedMs: yield* elapsed,
+            attempts: yield* Ref.get(attempts),
+            logTail: yield* process.logTail
+          },
+          true
+        )
       })
     const crashed = Effect.flatMap(process.awaitExit, (status) =>
       Effect.flatMap(exitError(status), Effect.fail)
@@ -231,16 +234,19 @@ export const waitUntilReady: (
       // An exit that came first is reported as the exit, never as a timeout.
       const status = yield* process.status
       if (status._tag !== "Running") return yield* exitError(status)
-      return new NotReadyByDeadline({
-        pid: process.pid,
-        deadlineMs: Duration.toMillis(policy.deadline),
-        elapsedMs: yield* elapsed,
-        attempts: yield* Ref.get(attempts),
-        lastFailures: (yield* lastInOrder).filter(
-          (result): result is ProbeFailure => result._tag !== "ProbeSucceeded"
-        ),
-        logTail: yield* process.logTail
-      })
+      return new NotReadyByDeadline(
+        {
+          pid: process.pid,
+          deadlineMs: Duration.toMillis(policy.deadline),
+          elapsedMs: yield* elapsed,
+          attempts: yield* Ref.get(attempts),
+          lastFailures: (yield* lastInOrder).filter(
+            (result): result is ProbeFailure => result._tag !== "ProbeSucceeded"
+          ),
+          logTail: yield* process.logTail
+        },
+        true
+      )
     })
 
     // What wakes the loop, fed into the queue for as long as the wait lasts.
@@ -281,13 +287,16 @@ export const waitUntilReady: (
       return yield* Effect.fail(error)
     }
 
-    const report = new ReadinessReport({
-      pid: process.pid,
-      policy: policy.name,
-      attempts: yield* Ref.get(attempts),
-      elapsedMs: yield* elapsed,
-      results: yield* lastInOrder
-    })
+    const report = new ReadinessReport(
+      {
+        pid: process.pid,
+        policy: policy.name,
+        attempts: yield* Ref.get(attempts),
+        elapsedMs: yield* elapsed,
+        results: yield* lastInOrder
+      },
+      true
+    )
     yield* Metric.update(timeToReady, report.elapsedMs)
     yield* Effect.logDebug("ready").pipe(
       Effect.annotateLogs({ attempts: report.attempts, elapsedMs: report.elapsedMs })

@@ -385,15 +385,16 @@ export const make = (
       const notYet = (reason: string) => new ProbeNotYet({ probe: probeName, reason })
       const ask = (proc: ScriptedProcess): Effect.Effect<unknown, ProbeNotYet | ProbeFailed> =>
         Effect.gen(function* () {
-          if (proc.status._tag !== "Running") return yield* notYet("connection refused")
+          if (proc.status._tag !== "Running")
+            return yield* Effect.fail(notYet("connection refused"))
           if (proc.stopped) {
             // A stopped process accepts nothing new and answers nothing.
             return yield* Effect.never
           }
           const elapsed = (yield* Clock.currentTimeMillis) - proc.startedAt
           const { answer, nextAt } = answerOf(proc.script, name, elapsed)
-          if (answer === "absent") return yield* notYet("no socket")
-          if (answer === "refused") return yield* notYet("connection refused")
+          if (answer === "absent") return yield* Effect.fail(notYet("no socket"))
+          if (answer === "refused") return yield* Effect.fail(notYet("connection refused"))
           if (answer === "ok") return undefined
           if (answer === "hang") {
             if (Option.isNone(nextAt)) return yield* Effect.never
@@ -401,18 +402,20 @@ export const make = (
             return yield* ask(proc)
           }
           if ("fail" in answer)
-            return yield* new ProbeFailed({ probe: probeName, reason: answer.fail })
+            return yield* Effect.fail(new ProbeFailed({ probe: probeName, reason: answer.fail }))
           return answer.value
         }).pipe(
           Effect.raceFirst(
-            Effect.flatMap(Deferred.await(proc.exited), () => notYet("connection reset"))
+            Effect.flatMap(Deferred.await(proc.exited), () =>
+              Effect.fail(notYet("connection reset"))
+            )
           )
         )
       return Probe.make(
         probeName,
         Effect.suspend(() => {
           const proc = all.find((candidate) => candidate.pid === pid)
-          return proc === undefined ? notYet(`no process ${pid}`) : ask(proc)
+          return proc === undefined ? Effect.fail(notYet(`no process ${pid}`)) : ask(proc)
         }),
         options
       )

@@ -52,6 +52,12 @@ export class SpawnFailed extends Schema.TaggedError<SpawnFailed>()("SpawnFailed"
 
 // ---------------------------------------------------------------------------
 // Probes
+//
+// A probe's failure is an expected outcome, made on every attempt of every
+// wait: plain data with a message, not an `Error`. An `Error` captures a
+// stack trace, which V8 keeps as frames that hold the fiber that made it,
+// and through the fiber's context the previous attempt's failure: a chain
+// that grew with every attempt.
 // ---------------------------------------------------------------------------
 
 /**
@@ -60,11 +66,11 @@ export class SpawnFailed extends Schema.TaggedError<SpawnFailed>()("SpawnFailed"
  * @since 0.1.0
  * @category errors
  */
-export class ProbeNotYet extends Schema.TaggedError<ProbeNotYet>()("ProbeNotYet", {
+export class ProbeNotYet extends Schema.TaggedClass<ProbeNotYet>()("ProbeNotYet", {
   probe: Schema.String,
   reason: Schema.String
 }) {
-  override get message(): string {
+  get message(): string {
     return `${this.probe}: not yet (${this.reason})`
   }
 }
@@ -75,11 +81,11 @@ export class ProbeNotYet extends Schema.TaggedError<ProbeNotYet>()("ProbeNotYet"
  * @since 0.1.0
  * @category errors
  */
-export class ProbeTimedOut extends Schema.TaggedError<ProbeTimedOut>()("ProbeTimedOut", {
+export class ProbeTimedOut extends Schema.TaggedClass<ProbeTimedOut>()("ProbeTimedOut", {
   probe: Schema.String,
   timeoutMs: Schema.Number
 }) {
-  override get message(): string {
+  get message(): string {
     return `${this.probe}: no answer within ${this.timeoutMs}ms`
   }
 }
@@ -90,11 +96,11 @@ export class ProbeTimedOut extends Schema.TaggedError<ProbeTimedOut>()("ProbeTim
  * @since 0.1.0
  * @category errors
  */
-export class ProbeFailed extends Schema.TaggedError<ProbeFailed>()("ProbeFailed", {
+export class ProbeFailed extends Schema.TaggedClass<ProbeFailed>()("ProbeFailed", {
   probe: Schema.String,
   reason: Schema.String
 }) {
-  override get message(): string {
+  get message(): string {
     return `${this.probe}: failed (${this.reason})`
   }
 }
