@@ -30,7 +30,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
-import type * as Dockerd from "../src/Dockerd.js"
+import * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as DockerEngine from "../src/DockerEngine.js"
 import * as Probe from "../src/Probe.js"
@@ -89,7 +89,7 @@ const one = (i: number) =>
         return yield* waitUntilReady(forever, probe, policy)
       }
       const config = yield* DockerdConfig.decode({ socket })
-      const daemon: Dockerd.DockerDaemon = {
+      const daemon = Dockerd.makeDaemon({
         pid: forever.pid,
         socket,
         config,
@@ -105,7 +105,7 @@ const one = (i: number) =>
         awaitExit: forever.awaitExit,
         liveness: Probe.enginePing(engine, { name: "liveness" }),
         location: "local"
-      }
+      })
       return yield* Supervisor.supervise(daemon)
     })
   )

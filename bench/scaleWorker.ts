@@ -46,7 +46,7 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import type * as Dockerd from "../src/Dockerd.js"
+import * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as DockerEngine from "../src/DockerEngine.js"
 import * as Probe from "../src/Probe.js"
@@ -177,7 +177,7 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
       const readyAt = now()
       readyTimes[i] = readyAt
       const config = yield* DockerdConfig.decode({ socket: plan.socket })
-      const daemon: Dockerd.DockerDaemon = {
+      const daemon = Dockerd.makeDaemon({
         pid: handle.pid,
         socket: plan.socket,
         config,
@@ -190,7 +190,7 @@ const run = async (count: number, seconds: number, fakeHost: string, mode: Mode)
         awaitExit: handle.awaitExit,
         liveness: Probe.enginePing(engine, { name: "liveness" }),
         location: "local"
-      }
+      })
       const supervised = yield* Effect.either(
         Supervisor.supervise(daemon, Supervisor.defaultLiveness, { onEvent: count1 })
       )

@@ -13,9 +13,11 @@ import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as HashSet from "effect/HashSet"
+import * as Fiber from "effect/Fiber"
+import * as HashMap from "effect/HashMap"
 import * as Mailbox from "effect/Mailbox"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
@@ -159,14 +161,23 @@ export const waitUntilReady: (
     const startsProcess = checks.some((check) => check.startsProcess)
 
     // Wake-ups: a sliding queue of one, since one pending wake-up is as good
-    // as many. The checks whose wake-ups are watched right now: while such
-    // a check says "not yet", polling it is pointless until it wakes the
-    // loop, so the loop waits for the wake-up (polling at the slowest
-    // spacing, as a safety net).
+    // as many, fed by fibers of the wait (`watchers`, by check name, and the
+    // output reader). While a check whose wake-ups are watched says "not
+    // yet", polling it is pointless until it wakes the loop, so the loop
+    // waits for the wake-up (polling at the slowest spacing, as a safety net).
     const wakeups = yield* Queue.sliding<void>(1)
-    const wake = Queue.offer(wakeups, undefined)
-    const watched = yield* Ref.make(HashSet.empty<string>())
+    const wake = Effect.asVoid(Queue.offer(wakeups, undefined))
+    const watchers = yield* Ref.make(HashMap.empty<string, Fiber.RuntimeFiber<void>>())
+    const outputReader = yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>())
     const lastFailure = yield* Ref.make<ProbeFailure | undefined>(undefined)
+
+    // A check that passed needs no more wake-ups: its watch goes then, off
+    // the path to ready.
+    const stopWatching = (name: string) =>
+      Effect.flatMap(
+        Ref.modify(watchers, (all) => [HashMap.get(all, name), HashMap.remove(all, name)]),
+        Option.match({ onNone: () => Effect.void, onSome: Fiber.interruptFork })
+      )
 
     const attempt = Effect.gen(function* () {
       // The attempt sees the state as it is now: older wake-ups are moot.
@@ -178,7 +189,8 @@ export const waitUntilReady: (
         onOutcome: (outcome) =>
           Effect.gen(function* () {
             yield* Ref.update(last, (results) => results.set(outcome.probe, outcome))
-            if (outcome._tag !== "ProbeSucceeded") yield* Ref.set(lastFailure, outcome)
+            if (outcome._tag === "ProbeSucceeded") yield* stopWatching(outcome.probe)
+            else yield* Ref.set(lastFailure, outcome)
             const elapsedMs = yield* elapsed
             yield* Effect.logDebug(
               outcome._tag === "ProbeSucceeded" ? "probe succeeded" : outcome.message
@@ -190,20 +202,40 @@ export const waitUntilReady: (
 
     // The pause the schedule chose, cut short by the next wake-up; longer
     // while a watched check says "not yet" and no process is started.
+    // Otherwise the output is read from then on: until an attempt fails
+    // other than by a watched "not yet", a watch (the socket file) or a
+    // check in flight (a held connection) catches the moment anyway.
     const parked = Effect.zipWith(
       Ref.get(lastFailure),
-      Ref.get(watched),
+      Ref.get(watchers),
       (failure, names) =>
         policy.wakeOnProbeEvents &&
         !startsProcess &&
         failure?._tag === "ProbeNotYet" &&
-        HashSet.has(names, failure.probe)
+        HashMap.has(names, failure.probe)
     )
+    const pattern = policy.wakeOnOutput
+    const readOutput =
+      pattern === undefined
+        ? Effect.void
+        : Effect.flatMap(Ref.get(outputReader), (reader) =>
+            Option.isSome(reader)
+              ? Effect.void
+              : Effect.flatMap(
+                  Effect.forkDaemon(
+                    Stream.runForEach(linesMatching(process.output, pattern), () => wake)
+                  ),
+                  (fiber) => Ref.set(outputReader, Option.some(fiber))
+                )
+          )
     const pause = (delay: Duration.Duration) =>
       Effect.flatMap(parked, (isParked) =>
-        Effect.raceFirst(
-          Effect.sleep(isParked ? Duration.max(delay, policy.slowestDelay) : delay),
-          Queue.take(wakeups)
+        Effect.zipRight(
+          isParked ? Effect.void : readOutput,
+          Effect.raceFirst(
+            Effect.sleep(isParked ? Duration.max(delay, policy.slowestDelay) : delay),
+            Queue.take(wakeups)
+          )
         )
       )
 
@@ -249,31 +281,42 @@ export const waitUntilReady: (
       )
     })
 
-    // What wakes the loop, fed into the queue for as long as the wait lasts.
-    const watchedChecks = policy.wakeOnProbeEvents
-      ? checks.flatMap((check) => (check.wakeups === undefined ? [] : [check]))
-      : []
-    yield* Ref.set(watched, HashSet.fromIterable(watchedChecks.map((check) => check.name)))
-    const watching = Effect.all(
-      [
-        ...watchedChecks.map((check) =>
+    // Each watched check's wake-ups, from a fiber of its own. A watch that
+    // ends by itself (it could not be set up) ends the parking on its check,
+    // and a pause parked on it.
+    const watch = (check: Probe.Check) =>
+      Effect.flatMap(
+        Effect.forkDaemon(
           Stream.runForEach(check.wakeups!, () => wake).pipe(
-            // A watch that ends (it could not be set up) ends the parking
-            // on its check, and a pause parked on it.
-            Effect.ensuring(Effect.zipRight(Ref.update(watched, HashSet.remove(check.name)), wake))
+            Effect.zipRight(Ref.update(watchers, HashMap.remove(check.name))),
+            Effect.zipRight(wake)
           )
         ),
-        ...(policy.wakeOnOutput === undefined
-          ? []
-          : [Stream.runForEach(linesMatching(process.output, policy.wakeOnOutput), () => wake)])
-      ],
-      { concurrency: "unbounded", discard: true }
+        (fiber) => Ref.update(watchers, HashMap.set(check.name, fiber))
+      )
+    // The wait's fibers are let go at its end, however it ends, without
+    // waiting for their streams' teardown: the outcome is known already.
+    const letGo = Effect.zipRight(
+      Effect.flatMap(Ref.get(watchers), (all) =>
+        Effect.forEach(HashMap.values(all), Fiber.interruptFork, { discard: true })
+      ),
+      Effect.flatMap(Ref.get(outputReader), (reader) =>
+        Option.isSome(reader) ? Fiber.interruptFork(reader.value) : Effect.void
+      )
     )
 
-    const outcome = yield* Effect.raceFirst(probing, crashed).pipe(
-      Effect.timeout(policy.deadline),
-      Effect.catchTag("TimeoutException", () => Effect.flatMap(deadlineError, Effect.fail)),
-      (wait) => Effect.scoped(Effect.zipRight(Effect.forkScoped(watching), wait)),
+    const outcome = yield* Effect.forEach(
+      policy.wakeOnProbeEvents ? checks.filter((check) => check.wakeups !== undefined) : [],
+      watch,
+      { discard: true }
+    ).pipe(
+      Effect.zipRight(
+        Effect.raceFirst(probing, crashed).pipe(
+          Effect.timeout(policy.deadline),
+          Effect.catchTag("TimeoutException", () => Effect.flatMap(deadlineError, Effect.fail))
+        )
+      ),
+      Effect.ensuring(letGo),
       Effect.either
     )
 

@@ -132,14 +132,17 @@ export const supervise: (
       Effect.flatMap(daemon.process.logTail, (logTail) => {
         const diagnosis = diagnose(logTail)
         return Effect.fail(
-          new DaemonDied({
-            pid: daemon.pid,
-            status,
-            ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
-            restarts,
-            logTail,
-            ...(diagnosis === undefined ? {} : { diagnosis })
-          })
+          new DaemonDied(
+            {
+              pid: daemon.pid,
+              status,
+              ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
+              restarts,
+              logTail,
+              ...(diagnosis === undefined ? {} : { diagnosis })
+            },
+            true
+          )
         )
       })
 
@@ -162,13 +165,16 @@ export const supervise: (
         )
         if (reached < liveness.failureThreshold) return
         return yield* Effect.fail(
-          new DaemonUnhealthy({
-            pid: daemon.pid,
-            consecutiveFailures: reached,
-            lastFailure: failure,
-            restarts,
-            logTail: yield* daemon.process.logTail
-          })
+          new DaemonUnhealthy(
+            {
+              pid: daemon.pid,
+              consecutiveFailures: reached,
+              lastFailure: failure,
+              restarts,
+              logTail: yield* daemon.process.logTail
+            },
+            true
+          )
         )
       })
 

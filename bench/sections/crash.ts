@@ -7,7 +7,9 @@
  * `Dockerd.start`), in "after ready" runs 50-1500 ms after it became ready
  * (under `Supervisor.supervise`: the typed error is `DaemonDied`). A kill
  * that lands on the other side of ready than intended is counted where it
- * landed. The time measured is from the kill to the typed error.
+ * landed. The time measured is from the kill to the typed error: made (the
+ * wait's span ends with it) and returned (before ready, `Dockerd.start`
+ * first stops what it started).
  *
  * In the same run the seed's way is simulated: a loop that asks the
  * process's status every 1 s from the spawn on (the seed polled its process
@@ -23,6 +25,7 @@ import * as ReadinessPolicy from "../../src/ReadinessPolicy.js"
 import * as Supervisor from "../../src/Supervisor.js"
 import { isolatedConfig } from "../../test/support/isolated.js"
 import { now } from "../lib/clock.js"
+import { withWaitEnd } from "../lib/waitEnd.js"
 import { runLocal, startExitOracle, uniform, withIsolatedDir } from "../lib/helpers.js"
 import { round, summarize } from "../lib/stats.js"
 
@@ -37,8 +40,10 @@ export interface CrashRun {
   readonly detectMs: number | null
   /** From the kill to the exit oracle seeing the process dead (the kernel's part). */
   readonly killToDeadMs: number | null
-  /** From the process dead (exit oracle) to the typed error: the supervisor's own delay. */
+  /** From the process dead (exit oracle) to the typed error made: the supervisor's own delay. */
   readonly deadToErrorMs: number | null
+  /** From the error made to its return (before ready: `Dockerd.start` stops what it started first). */
+  readonly errorToReturnMs: number | null
   readonly error: string | null
   /** From the kill to the 1 s status poll seeing it. */
   readonly seedPollMs: number | null
@@ -87,6 +92,7 @@ const oneRun = (intended: CrashRun["intended"]): Promise<CrashRun> =>
     let spawnedAt = Number.NaN
     let killAt = Number.NaN
     let readyAt = Number.NaN
+    let waitFailedAt = Number.NaN
     let seed: ReturnType<typeof seedPoller> | undefined
     let killTimer: NodeJS.Timeout | undefined
     const killAfter = (pid: number, ms: number) => {
@@ -101,17 +107,22 @@ const oneRun = (intended: CrashRun["intended"]): Promise<CrashRun> =>
     }
     const result = await runLocal(
       Effect.gen(function* () {
-        const started = yield* Dockerd.start(config, ReadinessPolicy.fast, {
-          onEvent: (event) =>
-            Effect.sync(() => {
-              if (event._tag !== "Spawned") return
-              spawnedAt = now()
-              exitOracle.watch(event.pid)
-              seed = seedPoller(event.pid)
-              if (intended === "before-ready") killAfter(event.pid, uniform(10, 300))
-            })
-        }).pipe(Effect.either)
-        if (Either.isLeft(started)) return { error: started.left._tag, at: now() }
+        const started = yield* withWaitEnd(
+          Dockerd.start(config, ReadinessPolicy.fast, {
+            onEvent: (event) =>
+              Effect.sync(() => {
+                if (event._tag !== "Spawned") return
+                spawnedAt = now()
+                exitOracle.watch(event.pid)
+                seed = seedPoller(event.pid)
+                if (intended === "before-ready") killAfter(event.pid, uniform(10, 300))
+              })
+          }),
+          (at) => (waitFailedAt = at)
+        ).pipe(Effect.either)
+        if (Either.isLeft(started)) {
+          return { error: started.left._tag, madeAt: waitFailedAt, at: now() }
+        }
         const daemon = started.right
         readyAt = now()
         // The kill meant for before ready came too late: it lands after.
@@ -120,7 +131,8 @@ const oneRun = (intended: CrashRun["intended"]): Promise<CrashRun> =>
           killAfter(daemon.pid, uniform(50, 1500))
         }
         const supervised = yield* Supervisor.supervise(daemon).pipe(Effect.either)
-        return { error: Either.isLeft(supervised) ? supervised.left._tag : "none", at: now() }
+        const at = now()
+        return { error: Either.isLeft(supervised) ? supervised.left._tag : "none", madeAt: at, at }
       })
     )
     clearTimeout(killTimer)
@@ -139,7 +151,8 @@ const oneRun = (intended: CrashRun["intended"]): Promise<CrashRun> =>
       killAfterSpawnMs: killed ? round(killAt - spawnedAt, 1) : null,
       detectMs: killed ? round(result.at - killAt, 2) : null,
       killToDeadMs: goneAt === null ? null : round(goneAt - killAt, 2),
-      deadToErrorMs: goneAt === null ? null : round(result.at - goneAt, 2),
+      deadToErrorMs: goneAt === null ? null : round(result.madeAt - goneAt, 2),
+      errorToReturnMs: killed ? round(result.at - result.madeAt, 2) : null,
       error: result.error,
       seedPollMs: seedAt === undefined ? null : round(seedAt - killAt, 1)
     }
@@ -153,7 +166,7 @@ export const run = async (runs: number, log: (line: string) => void) => {
       const result = await oneRun(intended)
       results.push(result)
       log(
-        `  crash ${i + 1}/${runs} ${result.phase.padEnd(12)} killed at +${result.killAfterSpawnMs ?? "—"} ms: ${result.error} after ${result.detectMs ?? "—"} ms (dead after ${result.killToDeadMs ?? "—"} ms; 1 s poll: ${result.seedPollMs ?? "—"} ms)`
+        `  crash ${i + 1}/${runs} ${result.phase.padEnd(12)} killed at +${result.killAfterSpawnMs ?? "—"} ms: ${result.error} returned after ${result.detectMs ?? "—"} ms (dead after ${result.killToDeadMs ?? "—"} ms, error made ${result.deadToErrorMs ?? "—"} ms later; 1 s poll: ${result.seedPollMs ?? "—"} ms)`
       )
     }
   }
@@ -166,6 +179,9 @@ export const run = async (runs: number, log: (line: string) => void) => {
       killToDead: summarize(mine.flatMap((r) => (r.killToDeadMs === null ? [] : [r.killToDeadMs]))),
       deadToError: summarize(
         mine.flatMap((r) => (r.deadToErrorMs === null ? [] : [r.deadToErrorMs]))
+      ),
+      errorToReturn: summarize(
+        mine.flatMap((r) => (r.errorToReturnMs === null ? [] : [r.errorToReturnMs]))
       ),
       seedPoll: summarize(mine.flatMap((r) => (r.seedPollMs === null ? [] : [r.seedPollMs])))
     }

@@ -10,9 +10,10 @@
  *   socket appears (dockerd creates its socket well before it serves), so the
  *   kernel accepts connections for it and nothing answers them.
  *
- * Measured: from the spawn to the typed error, against the deadline (the
- * deadline counts from the spawn); and from the call of `Dockerd.start`,
- * which adds the preflight checks.
+ * Measured: from the spawn to the typed error made (the wait's end),
+ * against the deadline (the deadline counts from the spawn); then the stop
+ * of the hung daemon, which `Dockerd.start` finishes before it returns; and
+ * from the call of `Dockerd.start` to its return, preflight included.
  */
 import { statSync } from "node:fs"
 import * as Duration from "effect/Duration"
@@ -23,6 +24,7 @@ import * as ReadinessPolicy from "../../src/ReadinessPolicy.js"
 import { isolatedConfig } from "../../test/support/isolated.js"
 import { now } from "../lib/clock.js"
 import { fixture, runLocal, withIsolatedDir } from "../lib/helpers.js"
+import { withWaitEnd } from "../lib/waitEnd.js"
 import { round, summarize } from "../lib/stats.js"
 
 /** One run. Times in ms. */
@@ -31,8 +33,10 @@ export interface HangRun {
   readonly deadlineMs: number
   /** From the spawn to the error. */
   readonly spawnToErrorMs: number | null
-  /** spawnToErrorMs − deadline. */
+  /** From the spawn to the typed error made (the wait's end), minus the deadline. */
   readonly overrunMs: number | null
+  /** From the error made to its return: `Dockerd.start` stops the hung daemon first. */
+  readonly stopMs: number | null
   /** From the call of Dockerd.start (preflight included) to the error. */
   readonly callToErrorMs: number
   readonly error: string
@@ -63,19 +67,23 @@ const oneRun = (kind: HangRun["kind"], deadlineMs: number): Promise<HangRun> =>
     )
     const policy = ReadinessPolicy.fast.withDeadline(Duration.millis(deadlineMs))
     let spawnedAt = Number.NaN
+    let waitFailedAt = Number.NaN
     let cancelWatch = () => {}
     const calledAt = now()
     const outcome = await runLocal(
-      Dockerd.start(config, policy, {
-        onEvent: (event) =>
-          Effect.sync(() => {
-            if (event._tag !== "Spawned") return
-            spawnedAt = now()
-            if (kind === "real-sigstop") {
-              cancelWatch = stopWhenSocketAppears(event.pid, config.socket as string)
-            }
-          })
-      }).pipe(
+      withWaitEnd(
+        Dockerd.start(config, policy, {
+          onEvent: (event) =>
+            Effect.sync(() => {
+              if (event._tag !== "Spawned") return
+              spawnedAt = now()
+              if (kind === "real-sigstop") {
+                cancelWatch = stopWhenSocketAppears(event.pid, config.socket as string)
+              }
+            })
+        }),
+        (at) => (waitFailedAt = at)
+      ).pipe(
         Effect.either,
         Effect.map((result) => ({ result, at: now() }))
       )
@@ -87,7 +95,11 @@ const oneRun = (kind: HangRun["kind"], deadlineMs: number): Promise<HangRun> =>
       kind,
       deadlineMs,
       spawnToErrorMs: spawnToError,
-      overrunMs: spawnToError === null ? null : round(spawnToError - deadlineMs, 2),
+      overrunMs:
+        Number.isNaN(spawnedAt) || Number.isNaN(waitFailedAt)
+          ? null
+          : round(waitFailedAt - spawnedAt - deadlineMs, 2),
+      stopMs: Number.isNaN(waitFailedAt) ? null : round(outcome.at - waitFailedAt, 2),
       callToErrorMs: round(outcome.at - calledAt, 2),
       error: error?._tag ?? "ready (no hang)",
       attempts: error?._tag === "DaemonNotReady" ? error.attempts : null,
@@ -106,7 +118,7 @@ export const run = async (runs: number, deadlineMs: number, log: (line: string) 
       const result = await oneRun(kind, deadlineMs)
       results.push(result)
       log(
-        `  hang ${i + 1}/${runs} ${kind.padEnd(12)} ${result.error} after ${result.spawnToErrorMs ?? "—"} ms (deadline ${deadlineMs} ms, overrun ${result.overrunMs ?? "—"} ms) ${result.lastFailures.join(", ")}`
+        `  hang ${i + 1}/${runs} ${kind.padEnd(12)} ${result.error} after ${result.spawnToErrorMs ?? "—"} ms (deadline ${deadlineMs} ms, error made at overrun ${result.overrunMs ?? "—"} ms, then the stop ${result.stopMs ?? "—"} ms) ${result.lastFailures.join(", ")}`
       )
     }
   }
@@ -115,6 +127,7 @@ export const run = async (runs: number, deadlineMs: number, log: (line: string) 
     return {
       runs: mine.length,
       overrun: summarize(mine.flatMap((r) => (r.overrunMs === null ? [] : [r.overrunMs]))),
+      stop: summarize(mine.flatMap((r) => (r.stopMs === null ? [] : [r.stopMs]))),
       callToError: summarize(mine.map((r) => r.callToErrorMs))
     }
   }
