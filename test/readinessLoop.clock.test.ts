@@ -319,6 +319,29 @@ describe("the policy's Schedule", () => {
     })
   )
 
+  it.effect("a command probe (docker info in a sandbox) ready at 3 s is seen at 3.5 s", () =>
+    Effect.gen(function* () {
+      const exited = yield* Deferred.make<ExitStatus>()
+      const runs: Array<number> = []
+      const dockerInfo = Probe.make(
+        "docker info",
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          runs.push(now)
+          return now >= 3000 ? Effect.succeed("20.10") : notYet("docker info")
+        }),
+        { startsProcess: true }
+      )
+      const fiber = yield* Effect.fork(
+        waitUntilReady(processUntil(exited), dockerInfo, ReadinessPolicy.fast)
+      )
+      yield* TestClock.adjust("10 seconds")
+      const report = yield* Fiber.join(fiber)
+      // 500 ms doubling: attempts at 0, 0.5, 1.5, 3.5 s.
+      expect(runs).toEqual([0, 500, 1500, 3500])
+      expect(report.elapsedMs).toBe(3500)
+    })
+  )
+
   it("the presets' Schedules give their documented delays", () => {
     const delays = (schedule: Schedule.Schedule<unknown, unknown>, n: number) =>
       Chunk.toReadonlyArray(
