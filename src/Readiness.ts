@@ -233,7 +233,7 @@ export const waitUntilReady: (
         Effect.zipRight(
           isParked ? Effect.void : readOutput,
           Effect.raceFirst(
-            Effect.sleep(isParked ? Duration.max(delay, policy.slowestDelay) : delay),
+            Effect.sleep(isParked ? Duration.max(delay, policy.watchedPollDelay) : delay),
             Queue.take(wakeups)
           )
         )

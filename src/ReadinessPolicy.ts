@@ -126,6 +126,12 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
    * spacing alone.
    */
   wakeOnProbeEvents: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /**
+   * How often a check whose wake-ups are watched is still polled while it
+   * says "not yet": a safety net only, since its watch wakes the loop.
+   * Default: the longest delay of `retry`.
+   */
+  pollWhileWatched: Schema.optional(DurationFromInput),
   /** The timeout of each probe that has none of its own. */
   probeTimeout: DurationFromInput,
   /** Timeouts for named probes (for example `socket`), overriding `probeTimeout`. */
@@ -150,10 +156,12 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
   }
 
   /**
-   * The longest delay `retry` ever makes: the pace of polling while the loop
-   * waits for a probe's wake-up (see `wakeOnProbeEvents`).
+   * The pace of polling while the loop waits for a probe's wake-up (see
+   * `wakeOnProbeEvents`): `pollWhileWatched`, else the longest delay
+   * `retry` ever makes.
    */
-  get slowestDelay(): Duration.Duration {
+  get watchedPollDelay(): Duration.Duration {
+    if (this.pollWhileWatched !== undefined) return this.pollWhileWatched
     return this.retry._tag === "FixedInterval" ? this.retry.interval : this.retry.max
   }
 
@@ -174,13 +182,14 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
 
 /**
  * The default: the first attempt at once, then 2 ms growing by half each time
- * up to 500 ms; for probes that run a command (`docker info`), 500 ms
- * doubling up to 5 s. Waiting is driven by events more than by the clock:
+ * up to 500 ms; for probes that run a command (`docker info`), 1 s doubling
+ * up to 10 s. Waiting is driven by events more than by the clock:
  * the socket file appearing (`Probe.socketFile` watches its directory) and
  * dockerd's `API listen on` line each start an attempt at once, and Engine
  * probes that find the socket wait on the held connection, which dockerd
  * answers the moment it serves. The spacing is the fallback, kept sparse so
- * a daemon that never gets ready costs well under 1% of a core.
+ * that a daemon that never gets ready costs little: while the socket is
+ * watched and absent, it is polled every 2 s only, as a safety net.
  *
  * @since 0.1.0
  * @category presets
@@ -194,12 +203,13 @@ export const fast: ReadinessPolicy = new ReadinessPolicy({
     max: Duration.millis(500)
   }),
   commandRetry: new ExponentialBackoff({
-    initial: Duration.millis(500),
+    initial: Duration.seconds(1),
     factor: 2,
-    max: Duration.seconds(5)
+    max: Duration.seconds(10)
   }),
   wakeOnOutput: "API listen on",
   wakeOnProbeEvents: true,
+  pollWhileWatched: Duration.seconds(2),
   probeTimeout: Duration.seconds(2),
   probeTimeouts: {},
   deadline: Duration.seconds(30)
