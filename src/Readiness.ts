@@ -164,7 +164,7 @@ export const waitUntilReady: (
     // as many, fed by fibers of the wait (`watchers`, by check name, and the
     // output reader). While a check whose wake-ups are watched says "not
     // yet", polling it is pointless until it wakes the loop, so the loop
-    // waits for the wake-up (polling at the slowest spacing, as a safety net).
+    // waits for the wake-up (polling at `pollWhileWatched`, a safety net).
     const wakeups = yield* Queue.sliding<void>(1)
     const wake = Effect.asVoid(Queue.offer(wakeups, undefined))
     const watchers = yield* Ref.make(HashMap.empty<string, Fiber.RuntimeFiber<void>>())

@@ -122,7 +122,7 @@ export class ReadinessPolicy extends Schema.Class<ReadinessPolicy>("ReadinessPol
    * Whether probes' own wake-ups start an attempt at once (the socket file
    * appearing: `Probe.socketFile` watches its directory). While a watched
    * check says "not yet", the loop then waits for its wake-up and polls only
-   * at the slowest spacing, as a safety net. Without, attempts follow the
+   * every `pollWhileWatched`, as a safety net. Without, attempts follow the
    * spacing alone.
    */
   wakeOnProbeEvents: Schema.optionalWith(Schema.Boolean, { default: () => false }),
