@@ -164,21 +164,6 @@ describe("the readiness loop under TestClock", () => {
     })
   )
 
-  it.effect("an exit while a check is in flight is the error, and the check is cancelled", () =>
-    Effect.gen(function* () {
-      const exited = yield* Deferred.make<ExitStatus>()
-      const hanging = scripted("ping", () => undefined)
-      const fiber = yield* Effect.fork(
-        Effect.either(waitUntilReady(processUntil(exited), hanging.check, policy({})))
-      )
-      yield* TestClock.adjust("300 millis")
-      yield* Deferred.succeed(exited, new Signaled({ signal: "SIGKILL" }))
-      const outcome = yield* Fiber.join(fiber)
-      expect(Either.isLeft(outcome) && outcome.left._tag).toBe("ExitedBeforeReady")
-      expect(hanging.state.cancelled).toBe(1)
-    })
-  )
-
   it.effect(
     "liveness: a check that hangs fails at each timeout; the threshold ends supervision",
     () =>
