@@ -163,26 +163,6 @@ const pingWarming = (ping: Probe.Check, containerd: Containerd.ContainerdClient)
   })
 }
 
-/**
- * Where the containerd of a dockerd with these settings listens, by
- * dockerd's own rules (see `DockerdSettings.containerdAddress`), looked up
- * on `fs`.
- */
-const containerdAddress = (
-  fs: FileSystem.FileSystem,
-  settings: DockerdSettings.DockerdSettings
-): Effect.Effect<string> =>
-  settings.containerd !== undefined
-    ? Effect.succeed(settings.containerd)
-    : fs.exists(DockerdSettings.SYSTEM_CONTAINERD).pipe(
-        Effect.orElseSucceed(() => false),
-        Effect.map((exists) =>
-          exists
-            ? DockerdSettings.SYSTEM_CONTAINERD
-            : `${settings.execRoot}/containerd/containerd.sock`
-        )
-      )
-
 /** A platform error's short reason: the errno code when there is one. */
 const reasonOf = (error: unknown): string => {
   const cause = (error as { cause?: { code?: unknown } }).cause
@@ -199,7 +179,12 @@ const probesWith = Effect.gen(function* () {
   return (config: DockerdConfig, ground: Ground) =>
     Effect.gen(function* () {
       const engine = yield* engines.connect(config.socket)
-      const containerd = yield* containerds.connect(yield* containerdAddress(fs, ground.settings))
+      const address = yield* Effect.provideService(
+        DockerdSettings.containerdAddress(ground.settings),
+        FileSystem.FileSystem,
+        fs
+      )
+      const containerd = yield* containerds.connect(address)
       const socket = yield* Effect.provideService(
         Probe.socketFile(config.socket),
         FileSystem.FileSystem,

@@ -11,7 +11,8 @@
  *
  * @since 0.1.0
  */
-import { lstat, readFile } from "node:fs/promises"
+import * as FileSystem from "@effect/platform/FileSystem"
+import { readFile } from "node:fs/promises"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -189,19 +190,24 @@ export const fromConfigFile = Effect.fnUntraced(function* (
 /**
  * Where the containerd of a dockerd with these settings listens, by
  * dockerd's own rules (20.10, `initContainerD`): the `containerd` setting,
- * else the system containerd when its socket exists now, else the
- * containerd dockerd starts itself under its exec-root.
+ * else the system containerd when its socket exists now (on the
+ * `FileSystem`), else the containerd dockerd starts itself under its
+ * exec-root.
  *
  * @since 0.1.0
  * @category containerd
  */
-export const containerdAddress = (settings: DockerdSettings): Effect.Effect<string> =>
+export const containerdAddress = (
+  settings: DockerdSettings
+): Effect.Effect<string, never, FileSystem.FileSystem> =>
   settings.containerd !== undefined
     ? Effect.succeed(settings.containerd)
-    : Effect.promise(() =>
-        lstat(SYSTEM_CONTAINERD).then(
-          () => SYSTEM_CONTAINERD,
-          () => `${settings.execRoot}/containerd/containerd.sock`
+    : Effect.flatMap(FileSystem.FileSystem, (fs) =>
+        fs.exists(SYSTEM_CONTAINERD).pipe(
+          Effect.orElseSucceed(() => false),
+          Effect.map((exists) =>
+            exists ? SYSTEM_CONTAINERD : `${settings.execRoot}/containerd/containerd.sock`
+          )
         )
       )
 

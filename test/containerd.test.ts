@@ -9,6 +9,7 @@ import { execFile } from "node:child_process"
 import { existsSync, readdirSync, readlinkSync } from "node:fs"
 import * as Path from "node:path"
 import { promisify } from "node:util"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -54,7 +55,9 @@ describe.skipIf(!TestDaemon.runsRealDaemon)(
                 extraArgs: [`--config-file=${Path.join(daemon.dir, "daemon.json")}`]
               })
             )
-            const address = yield* DockerdSettings.containerdAddress(settings)
+            const address = yield* DockerdSettings.containerdAddress(settings).pipe(
+              Effect.provide(NodeFileSystem.layer)
+            )
             expect(address).toBe(
               existsSync(DockerdSettings.SYSTEM_CONTAINERD)
                 ? DockerdSettings.SYSTEM_CONTAINERD

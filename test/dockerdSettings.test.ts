@@ -7,6 +7,7 @@
 import { existsSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
@@ -234,7 +235,9 @@ describe("a setting both a flag and the config file give (dockerd refuses to sta
 
 describe("where dockerd's containerd listens", () => {
   const addressOf = (input: DockerdConfig.DockerdConfigInput) =>
-    Effect.flatMap(DockerdSettings.resolve(config(input)), DockerdSettings.containerdAddress)
+    Effect.flatMap(DockerdSettings.resolve(config(input)), DockerdSettings.containerdAddress).pipe(
+      Effect.provide(NodeFileSystem.layer)
+    )
 
   it.effect("--containerd wins, with or without unix://", () =>
     Effect.gen(function* () {
