@@ -80,6 +80,7 @@ export const forError = (tag: string): number => {
     case "DockerCommandFailed":
       return ExitCode.dockerCommandFailed
     case "SandboxCreateFailed":
+    case "IsolationNotApplied":
     case "EngineUnreachable":
     case "EngineBadAnswer":
       return ExitCode.engineFailed

@@ -16,6 +16,7 @@ import { DaemonEvent } from "../../DaemonEvent.js"
 import * as DockerEngine from "../../DockerEngine.js"
 import type { ReadinessPolicy } from "../../ReadinessPolicy.js"
 import * as Sandbox from "../../Sandbox.js"
+import * as SandboxSecurity from "../../SandboxSecurity.js"
 import * as Detached from "../detachedDockerd.js"
 import * as Shared from "../options.js"
 import * as Planned from "../planned.js"
@@ -161,6 +162,7 @@ export const execute = (createPlan: SandboxCreatePlan) =>
     const elapsedMs = () => Date.now() - started
     const spec = createPlan.spec
     const engine = yield* DockerEngine.make(createPlan.engine)
+    const isolation = SandboxSecurity.isolation(spec)
     const { id, name } = yield* Sandbox.createContainer(engine, spec, {
       [Detached.DOCKER_LABEL]: String(spec.dockerEnabled)
     })
@@ -172,9 +174,10 @@ export const execute = (createPlan: SandboxCreatePlan) =>
         image: spec.image,
         runtime: spec.runtime,
         network: spec.network,
+        isolation: Schema.encodeSync(SandboxSecurity.Isolation)(isolation),
         elapsedMs: elapsedMs()
       },
-      `created sandbox ${name} (${id.slice(0, 12)}) from ${spec.image} (${spec.runtime}, network ${spec.network})`
+      `created sandbox ${name} (${id.slice(0, 12)}) from ${spec.image} (${spec.runtime}, network ${spec.network}); isolation: ${isolation.summary}${isolation.openRoutes.length === 0 ? "" : ` (open: ${isolation.openRoutes.join(", ")})`}`
     )
     if (spec.dockerEnabled) {
       yield* Effect.gen(function* () {
