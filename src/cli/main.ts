@@ -56,7 +56,8 @@ const BOOLEAN_OPTIONS = new Set([
   "--version",
   "--wizard",
   "--insecure-tcp",
-  "--docker"
+  "--docker",
+  "--dry-run"
 ])
 
 /** Options that take a value, of every command. */
@@ -88,7 +89,9 @@ const VALUE_OPTIONS = new Set([
   "--cpu",
   "--memory",
   "--env",
-  "--name"
+  "--name",
+  "--owner",
+  "--lease"
 ])
 
 /** The options part of argv: what comes before `--` (after it, a command's own words). */
