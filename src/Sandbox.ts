@@ -508,6 +508,12 @@ export const create = Effect.fn("Sandbox.create")(function* (
   }
 
   const daemon = awaitDocker(state)
+  // DOCKER_USERNAME/DOCKER_PASSWORD in the env: logged in before the first docker command.
+  const ready = yield* SandboxDocker.readyAfterLogin(
+    manager,
+    daemon,
+    SandboxDocker.loginFromEnv(spec.env)
+  ).pipe(Scope.extend(scope))
 
   const sandbox: Sandbox = {
     id,
@@ -516,7 +522,7 @@ export const create = Effect.fn("Sandbox.create")(function* (
     processManager: manager,
     exec: manager.exec,
     daemon,
-    docker: SandboxDocker.make(manager, daemon),
+    docker: SandboxDocker.make(manager, ready, { runtime: spec.runtime }),
     remove: Scope.close(scope, Exit.void),
     owner: lease.owner,
     renew: lease.renew
