@@ -557,6 +557,7 @@ export interface Judged {
   readonly name: string
   readonly running: boolean
   readonly owner: string | undefined
+  readonly labels: Readonly<Record<string, string>>
   readonly verdict: Verdict
   /** For a sandbox reaped: whether it was removed, or why not. */
   readonly removed: boolean
@@ -648,7 +649,7 @@ export const reap = Effect.fn("Sandbox.reap")(
                 : Option.some(yield* ownerState(parseOwner(ownerLabel))),
               lease
             )
-      const judged = { id: container.Id, name, running, owner: ownerLabel, verdict }
+      const judged = { id: container.Id, name, running, owner: ownerLabel, labels, verdict }
       if (verdict._tag === "Keep" || options.dryRun === true) {
         results.push({ ...judged, removed: false })
         continue

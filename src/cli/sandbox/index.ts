@@ -8,7 +8,7 @@
  *
  * As with `up`, the options are first validated into a plan (nothing
  * started), then the plan is run. One module a subcommand: `create.ts`,
- * `exec.ts`, `docker.ts`, `rm.ts`, `gc.ts`.
+ * `exec.ts`, `docker.ts`, `rm.ts`, `gc.ts`, `ls.ts`, `renew.ts`.
  *
  * @since 0.1.0
  */
@@ -18,6 +18,8 @@ import * as Create from "./create.js"
 import * as Docker from "./docker.js"
 import * as Exec from "./exec.js"
 import * as Gc from "./gc.js"
+import * as Ls from "./ls.js"
+import * as Renew from "./renew.js"
 import * as Rm from "./rm.js"
 
 /**
@@ -69,6 +71,22 @@ export { execute as executeRm, type SandboxRmPlan } from "./rm.js"
 export { execute as executeGc, type SandboxGcPlan } from "./gc.js"
 
 /**
+ * `sandbox ls`: its plan, and running it.
+ *
+ * @since 0.2.0
+ * @category commands
+ */
+export { execute as executeLs, type SandboxLsPlan } from "./ls.js"
+
+/**
+ * `sandbox renew`: its plan, and running it.
+ *
+ * @since 0.2.0
+ * @category commands
+ */
+export { execute as executeRenew, type SandboxRenewPlan } from "./renew.js"
+
+/**
  * What a `sandbox` command will do, validated.
  *
  * @since 0.1.0
@@ -80,6 +98,8 @@ export type SandboxPlan =
   | Docker.SandboxDockerPlan
   | Rm.SandboxRmPlan
   | Gc.SandboxGcPlan
+  | Ls.SandboxLsPlan
+  | Renew.SandboxRenewPlan
 
 /**
  * Runs a `sandbox` plan; `exec` succeeds with the command's exit code.
@@ -99,6 +119,10 @@ export const execute = (plan: SandboxPlan): Effect.Effect<number | void, unknown
       return Rm.execute(plan)
     case "SandboxGc":
       return Gc.execute(plan)
+    case "SandboxLs":
+      return Ls.execute(plan)
+    case "SandboxRenew":
+      return Renew.execute(plan)
   }
 }
 
@@ -111,13 +135,15 @@ export const execute = (plan: SandboxPlan): Effect.Effect<number | void, unknown
 export const command = <E, R>(handler: (plan: SandboxPlan) => Effect.Effect<void, E, R>) =>
   Command.make("sandbox").pipe(
     Command.withDescription(
-      "Create a sandbox (a container on a host Docker Engine, optionally with Docker inside), run commands and docker commands in it, remove it; gc removes the sandboxes whose owner is gone or whose lease ran out."
+      "Create a sandbox (a container on a host Docker Engine, optionally with Docker inside), run commands and docker commands in it, remove it; ls lists them with their owners and Docker's restarts; gc removes those whose owner is gone or whose lease ran out."
     ),
     Command.withSubcommands([
       Create.command(handler),
       Exec.command(handler),
       Docker.command(handler),
       Rm.command(handler),
-      Gc.command(handler)
+      Gc.command(handler),
+      Ls.command(handler),
+      Renew.command(handler)
     ])
   )
