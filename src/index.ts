@@ -49,3 +49,6 @@ export * as Sandbox from "./Sandbox.js"
 export * as SandboxDocker from "./SandboxDocker.js"
 /** @since 0.1.0 */
 export * as SandboxSecurity from "./SandboxSecurity.js"
+export * as SandboxCompose from "./SandboxCompose.js"
+/** @since 0.1.0 */
+export * as SandboxVolume from "./SandboxVolume.js"
