@@ -37,6 +37,7 @@ import { type ProcessManagerShape, ProcessManager } from "./ProcessManager.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 import * as SandboxDocker from "./SandboxDocker.js"
 import * as SandboxLease from "./SandboxLease.js"
+import * as SandboxSecurity from "./SandboxSecurity.js"
 import * as Supervisor from "./Supervisor.js"
 
 /**
@@ -152,6 +153,12 @@ export interface Sandbox {
   readonly id: string
   readonly name: string
   readonly spec: SandboxSpec
+  /**
+   * What its runtime means for the host: `runsc`, a kernel of its own;
+   * `runc`, the host's kernel and, with Docker inside, the routes to the
+   * host that stay open (README, "Security").
+   */
+  readonly isolation: SandboxSecurity.Isolation
   /** The process manager inside the sandbox. */
   readonly processManager: ProcessManagerShape
   /** Starts a process inside the sandbox (`processManager.exec`). */
@@ -175,7 +182,10 @@ type DockerState =
   | { readonly _tag: "Failed"; readonly error: DockerUnavailable }
 
 const ContainerCreated = Schema.Struct({ Id: Schema.String })
-const ContainerSummary = Schema.Struct({ Name: Schema.String })
+const ContainerSummary = Schema.Struct({
+  Name: Schema.String,
+  HostConfig: Schema.optional(SandboxSecurity.AppliedHostConfig)
+})
 
 /**
  * The configuration of dockerd inside a sandbox, by runtime.
@@ -194,7 +204,13 @@ export const innerDockerd = (
         // network; the storage driver is chosen by dockerd (overlay2 on the
         // /var/lib/docker volume).
         profile: "default",
-        extraArgs: ["--ip6tables=false", "--bridge=none"],
+        extraArgs: [
+          "--ip6tables=false",
+          "--bridge=none",
+          // On the engine's network namespace, forwarding is the host's
+          // setting, and /proc/sys is read-only in the sandbox.
+          ...(spec.network === "host" ? ["--ip-forward=false"] : [])
+        ],
         stopGrace
       }
 
@@ -222,18 +238,8 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
     Runtime: spec.runtime,
     ...(spec.cpu === undefined ? {} : { NanoCpus: Math.round(spec.cpu * 1e9) }),
     ...(spec.memoryMb === undefined ? {} : { Memory: spec.memoryMb * 1024 * 1024 }),
-    ...(spec.dockerEnabled
-      ? {
-          // What Docker inside needs on these machines (--privileged fails
-          // here: the host lacks CAP_SYS_RESOURCE).
-          CapAdd: ["ALL"],
-          CapDrop: ["SYS_RESOURCE"],
-          SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
-          // `--security-opt systempaths=unconfined` on the CLI is this in the API.
-          MaskedPaths: [],
-          ReadonlyPaths: []
-        }
-      : {})
+    // Isolation: cgroup namespace, capabilities, seccomp (SandboxSecurity).
+    ...SandboxSecurity.hostConfig(spec)
   }
 })
 
@@ -242,13 +248,15 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
  * stderr and the rest still run. One exec instead of one per step (a cgroup
  * v1 host has a dozen controllers to remount): each exec through the Engine
  * costs a round of API calls, and under load they added seconds to a
- * sandbox's start. Constant text: no value of the caller's reaches it; its
- * one parameter (`$1`) is `forward` when the sandbox has its own network
- * namespace and so must forward IP.
+ * sandbox's start. Constant text: no value of the caller's reaches it.
+ *
+ * Only the cgroup hierarchies are made writable (the sandbox's own, in its
+ * cgroup namespace: dockerd makes its containers' cgroups there); `/sys`
+ * stays read-only and IP forwarding is a sysctl of the container
+ * (SandboxSecurity.hostConfig).
  */
 const PREPARE_SCRIPT = `
 failed() { echo "preparation step failed: $*" >&2; }
-mount -o remount,rw /sys || failed "mount -o remount,rw /sys"
 if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
   mount -o remount,rw /sys/fs/cgroup || failed "mount -o remount,rw /sys/fs/cgroup"
 else
@@ -262,29 +270,23 @@ else
       failed "mount -t cgroup -o devices devices /sys/fs/cgroup/devices"
   fi
 fi
-if [ "$1" = forward ]; then
-  echo 1 > /proc/sys/net/ipv4/ip_forward || failed "enable ip_forward"
-fi
 `
 
 /**
- * What Docker inside needs before it starts: a writable /sys and cgroup
- * hierarchy, the `devices` controller on cgroup v1, and (when the sandbox
- * has its own network namespace) IP forwarding. Runs as one exec; each
- * step's failure is logged (Debug), not fatal: dockerd then says what it
- * lacks.
+ * What Docker inside needs before it starts: a writable cgroup hierarchy
+ * and the `devices` controller on cgroup v1. Runs as one exec; each step's
+ * failure is logged (Debug), not fatal: dockerd then says what it lacks.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const prepare = Effect.fn("Sandbox.prepare")(function* (
   manager: ProcessManagerShape,
-  spec: SandboxSpec
+  _spec: SandboxSpec
 ) {
-  const forward = spec.network === "host" ? "no-forward" : "forward"
   yield* Effect.scoped(
     Effect.gen(function* () {
-      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT, "sh", forward], {
+      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT], {
         killGrace: "1 second",
         tailLines: 50
       })
@@ -379,12 +381,21 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
           })
       )
     )
-    return yield* engine
+    const summary = yield* engine
       .request("GET", `/containers/${id}/json`, { schema: ContainerSummary })
       .pipe(
-        Effect.map((summary) => summary.Name.replace(/^\//, "")),
-        Effect.orElseSucceed(() => id.slice(0, 12))
+        Effect.mapError(
+          (error) =>
+            new SandboxCreateFailed({
+              image: spec.image,
+              reason: `could not read the sandbox back: ${error.message}`,
+              hint: "Check the engine's log."
+            })
+        )
       )
+    const notApplied = SandboxSecurity.checkApplied(spec.image, summary.HostConfig)
+    if (notApplied !== undefined) return yield* notApplied
+    return summary.Name.replace(/^\//, "")
   }).pipe(Effect.onError(() => removeContainer(engine, id)))
   return { id, name } satisfies SandboxContainer
 })
@@ -519,6 +530,7 @@ export const create = Effect.fn("Sandbox.create")(function* (
     id,
     name,
     spec,
+    isolation: SandboxSecurity.isolation(spec),
     processManager: manager,
     exec: manager.exec,
     daemon,

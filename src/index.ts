@@ -51,3 +51,4 @@ export * as SandboxDocker from "./SandboxDocker.js"
 export * as SandboxCompose from "./SandboxCompose.js"
 /** @since 0.1.0 */
 export * as SandboxVolume from "./SandboxVolume.js"
+export * as SandboxSecurity from "./SandboxSecurity.js"

@@ -90,6 +90,7 @@ export const forError = (tag: string): number => {
     case "SandboxCreateFailed":
     case "SandboxReapFailed":
     case "LeaseRenewFailed":
+    case "IsolationNotApplied":
     case "EngineUnreachable":
     case "EngineBadAnswer":
       return ExitCode.engineFailed
