@@ -14,6 +14,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { DockerDaemon } from "./Dockerd.js"
+import { NestedNetworkUnsupported } from "./Gvisor.js"
 import type { ProcessHandle, ProcessManagerShape } from "./ProcessManager.js"
 import type { DockerUnavailable } from "./Sandbox.js"
 
@@ -138,7 +139,8 @@ export interface DockerCommand {
  * @since 0.1.0
  * @category errors
  */
-export type DockerError = DockerUnavailable | InvalidDockerArgument | DockerCommandFailed
+export type DockerError =
+  DockerUnavailable | InvalidDockerArgument | DockerCommandFailed | NestedNetworkUnsupported
 
 /** Options collected per command: at most this much output is kept. */
 const KEEP_OUTPUT = 8 * 1024 * 1024
@@ -319,7 +321,9 @@ const flag = (on: boolean | undefined, name: string): Array<string> => (on ? [na
  */
 export const make = (
   manager: ProcessManagerShape,
-  ready: Effect.Effect<DockerDaemon, DockerUnavailable>
+  ready: Effect.Effect<DockerDaemon, DockerUnavailable>,
+  /** The sandbox's runtime: under `runsc` inner containers keep the sandbox's network. */
+  sandbox: { readonly runtime?: "runc" | "runsc" | undefined } = {}
 ): SandboxDocker => {
   const docker = (args: ReadonlyArray<string>, stdin?: Redacted.Redacted<string>) =>
     runDocker(manager, ready, args, { stdin })
@@ -331,10 +335,13 @@ export const make = (
     run: (ref, command = [], options = {}) =>
       Effect.gen(function* () {
         const valid = yield* image("image", ref)
+        const network = yield* plain("network", options.network ?? "host")
+        if (sandbox.runtime === "runsc" && network !== "host")
+          return yield* new NestedNetworkUnsupported({ network })
         const args = [
           "run",
           "--network",
-          yield* plain("network", options.network ?? "host"),
+          network,
           "--pid",
           yield* plain("pid", options.pid ?? "host")
         ]

@@ -80,6 +80,7 @@ export const forError = (tag: string): number => {
     case "DockerCommandFailed":
       return ExitCode.dockerCommandFailed
     case "SandboxCreateFailed":
+    case "RunscUnsuitable":
     case "EngineUnreachable":
     case "EngineBadAnswer":
       return ExitCode.engineFailed
