@@ -91,6 +91,7 @@ export const forError = (tag: string): number => {
     case "SandboxReapFailed":
     case "LeaseRenewFailed":
     case "IsolationNotApplied":
+    case "RunscUnsuitable":
     case "EngineUnreachable":
     case "EngineBadAnswer":
       return ExitCode.engineFailed
