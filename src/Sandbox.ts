@@ -31,13 +31,14 @@ import type { DockerDaemon } from "./Dockerd.js"
 import * as DockerHost from "./DockerHost.js"
 import type { DockerdConfigInput } from "./DockerdConfig.js"
 import * as DockerEngine from "./DockerEngine.js"
+import * as Gvisor from "./Gvisor.js"
 import type { StartError, SupervisionError } from "./errors.js"
 import { InvalidConfig } from "./errors.js"
 import { type ProcessManagerShape, ProcessManager } from "./ProcessManager.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 import * as SandboxDocker from "./SandboxDocker.js"
-import * as SandboxSecurity from "./SandboxSecurity.js"
 import * as SandboxLease from "./SandboxLease.js"
+import * as SandboxSecurity from "./SandboxSecurity.js"
 import * as Supervisor from "./Supervisor.js"
 
 /**
@@ -229,7 +230,10 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
   Cmd: [],
   Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
   Labels: { ...labels, [SANDBOX_LABEL]: "sandbox" },
-  ...(spec.dockerEnabled ? { Volumes: { "/var/lib/docker": {} } } : {}),
+  // Under runsc /var/lib/docker stays in the sandbox's root overlay: on a
+  // volume (served by runsc's gofer) lgetxattr of a symlink fails with EBADF,
+  // and dockerd's vfs driver cannot copy a layer ("bad file descriptor").
+  ...(spec.dockerEnabled && spec.runtime !== "runsc" ? { Volumes: { "/var/lib/docker": {} } } : {}),
   HostConfig: {
     // docker-init as PID 1: orphans (killed shims, exec'd processes' children)
     // are reaped, and a stop's SIGTERM reaches the sandbox's process.
@@ -348,6 +352,7 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   labels: Readonly<Record<string, string>> = {}
 ) {
   if (spec.dockerEnabled && spec.network === "host") yield* refuseHostNetworkBeside(engine, spec)
+  if (spec.dockerEnabled && spec.runtime === "runsc") yield* checkRunsc(engine, spec)
   const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
   const created = yield* engine
     .request("POST", `/containers/create${query}`, {
@@ -399,6 +404,29 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   }).pipe(Effect.onError(() => removeContainer(engine, id)))
   return { id, name } satisfies SandboxContainer
 })
+
+/**
+ * Docker inside gVisor needs the engine's runsc registered with
+ * `--network=host --net-raw`, and a runsc release that gives the sandbox
+ * the devices cgroup: checked before anything is created.
+ */
+const checkRunsc = (engine: DockerEngine.DockerEngineClient, spec: SandboxSpec) =>
+  Gvisor.preflight(engine).pipe(
+    Effect.catchTags({
+      EngineUnreachable: (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine."
+        }),
+      EngineBadAnswer: (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine."
+        })
+    })
+  )
 
 /** What is read of the engine's `bridge` network: the interface behind it. */
 const BridgeNetwork = Schema.Struct({
@@ -512,6 +540,9 @@ export const create = Effect.fn("Sandbox.create")(function* (
       // A remote start asks nothing of this machine's host.
       Effect.provide(DockerHost.layer),
       Effect.annotateLogs({ sandbox: name }),
+      // Interruptible even when created inside an uninterruptible region
+      // (acquireRelease's acquire): its races and timeouts interrupt losers.
+      Effect.interruptible,
       Effect.forkIn(scope)
     )
     // Registered after the daemon's fiber, so it runs before dockerd stops.

@@ -25,6 +25,7 @@ import {
 } from "./internal/dockerCommand.js"
 import type { ProcessManagerShape } from "./ProcessManager.js"
 import { redactText } from "./Redaction.js"
+import { NestedNetworkUnsupported } from "./Gvisor.js"
 import type { DockerUnavailable } from "./Sandbox.js"
 import * as SandboxCompose from "./SandboxCompose.js"
 import * as SandboxVolume from "./SandboxVolume.js"
@@ -115,7 +116,11 @@ const isImageReference = (reference: string): boolean => {
  * @category errors
  */
 export type DockerError =
-  DockerUnavailable | DockerLoginFailed | InvalidDockerArgument | DockerCommandFailed
+  | DockerUnavailable
+  | DockerLoginFailed
+  | InvalidDockerArgument
+  | DockerCommandFailed
+  | NestedNetworkUnsupported
 
 const image = (argument: string, value: string) =>
   Effect.zipRight(
@@ -254,10 +259,13 @@ export const make = (
     run: (ref, command = [], options = {}) =>
       Effect.gen(function* () {
         const valid = yield* image("image", ref)
+        const network = yield* plain("network", options.network ?? "host")
+        if (runtime === "runsc" && network !== "host")
+          return yield* new NestedNetworkUnsupported({ network })
         const args = [
           "run",
           "--network",
-          yield* plain("network", options.network ?? "host"),
+          network,
           "--pid",
           yield* plain("pid", options.pid ?? "host")
         ]

@@ -222,7 +222,6 @@ export const execute = (createPlan: SandboxCreatePlan) =>
     const elapsedMs = () => Date.now() - started
     const spec = createPlan.spec
     const engine = yield* DockerEngine.make(createPlan.engine)
-    const isolation = SandboxSecurity.isolation(spec)
     // The owner: a platform's id, or the process that ran this command (its
     // parent: this one exits at once). A lease file outlives this process.
     const owner = yield* Option.match(createPlan.owner, {
@@ -237,6 +236,7 @@ export const execute = (createPlan: SandboxCreatePlan) =>
       onNone: () => SandboxLease.ownerLabels(owner),
       onSome: (taken) => taken.labels
     })
+    const isolation = SandboxSecurity.isolation(spec)
     const { id, name } = yield* Sandbox.createContainer(engine, spec, {
       ...ownership,
       [Detached.DOCKER_LABEL]: String(spec.dockerEnabled)
