@@ -145,6 +145,12 @@ export interface StartOptions {
   readonly onEvent?: EventSink | undefined
   /** Restarts before this start, for the `Ready` event. */
   readonly restarts?: number | undefined
+  /**
+   * The readiness and liveness probes, in place of the location's: for a
+   * remote daemon whose socket this machine reaches (a sandbox's, in a
+   * bind-mounted directory), so no probe starts a process inside.
+   */
+  readonly probes?: DockerHost.DaemonProbes | undefined
 }
 
 /**
@@ -321,7 +327,9 @@ export const versionsOf = (
   location: Location,
   logTail: ReadonlyArray<string> = []
 ) => {
-  if (location === "local") {
+  // Probed over the socket (a local daemon, or a remote one whose socket is
+  // reachable here): the same reading as a local daemon's.
+  if (location === "local" || report.resultOf("docker info") === undefined) {
     const proof = report.resultOf("containerd")
     const info =
       proof instanceof DockerEngine.InfoAnswer
@@ -374,7 +382,7 @@ const awaitWith = (
             )
           : Effect.void
     }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
-    const versions = versionsOf(report, location, location === "local" ? yield* handle.logTail : [])
+    const versions = versionsOf(report, location, yield* handle.logTail)
     if (local !== undefined && versions.storageDriver === "unknown") {
       versions.storageDriver = yield* local.host.storageDriver(local.ground)
     }
@@ -489,9 +497,10 @@ const startIn = (
         DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed })
       )
       const probes =
-        local === undefined
+        options.probes ??
+        (local === undefined
           ? yield* remoteProbes(config)
-          : yield* local.host.probes(config, local.ground)
+          : yield* local.host.probes(config, local.ground))
       const daemon = yield* awaitWith(handle, config, location, policy, emit, probes, local)
       if (local !== undefined) yield* local.host.applySocketMode(config)
       yield* emit(

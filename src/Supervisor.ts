@@ -231,6 +231,8 @@ export interface RunOptions {
   readonly onReady?: ((daemon: Dockerd.DockerDaemon) => Effect.Effect<void>) | undefined
   /** Kept up to date with the daemon's state; its `changes` are a Stream of them. */
   readonly state?: SubscriptionRef.SubscriptionRef<DaemonState> | undefined
+  /** Probes in place of the location's (see `Dockerd.StartOptions.probes`). */
+  readonly probes?: Dockerd.StartOptions["probes"]
 }
 
 /**
@@ -298,7 +300,8 @@ export const run = (
       const daemon = yield* Dockerd.start(config, options.readiness ?? fast, {
         location: options.location,
         onEvent: options.onEvent,
-        restarts
+        restarts,
+        probes: options.probes
       })
       yield* Ref.set(readyOnce, true)
       yield* setState(DaemonState.Ready({ daemon, restarts }))

@@ -47,3 +47,5 @@ export * as ContainerProcessManager from "./ContainerProcessManager.js"
 export * as Sandbox from "./Sandbox.js"
 /** @since 0.1.0 */
 export * as SandboxDocker from "./SandboxDocker.js"
+/** @since 0.1.0 */
+export * as SandboxPool from "./SandboxPool.js"
