@@ -5,10 +5,12 @@
  *   tsx bench/main.ts [--quick] [--runs N] [--crash-runs N] [--hang-runs N]
  *                     [--hang-deadline MS] [--cost-seconds S] [--scale N]
  *                     [--scale-seconds S] [--scale-trials N] [--only SECTION,...]
- *                     [--load-runs N] [--out DIR]
+ *                     [--load-runs N] [--sandbox-runs N] [--pool-claims N]
+ *                     [--out DIR]
  *
  * Sections: ttr (time to ready), crash, hang, cost, scale, load (what
- * loading the library and the CLI costs). Prints the tables
+ * loading the library and the CLI costs), sandbox (the first docker command
+ * in a sandbox beside its limits, and the warm pool's claim). Prints the tables
  * (markdown) and the goals, writes the raw results as JSON and the
  * time-to-ready chart as SVG into bench/results/ (or --out). Every real
  * dockerd is isolated like the tests' (own temp dir with socket, data-root,

@@ -577,10 +577,13 @@ export const create = Effect.fn("Sandbox.create")(function* (
     : undefined
 
   const { id, name } = yield* createContainer(engine, spec, {}, hostDir).pipe(
+    // Registered first, so it runs last: after Docker inside has stopped.
+    Effect.tap(({ id }) => Scope.addFinalizer(scope, removeContainer(engine, id))),
+    // An interruption (a pool closing while it fills) waits for the engine's
+    // answer, so the container it made is known and removed with the scope.
+    Effect.uninterruptible,
     Effect.tapError(() => Scope.close(scope, Exit.void))
   )
-  // Registered first, so it runs last: after Docker inside has stopped.
-  yield* Scope.addFinalizer(scope, removeContainer(engine, id))
   const manager = yield* ContainerProcessManager.make({
     socket: options.engineSocket,
     containerId: id

@@ -228,8 +228,16 @@ export interface SandboxSummary {
 const defined = (values: ReadonlyArray<number | null>): Array<number> =>
   values.filter((v): v is number => v !== null)
 
-/** Runs `rounds` rounds (and `claims` pool claims; 0 for none). */
-export const run = async (rounds: number, claims: number, log: (line: string) => void) => {
+/**
+ * Runs `rounds` rounds of `vias` and the limits (and `claims` pool claims;
+ * 0 for none).
+ */
+export const run = async (
+  rounds: number,
+  claims: number,
+  log: (line: string) => void,
+  vias: ReadonlyArray<(typeof VIAS)[number]> = VIAS
+) => {
   const sandboxes: Array<SandboxRun> = []
   const limitRuns: Array<LimitRun> = []
   let claimTimes: Array<number> = []
@@ -239,7 +247,7 @@ export const run = async (rounds: number, claims: number, log: (line: string) =>
       const host = yield* hostEnvironment()
       log(`  host engine, images, registry: ${(now() - setupStart).toFixed(0)} ms`)
       for (let index = 0; index < rounds; index++) {
-        for (const what of shuffled([...VIAS, "limits"] as const)) {
+        for (const what of shuffled([...vias, "limits"] as const)) {
           if (what === "limits") {
             const limit = yield* limits(host, index)
             limitRuns.push(limit)
@@ -262,7 +270,7 @@ export const run = async (rounds: number, claims: number, log: (line: string) =>
     })
   )
   const summary: SandboxSummary = {
-    vias: VIAS.map((via) => {
+    vias: vias.map((via) => {
       const mine = sandboxes.filter((one) => one.via === via)
       return {
         via,
