@@ -60,6 +60,30 @@ describe("a sandbox spec's registry mirrors and insecure registries", () => {
     })
   )
 
+  it.scoped(
+    "no directory for Docker's socket (TMPDIR not there): SandboxCreateFailed saying so, before the engine is asked",
+    () =>
+      Effect.gen(function* () {
+        const saved = process.env.TMPDIR
+        process.env.TMPDIR = "/nonexistent/sandbox-docker-tmp"
+        const error = yield* Effect.flip(
+          Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true },
+            { engineSocket: "/nonexistent/engine.sock" }
+          )
+        ).pipe(
+          Effect.ensuring(
+            Effect.sync(() =>
+              saved === undefined ? delete process.env.TMPDIR : (process.env.TMPDIR = saved)
+            )
+          )
+        )
+        expect(error._tag).toBe("SandboxCreateFailed")
+        expect(error.message).toContain("cannot make a directory for Docker's socket")
+        expect(error.message).toContain("TMPDIR")
+      })
+  )
+
   it.effect("valid ones become the inner dockerd's flags, in order", () =>
     Effect.gen(function* () {
       const spec = yield* Sandbox.decodeSpec({

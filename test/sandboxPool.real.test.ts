@@ -108,5 +108,28 @@ describe.skipIf(!real)("SandboxPool on a real host engine", () => {
         }),
       TIMEOUT
     )
+
+    it.scoped(
+      "a sandbox that cannot become ready (no dockerd in the image): the claim fails with its typed error; nothing is left",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const engine = yield* DockerEngine.make(host.socket)
+          const error = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const pool = yield* SandboxPool.make({
+                spec: { image: "sandbox-docker/busybox:latest", network: "host" },
+                size: 1,
+                engineSocket: host.socket,
+                stopGrace: "1 second"
+              })
+              return yield* Effect.flip(Effect.scoped(pool.claim))
+            })
+          )
+          expect(error._tag).toBe("DockerNotInstalled")
+          expect(yield* sandboxesOn(engine)).toEqual([])
+        }),
+      TIMEOUT
+    )
   })
 })
