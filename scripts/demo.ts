@@ -18,9 +18,9 @@ const runtime = process.argv.includes("--runsc") ? "runsc" : "runc"
 const program = Effect.gen(function* () {
   const started = Date.now()
   const log = (line: string) => console.log(line)
-  const result = yield* Effect.scoped(
-    process.argv.includes("--pool") ? poolScenario({ log }) : seedScenario({ log, runtime })
-  )
+  const result = process.argv.includes("--pool")
+    ? yield* Effect.scoped(poolScenario({ log }))
+    : yield* Effect.scoped(seedScenario({ log, runtime }))
   const leftovers = yield* pidsMentioning(result.dir)
   console.log(`[${String(Date.now() - started).padStart(6)}ms] host engine and registry stopped`)
   console.log(

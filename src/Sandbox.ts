@@ -37,12 +37,15 @@ import type { DockerDaemon } from "./Dockerd.js"
 import * as DockerHost from "./DockerHost.js"
 import type { DockerdConfigInput } from "./DockerdConfig.js"
 import * as DockerEngine from "./DockerEngine.js"
+import * as Gvisor from "./Gvisor.js"
 import type { StartError, SupervisionError } from "./errors.js"
 import { InvalidConfig } from "./errors.js"
 import * as Probe from "./Probe.js"
 import { type ProcessManagerShape, ProcessManager } from "./ProcessManager.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 import * as SandboxDocker from "./SandboxDocker.js"
+import * as SandboxLease from "./SandboxLease.js"
+import * as SandboxSecurity from "./SandboxSecurity.js"
 import * as Supervisor from "./Supervisor.js"
 
 /**
@@ -188,6 +191,13 @@ export interface CreateOptions {
   /** Grace between SIGTERM and SIGKILL for dockerd inside. Default 10 s. */
   readonly stopGrace?: Duration.DurationInput | undefined
   /**
+   * The sandbox's owner and lease (labels on its container; see
+   * `SandboxLease`): by default this process, with a 60 s lease renewed
+   * every 20 s while the sandbox's scope lives. `Sandbox.reap` and
+   * `sandbox gc` remove the sandbox once its owner is gone or its lease ran out.
+   */
+  readonly lease?: SandboxLease.LeaseOptions | undefined
+  /**
    * How this machine reaches Docker inside. `host-socket` (the default on
    * runc): dockerd's socket and exec-root are in a directory of this
    * machine bind-mounted into the sandbox, so readiness, liveness and pulls
@@ -209,6 +219,12 @@ export interface Sandbox {
   readonly id: string
   readonly name: string
   readonly spec: SandboxSpec
+  /**
+   * What its runtime means for the host: `runsc`, a kernel of its own;
+   * `runc`, the host's kernel and, with Docker inside, the routes to the
+   * host that stay open (README, "Security").
+   */
+  readonly isolation: SandboxSecurity.Isolation
   /** The process manager inside the sandbox. */
   readonly processManager: ProcessManagerShape
   /** Starts a process inside the sandbox (`processManager.exec`). */
@@ -225,6 +241,10 @@ export interface Sandbox {
   readonly dockerSocket: string | undefined
   /** Removes the sandbox and everything in it. */
   readonly remove: Effect.Effect<void>
+  /** The owner label the sandbox carries. */
+  readonly owner: string
+  /** Renews the lease now (it is also renewed every third of its ttl). */
+  readonly renew: Effect.Effect<void, SandboxLease.LeaseRenewFailed>
 }
 
 /** The state of Docker inside. */
@@ -234,7 +254,10 @@ type DockerState =
   | { readonly _tag: "Failed"; readonly error: DockerUnavailable }
 
 const ContainerCreated = Schema.Struct({ Id: Schema.String })
-const ContainerSummary = Schema.Struct({ Name: Schema.String })
+const ContainerSummary = Schema.Struct({
+  Name: Schema.String,
+  HostConfig: Schema.optional(SandboxSecurity.AppliedHostConfig)
+})
 
 /**
  * The configuration of dockerd inside a sandbox, by runtime.
@@ -257,7 +280,14 @@ export const innerDockerd = (
         // network; the storage driver is chosen by dockerd (overlay2 on the
         // /var/lib/docker volume).
         profile: "default",
-        extraArgs: ["--ip6tables=false", "--bridge=none", ...registries],
+        extraArgs: [
+          "--ip6tables=false",
+          "--bridge=none",
+          // On the engine's network namespace, forwarding is the host's
+          // setting, and /proc/sys is read-only in the sandbox.
+          ...(spec.network === "host" ? ["--ip-forward=false"] : []),
+          ...registries
+        ],
         stopGrace
       }
 }
@@ -268,7 +298,7 @@ export const innerDockerd = (
  * @since 0.1.0
  * @category constants
  */
-export const SANDBOX_LABEL = "sandbox-docker"
+export const SANDBOX_LABEL = SandboxLease.SANDBOX_LABEL
 
 /**
  * Where a sandbox reached over a host directory (`dockerVia: "host-socket"`)
@@ -281,9 +311,6 @@ const INNER_DIR = "/run/sandbox-docker"
 const INNER_SOCKET = "docker.sock"
 const INNER_EXEC_ROOT = "exec"
 
-/** `forward` when the sandbox has a network namespace of its own, so must forward IP. */
-const forwarding = (spec: SandboxSpec) => (spec.network === "host" ? "no-forward" : "forward")
-
 /** The container's create body; `hostDir` is bind-mounted at INNER_DIR. */
 const createBody = (
   spec: SandboxSpec,
@@ -292,9 +319,7 @@ const createBody = (
 ) => ({
   Image: spec.image,
   Entrypoint:
-    hostDir === undefined
-      ? ["sleep", "infinity"]
-      : ["sh", "-c", ENTRY_SCRIPT, "sh", forwarding(spec), INNER_DIR],
+    hostDir === undefined ? ["sleep", "infinity"] : ["sh", "-c", ENTRY_SCRIPT, "sh", INNER_DIR],
   Cmd: [],
   Env: [
     ...Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
@@ -304,25 +329,21 @@ const createBody = (
       : [`DOCKER_HOST=unix://${INNER_DIR}/${INNER_SOCKET}`])
   ],
   Labels: { ...labels, [SANDBOX_LABEL]: "sandbox" },
-  ...(spec.dockerEnabled ? { Volumes: { "/var/lib/docker": {} } } : {}),
+  // Under runsc /var/lib/docker stays in the sandbox's root overlay: on a
+  // volume (served by runsc's gofer) lgetxattr of a symlink fails with EBADF,
+  // and dockerd's vfs driver cannot copy a layer ("bad file descriptor").
+  ...(spec.dockerEnabled && spec.runtime !== "runsc" ? { Volumes: { "/var/lib/docker": {} } } : {}),
   HostConfig: {
+    // docker-init as PID 1: orphans (killed shims, exec'd processes' children)
+    // are reaped, and a stop's SIGTERM reaches the sandbox's process.
+    Init: true,
     NetworkMode: spec.network,
     Runtime: spec.runtime,
     ...(hostDir === undefined ? {} : { Binds: [`${hostDir}:${INNER_DIR}`] }),
     ...(spec.cpu === undefined ? {} : { NanoCpus: Math.round(spec.cpu * 1e9) }),
     ...(spec.memoryMb === undefined ? {} : { Memory: spec.memoryMb * 1024 * 1024 }),
-    ...(spec.dockerEnabled
-      ? {
-          // What Docker inside needs on these machines (--privileged fails
-          // here: the host lacks CAP_SYS_RESOURCE).
-          CapAdd: ["ALL"],
-          CapDrop: ["SYS_RESOURCE"],
-          SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
-          // `--security-opt systempaths=unconfined` on the CLI is this in the API.
-          MaskedPaths: [],
-          ReadonlyPaths: []
-        }
-      : {})
+    // Isolation: cgroup namespace, capabilities, seccomp (SandboxSecurity).
+    ...SandboxSecurity.hostConfig(spec)
   }
 })
 
@@ -331,13 +352,15 @@ const createBody = (
  * stderr and the rest still run. One exec instead of one per step (a cgroup
  * v1 host has a dozen controllers to remount): each exec through the Engine
  * costs a round of API calls, and under load they added seconds to a
- * sandbox's start. Constant text: no value of the caller's reaches it; its
- * one parameter (`$1`) is `forward` when the sandbox has its own network
- * namespace and so must forward IP.
+ * sandbox's start. Constant text: no value of the caller's reaches it.
+ *
+ * Only the cgroup hierarchies are made writable (the sandbox's own, in its
+ * cgroup namespace: dockerd makes its containers' cgroups there); `/sys`
+ * stays read-only and IP forwarding is a sysctl of the container
+ * (SandboxSecurity.hostConfig).
  */
 const PREPARE_SCRIPT = `
 failed() { echo "preparation step failed: $*" >&2; }
-mount -o remount,rw /sys || failed "mount -o remount,rw /sys"
 if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
   mount -o remount,rw /sys/fs/cgroup || failed "mount -o remount,rw /sys/fs/cgroup"
 else
@@ -351,41 +374,35 @@ else
       failed "mount -t cgroup -o devices devices /sys/fs/cgroup/devices"
   fi
 fi
-if [ "$1" = forward ]; then
-  echo 1 > /proc/sys/net/ipv4/ip_forward || failed "enable ip_forward"
-fi
 `
 
 /**
  * The entrypoint of a sandbox reached over a host directory: the
  * preparation as the container starts (no exec), its complaints in
  * `prepare.log`, then `prepared`, which the host waits for before it starts
- * dockerd. `$1` as for PREPARE_SCRIPT, `$2` the directory.
+ * dockerd. `$1` is the directory.
  */
-const ENTRY_SCRIPT = `exec 2>"$2/prepare.log"
+const ENTRY_SCRIPT = `exec 2>"$1/prepare.log"
 ${PREPARE_SCRIPT}
-: >"$2/prepared"
+: >"$1/prepared"
 exec sleep infinity
 `
 
 /**
- * What Docker inside needs before it starts: a writable /sys and cgroup
- * hierarchy, the `devices` controller on cgroup v1, and (when the sandbox
- * has its own network namespace) IP forwarding. Runs as one exec; each
- * step's failure is logged (Debug), not fatal: dockerd then says what it
- * lacks.
+ * What Docker inside needs before it starts: a writable cgroup hierarchy
+ * and the `devices` controller on cgroup v1. Runs as one exec; each step's
+ * failure is logged (Debug), not fatal: dockerd then says what it lacks.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const prepare = Effect.fn("Sandbox.prepare")(function* (
   manager: ProcessManagerShape,
-  spec: SandboxSpec
+  _spec: SandboxSpec
 ) {
-  const forward = forwarding(spec)
   yield* Effect.scoped(
     Effect.gen(function* () {
-      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT, "sh", forward], {
+      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT], {
         killGrace: "1 second",
         tailLines: 50
       })
@@ -452,6 +469,7 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   hostDir?: string
 ) {
   if (spec.dockerEnabled && spec.network === "host") yield* refuseHostNetworkBeside(engine, spec)
+  if (spec.dockerEnabled && spec.runtime === "runsc") yield* checkRunsc(engine, spec)
   const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
   const created = yield* engine
     .request("POST", `/containers/create${query}`, {
@@ -485,15 +503,47 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
           })
       )
     )
-    return yield* engine
+    const summary = yield* engine
       .request("GET", `/containers/${id}/json`, { schema: ContainerSummary })
       .pipe(
-        Effect.map((summary) => summary.Name.replace(/^\//, "")),
-        Effect.orElseSucceed(() => id.slice(0, 12))
+        Effect.mapError(
+          (error) =>
+            new SandboxCreateFailed({
+              image: spec.image,
+              reason: `could not read the sandbox back: ${error.message}`,
+              hint: "Check the engine's log."
+            })
+        )
       )
+    const notApplied = SandboxSecurity.checkApplied(spec.image, summary.HostConfig)
+    if (notApplied !== undefined) return yield* notApplied
+    return summary.Name.replace(/^\//, "")
   }).pipe(Effect.onError(() => removeContainer(engine, id)))
   return { id, name } satisfies SandboxContainer
 })
+
+/**
+ * Docker inside gVisor needs the engine's runsc registered with
+ * `--network=host --net-raw`, and a runsc release that gives the sandbox
+ * the devices cgroup: checked before anything is created.
+ */
+const checkRunsc = (engine: DockerEngine.DockerEngineClient, spec: SandboxSpec) =>
+  Gvisor.preflight(engine).pipe(
+    Effect.catchTags({
+      EngineUnreachable: (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine."
+        }),
+      EngineBadAnswer: (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine."
+        })
+    })
+  )
 
 /** What is read of the engine's `bridge` network: the interface behind it. */
 const BridgeNetwork = Schema.Struct({
@@ -566,6 +616,12 @@ export const create = Effect.fn("Sandbox.create")(function* (
   const stopGrace = Duration.decode(options.stopGrace ?? "10 seconds")
   const emit: EventSink = options.onEvent ?? (() => Effect.void)
 
+  // The lease file first (removed last, after the container): the labels name it.
+  const lease = yield* SandboxLease.acquire(options.lease).pipe(
+    Scope.extend(scope),
+    Effect.provide(NodeFileSystem.layer),
+    Effect.tapError(() => Scope.close(scope, Exit.void))
+  )
   // Docker inside reached over a directory of this machine (runc only: a
   // socket made inside gVisor is not one this machine can connect to).
   const viaHost = spec.dockerEnabled && spec.runtime === "runc" && options.dockerVia !== "exec"
@@ -575,8 +631,7 @@ export const create = Effect.fn("Sandbox.create")(function* (
         Effect.tapError(() => Scope.close(scope, Exit.void))
       )
     : undefined
-
-  const { id, name } = yield* createContainer(engine, spec, {}, hostDir).pipe(
+  const { id, name } = yield* createContainer(engine, spec, lease.labels, hostDir).pipe(
     // Registered first, so it runs last: after Docker inside has stopped.
     Effect.tap(({ id }) => Scope.addFinalizer(scope, removeContainer(engine, id))),
     // An interruption (a pool closing while it fills) waits for the engine's
@@ -584,6 +639,7 @@ export const create = Effect.fn("Sandbox.create")(function* (
     Effect.uninterruptible,
     Effect.tapError(() => Scope.close(scope, Exit.void))
   )
+  yield* SandboxLease.keepRenewed(lease).pipe(Scope.extend(scope))
   const manager = yield* ContainerProcessManager.make({
     socket: options.engineSocket,
     containerId: id
@@ -633,6 +689,9 @@ export const create = Effect.fn("Sandbox.create")(function* (
       // A remote start asks nothing of this machine's host.
       Effect.provide(DockerHost.layer),
       Effect.annotateLogs({ sandbox: name }),
+      // Interruptible even when created inside an uninterruptible region
+      // (acquireRelease's acquire): its races and timeouts interrupt losers.
+      Effect.interruptible,
       Effect.forkIn(scope)
     )
     // Registered after the daemon's fiber, so it runs before dockerd stops.
@@ -640,17 +699,29 @@ export const create = Effect.fn("Sandbox.create")(function* (
   }
 
   const daemon = awaitDocker(state)
+  // DOCKER_USERNAME/DOCKER_PASSWORD in the env: logged in before the first docker command.
+  const login = SandboxDocker.loginFromEnv(spec.env)
+  const ready = yield* SandboxDocker.readyAfterLogin(manager, daemon, login).pipe(
+    Scope.extend(scope)
+  )
 
   const sandbox: Sandbox = {
     id,
     name,
     spec,
+    isolation: SandboxSecurity.isolation(spec),
     processManager: manager,
     exec: manager.exec,
     daemon,
-    docker: SandboxDocker.make(manager, daemon, { engine: innerEngine }),
+    docker: SandboxDocker.make(manager, ready, {
+      runtime: spec.runtime,
+      // Pulls over the inner API, unless the docker CLI inside holds credentials.
+      engine: Option.isNone(login) ? innerEngine : undefined
+    }),
     dockerSocket: hostDir === undefined ? undefined : Path.join(hostDir, INNER_SOCKET),
-    remove: Scope.close(scope, Exit.void)
+    remove: Scope.close(scope, Exit.void),
+    owner: lease.owner,
+    renew: lease.renew
   }
   return sandbox
 })
@@ -744,3 +815,12 @@ const awaitDocker = (
       return Effect.dieMessage("the sandbox's Docker state ended without settling")
     })
   )
+
+/**
+ * Removes the sandboxes on an engine whose lease ran out or whose owner is
+ * gone (see `SandboxLease.reap`); `dryRun` only judges.
+ *
+ * @since 0.2.0
+ * @category cleanup
+ */
+export const reap = SandboxLease.reap

@@ -58,7 +58,7 @@ export type SandboxPool = WarmPool<Sandbox.Sandbox, PoolError>
  * @category errors
  */
 export type PoolError =
-  | Sandbox.SandboxCreateFailed
+  | Effect.Effect.Error<ReturnType<typeof Sandbox.create>>
   | InvalidConfig
   | Sandbox.DockerUnavailable
   | SandboxDocker.DockerError

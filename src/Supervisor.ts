@@ -233,6 +233,11 @@ export interface RunOptions {
   readonly state?: SubscriptionRef.SubscriptionRef<DaemonState> | undefined
   /** Probes in place of the location's (see `Dockerd.StartOptions.probes`). */
   readonly probes?: Dockerd.StartOptions["probes"]
+  /**
+   * Stop a dockerd already running for the same paths before the first
+   * start (see `Dockerd.StartOptions.replace`).
+   */
+  readonly replace?: boolean | undefined
 }
 
 /**
@@ -301,7 +306,8 @@ export const run = (
         location: options.location,
         onEvent: options.onEvent,
         restarts,
-        probes: options.probes
+        probes: options.probes,
+        replace: options.replace
       })
       yield* Ref.set(readyOnce, true)
       yield* setState(DaemonState.Ready({ daemon, restarts }))
