@@ -62,6 +62,7 @@ export const forError = (tag: string): number => {
     case "SocketInUse":
     case "DirectoryNotWritable":
     case "SandboxNotFound":
+    case "OwnerNotFound":
     case "DockerNotEnabled":
     case "InvalidDockerArgument":
       return ExitCode.invalidInput
@@ -81,6 +82,8 @@ export const forError = (tag: string): number => {
     case "DockerCommandFailed":
       return ExitCode.dockerCommandFailed
     case "SandboxCreateFailed":
+    case "SandboxReapFailed":
+    case "LeaseRenewFailed":
     case "EngineUnreachable":
     case "EngineBadAnswer":
       return ExitCode.engineFailed

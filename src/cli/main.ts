@@ -59,7 +59,8 @@ const BOOLEAN_OPTIONS = new Set([
   "--wizard",
   "--insecure-tcp",
   "--docker",
-  "--replace"
+  "--replace",
+  "--dry-run"
 ])
 
 /** Options that take a value, of every command. */
@@ -91,7 +92,9 @@ const VALUE_OPTIONS = new Set([
   "--cpu",
   "--memory",
   "--env",
-  "--name"
+  "--name",
+  "--owner",
+  "--lease"
 ])
 
 /** The options part of argv: what comes before `--` (after it, a command's own words). */
