@@ -14,6 +14,7 @@
  *
  * @since 0.1.0
  */
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
@@ -35,6 +36,7 @@ import { InvalidConfig } from "./errors.js"
 import { type ProcessManagerShape, ProcessManager } from "./ProcessManager.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 import * as SandboxDocker from "./SandboxDocker.js"
+import * as SandboxLease from "./SandboxLease.js"
 import * as Supervisor from "./Supervisor.js"
 
 /**
@@ -131,6 +133,13 @@ export interface CreateOptions {
   readonly onEvent?: EventSink | undefined
   /** Grace between SIGTERM and SIGKILL for dockerd inside. Default 10 s. */
   readonly stopGrace?: Duration.DurationInput | undefined
+  /**
+   * The sandbox's owner and lease (labels on its container; see
+   * `SandboxLease`): by default this process, with a 60 s lease renewed
+   * every 20 s while the sandbox's scope lives. `Sandbox.reap` and
+   * `sandbox gc` remove the sandbox once its owner is gone or its lease ran out.
+   */
+  readonly lease?: SandboxLease.LeaseOptions | undefined
 }
 
 /**
@@ -153,6 +162,10 @@ export interface Sandbox {
   readonly docker: SandboxDocker.SandboxDocker
   /** Removes the sandbox and everything in it. */
   readonly remove: Effect.Effect<void>
+  /** The owner label the sandbox carries. */
+  readonly owner: string
+  /** Renews the lease now (it is also renewed every third of its ttl). */
+  readonly renew: Effect.Effect<void, SandboxLease.LeaseRenewFailed>
 }
 
 /** The state of Docker inside. */
@@ -191,7 +204,7 @@ export const innerDockerd = (
  * @since 0.1.0
  * @category constants
  */
-export const SANDBOX_LABEL = "sandbox-docker"
+export const SANDBOX_LABEL = SandboxLease.SANDBOX_LABEL
 
 /** The container's create body. */
 const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>) => ({
@@ -202,6 +215,9 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
   Labels: { ...labels, [SANDBOX_LABEL]: "sandbox" },
   ...(spec.dockerEnabled ? { Volumes: { "/var/lib/docker": {} } } : {}),
   HostConfig: {
+    // docker-init as PID 1: orphans (killed shims, exec'd processes' children)
+    // are reaped, and a stop's SIGTERM reaches the sandbox's process.
+    Init: true,
     NetworkMode: spec.network,
     Runtime: spec.runtime,
     ...(spec.cpu === undefined ? {} : { NanoCpus: Math.round(spec.cpu * 1e9) }),
@@ -444,9 +460,16 @@ export const create = Effect.fn("Sandbox.create")(function* (
   const stopGrace = Duration.decode(options.stopGrace ?? "10 seconds")
   const emit: EventSink = options.onEvent ?? (() => Effect.void)
 
-  const { id, name } = yield* createContainer(engine, spec).pipe(
+  // The lease file first (removed last, after the container): the labels name it.
+  const lease = yield* SandboxLease.acquire(options.lease).pipe(
+    Scope.extend(scope),
+    Effect.provide(NodeFileSystem.layer),
     Effect.tapError(() => Scope.close(scope, Exit.void))
   )
+  const { id, name } = yield* createContainer(engine, spec, lease.labels).pipe(
+    Effect.tapError(() => Scope.close(scope, Exit.void))
+  )
+  yield* SandboxLease.keepRenewed(lease).pipe(Scope.extend(scope))
   // Registered first, so it runs last: after Docker inside has stopped.
   yield* Scope.addFinalizer(scope, removeContainer(engine, id))
   const manager = yield* ContainerProcessManager.make({
@@ -500,7 +523,9 @@ export const create = Effect.fn("Sandbox.create")(function* (
     exec: manager.exec,
     daemon,
     docker: SandboxDocker.make(manager, ready, { runtime: spec.runtime }),
-    remove: Scope.close(scope, Exit.void)
+    remove: Scope.close(scope, Exit.void),
+    owner: lease.owner,
+    renew: lease.renew
   }
   return sandbox
 })
@@ -519,3 +544,12 @@ const awaitDocker = (
       return Effect.dieMessage("the sandbox's Docker state ended without settling")
     })
   )
+
+/**
+ * Removes the sandboxes on an engine whose lease ran out or whose owner is
+ * gone (see `SandboxLease.reap`); `dryRun` only judges.
+ *
+ * @since 0.2.0
+ * @category cleanup
+ */
+export const reap = SandboxLease.reap

@@ -58,7 +58,7 @@ describe.skipIf(!real)("the seed's scenario, end to end", () => {
 describe.skipIf(!real)("sandboxes on a host engine", () => {
   layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
     it.scoped(
-      "gVisor (runsc): Docker inside fails fast with DaemonCrashed and its diagnosis; nothing left",
+      "gVisor (runsc): Docker inside fails with DaemonCrashed and its diagnosis, not the deadline's error; nothing left",
       () =>
         Effect.gen(function* () {
           const host = yield* Host
@@ -66,9 +66,7 @@ describe.skipIf(!real)("sandboxes on a host engine", () => {
             { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
             { engineSocket: host.socket, stopGrace: "3 seconds" }
           )
-          const started = Date.now()
           const error = yield* Effect.flip(sandbox.daemon)
-          expect(Date.now() - started).toBeLessThan(30_000)
           expect(error).toMatchObject({
             _tag: "DaemonCrashed",
             exitCode: 1,

@@ -34,7 +34,7 @@ export const ExitCode = {
 export const EXIT_CODES_HELP = [
   "Exit codes:",
   "  0  ok (or stopped cleanly after SIGINT/SIGTERM)",
-  "  2  invalid input or configuration",
+  "  2  invalid input or configuration; a daemon already running (see --replace, down)",
   "  3  Docker (or, for sandbox docker compose, docker-compose) is not installed",
   "  4  the daemon exited before it was ready",
   "  5  not ready by the deadline",
@@ -57,10 +57,12 @@ export const forError = (tag: string): number => {
     case "InvalidUsage":
     case "SocketModeNotApplied":
     case "PidfileInUse":
+    case "DaemonAlreadyRunning":
     case "SocketPathIsDirectory":
     case "SocketInUse":
     case "DirectoryNotWritable":
     case "SandboxNotFound":
+    case "OwnerNotFound":
     case "DockerNotEnabled":
     case "InvalidDockerArgument":
     case "ComposeNetworkUnsupported":
@@ -86,6 +88,8 @@ export const forError = (tag: string): number => {
     case "VolumeInUse":
       return ExitCode.dockerCommandFailed
     case "SandboxCreateFailed":
+    case "SandboxReapFailed":
+    case "LeaseRenewFailed":
     case "EngineUnreachable":
     case "EngineBadAnswer":
       return ExitCode.engineFailed
