@@ -4,9 +4,6 @@
  * registry (scripts/seedScenario.ts's host environment: its own engine, in
  * its own network namespace, a registry on 127.0.0.1:5000 there).
  */
-import { execFile } from "node:child_process"
-import { writeFile } from "node:fs/promises"
-import { promisify } from "node:util"
 import { describe, expect, layer } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -18,17 +15,13 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Dockerd from "../src/Dockerd.js"
-import { ProcessManager } from "../src/ProcessManager.js"
-import * as Probe from "../src/Probe.js"
-import { waitUntilReady } from "../src/Readiness.js"
-import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Sandbox from "../src/Sandbox.js"
 import * as SandboxDocker from "../src/SandboxDocker.js"
 import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "../scripts/seedScenario.js"
+import { authRegistry } from "./support/authRegistry.js"
 import { hasDockerd } from "./support/isolated.js"
 
 const real = hasDockerd()
-const run = promisify(execFile)
 
 class Host extends Context.Tag("test/ComposeHost")<Host, HostEnvironment>() {}
 
@@ -351,7 +344,7 @@ services:
     )
 
     it.scoped(
-      "compose arguments are validated before anything runs; a sandbox without docker-compose gets ComposeNotInstalled",
+      "compose and volume arguments are validated before anything runs; a file compose refuses is DockerCommandFailed, an unreadable answer DockerOutputInvalid, a sandbox without docker-compose ComposeNotInstalled",
       () =>
         Effect.gen(function* () {
           const host = yield* Host
@@ -385,6 +378,35 @@ services:
           // Nothing ran: no temp directory was made.
           const temps = yield* shell(sandbox, "ls /tmp | grep sandbox-docker-compose || true")
           expect(temps.lines).toEqual([])
+
+          // A file docker-compose refuses: its reason, in DockerCommandFailed.
+          const broken = yield* Effect.flip(
+            Effect.scoped(
+              Effect.flatMap(
+                compose.up({ file: { text: "services:\n  web: [unclosed\n" }, project: "ok" }),
+                (up) => up.wait
+              )
+            )
+          )
+          expect(broken).toMatchObject({ _tag: "DockerCommandFailed", exitCode: 1 })
+          expect(broken.message).toContain("docker-compose")
+
+          // A docker whose answer is not Docker's JSON: DockerOutputInvalid.
+          const wrapped = yield* shell(
+            sandbox,
+            "cat > /usr/local/bin/docker && chmod +x /usr/local/bin/docker",
+            [
+              "#!/bin/sh",
+              'case "$*" in *"volume ls"*) echo not-json; exit 0 ;; esac',
+              'exec /usr/bin/docker "$@"',
+              ""
+            ].join("\n")
+          )
+          expect(wrapped.code).toBe(0)
+          const unreadable = yield* Effect.flip(sandbox.docker.volume.ls())
+          expect(unreadable).toMatchObject({ _tag: "DockerOutputInvalid" })
+          expect(unreadable.message).toContain("volume ls")
+          yield* shell(sandbox, "rm /usr/local/bin/docker")
 
           const removed = yield* shell(sandbox, "rm $(command -v docker-compose)")
           expect(removed.code).toBe(0)
@@ -449,12 +471,13 @@ services:
               )
             // The registry answers only a logged-in client: push and pull work.
             yield* step(sandbox.docker.pull(host.image))
+            // Logged in before that first command ran.
+            const auths = yield* shell(sandbox, "cat /root/.docker/config.json")
+            expect(auths.lines.join("\n")).toContain(`"${registry}"`)
             yield* step(sandbox.docker.tag(host.image, privateImage))
             yield* step(sandbox.docker.push(privateImage))
             yield* step(sandbox.docker.rmi(privateImage))
             yield* step(sandbox.docker.pull(privateImage))
-            const auths = yield* shell(sandbox, "cat /root/.docker/config.json")
-            expect(auths.lines.join("\n")).toContain(`"${registry}"`)
             for (const command of commands) texts.push(...command.argv)
             yield* sandbox.remove
           }).pipe(
@@ -506,73 +529,3 @@ services:
     )
   })
 })
-
-/**
- * A second registry in the host environment's network namespace, on
- * 127.0.0.1:5001, answering only `user` with `password` (htpasswd, bcrypt
- * made by the sandbox image's Python). Stopped when the scope closes.
- */
-const authRegistry = (host: HostEnvironment, user: string, password: string) =>
-  Effect.gen(function* () {
-    const address = "127.0.0.1:5001"
-    const hash = yield* Effect.promise(() =>
-      run(
-        "docker",
-        [
-          "run",
-          "--rm",
-          "--network",
-          "none",
-          SANDBOX_IMAGE,
-          "python3",
-          "-W",
-          "ignore",
-          "-c",
-          "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-          password
-        ],
-        { env: host.env }
-      )
-    )
-    yield* Effect.promise(() =>
-      writeFile(`${host.dir}/htpasswd`, `${user}:${hash.stdout.trim()}\n`)
-    )
-    yield* Effect.promise(() =>
-      writeFile(
-        `${host.dir}/registry-auth.yml`,
-        [
-          "version: 0.1",
-          "log:",
-          "  level: warn",
-          "storage:",
-          "  filesystem:",
-          `    rootdirectory: ${host.dir}/registry-auth`,
-          "http:",
-          `  addr: ${address}`,
-          "auth:",
-          "  htpasswd:",
-          "    realm: sandbox-docker-test",
-          `    path: ${host.dir}/htpasswd`,
-          ""
-        ].join("\n")
-      )
-    )
-    const enter = ["nsenter", `--net=/run/netns/${host.netns}`, "--"] as const
-    const manager = yield* ProcessManager
-    const registry = yield* manager.exec(
-      [...enter, "docker-registry", "serve", `${host.dir}/registry-auth.yml`],
-      { killGrace: "2 seconds" }
-    )
-    // 401 without credentials: it serves, and asks for them.
-    const up = yield* Probe.command(
-      [
-        ...enter,
-        "sh",
-        "-c",
-        `curl -s -o /dev/null -w '%{http_code}' http://${address}/v2/ | grep -q 401`
-      ],
-      { name: "auth registry" }
-    )
-    yield* waitUntilReady(registry, up, ReadinessPolicy.fast.withDeadline("20 seconds"))
-    return address
-  })
