@@ -8,9 +8,11 @@
  * --pdeathsig KILL`, which sets it and then execs the binary (same pid).
  * The signal follows the death of the *thread* that spawned the process:
  * Node spawns from the thread of the event loop that asks, so a process
- * started from a `worker_threads` worker dies when that worker ends. Node's events enter Effect at the
- * boundary, in the turn they happen: each chunk of output is offered to the
- * output's readers and the exit completes the handle's `Deferred`
+ * started from a `worker_threads` worker dies when that worker ends.
+ *
+ * Node's events enter Effect at the boundary, in the turn they happen: each
+ * chunk of output is offered to the output's readers and the exit completes
+ * the handle's `Deferred`
  * (`Deferred.unsafeDone`), so an exit is never reported before the output
  * printed ahead of it. (`@effect/platform`'s `CommandExecutor` spent 6-8 ms
  * of CPU per process where a bare spawn spends ~2, and waits for an exit
