@@ -393,34 +393,40 @@ const check = (
 }
 
 describe("waitUntilReady: properties over random scripts and policies (TestClock)", () => {
-  it("every outcome is typed, on time, truthful about exits, and leaves nothing behind", async () => {
-    const kinds = { ready: 0, exited: 0, deadline: 0 }
-    // Samples run in batches, side by side: a TestClock step waits for a
-    // real timer tick, so one sample at a time would mostly wait. A failing
-    // batch shrinks down to the one failing sample.
-    await fc.assert(
-      fc.asyncProperty(fc.array(sample, { minLength: 1, maxLength: BATCH }), async (batch) => {
-        const results = await Promise.all(batch.map((s) => Effect.runPromise(observe(s))))
-        batch.forEach((s, i) => {
-          const observed = results[i]!
-          check(s, observed)
-          const exit = Option.getOrThrow(observed.polled)
-          if (Exit.isSuccess(exit)) {
-            const o = exit.value.exit
-            if (Exit.isSuccess(o)) kinds.ready++
-            else if (o.cause._tag === "Fail" && o.cause.error instanceof ExitedBeforeReady)
-              kinds.exited++
-            else kinds.deadline++
-          }
-        })
-      }),
-      { seed: SEED, numRuns: Math.ceil((2 * RUNS) / (BATCH + 1)) }
-    )
-    console.log(`readiness properties: ${JSON.stringify(kinds)} (seed ${SEED})`)
-    // The generator must reach every outcome, or the properties prove little.
-    const total = kinds.ready + kinds.exited + kinds.deadline
-    expect(kinds.ready).toBeGreaterThan(total / 20)
-    expect(kinds.exited).toBeGreaterThan(total / 20)
-    expect(kinds.deadline).toBeGreaterThan(total / 20)
-  })
+  // Virtual time throughout; the real time it takes (~45 s alone) is the
+  // machine's, and a busy one may take three times that.
+  it(
+    "every outcome is typed, on time, truthful about exits, and leaves nothing behind",
+    { timeout: 180_000 },
+    async () => {
+      const kinds = { ready: 0, exited: 0, deadline: 0 }
+      // Samples run in batches, side by side: a TestClock step waits for a
+      // real timer tick, so one sample at a time would mostly wait. A failing
+      // batch shrinks down to the one failing sample.
+      await fc.assert(
+        fc.asyncProperty(fc.array(sample, { minLength: 1, maxLength: BATCH }), async (batch) => {
+          const results = await Promise.all(batch.map((s) => Effect.runPromise(observe(s))))
+          batch.forEach((s, i) => {
+            const observed = results[i]!
+            check(s, observed)
+            const exit = Option.getOrThrow(observed.polled)
+            if (Exit.isSuccess(exit)) {
+              const o = exit.value.exit
+              if (Exit.isSuccess(o)) kinds.ready++
+              else if (o.cause._tag === "Fail" && o.cause.error instanceof ExitedBeforeReady)
+                kinds.exited++
+              else kinds.deadline++
+            }
+          })
+        }),
+        { seed: SEED, numRuns: Math.ceil((2 * RUNS) / (BATCH + 1)) }
+      )
+      console.log(`readiness properties: ${JSON.stringify(kinds)} (seed ${SEED})`)
+      // The generator must reach every outcome, or the properties prove little.
+      const total = kinds.ready + kinds.exited + kinds.deadline
+      expect(kinds.ready).toBeGreaterThan(total / 20)
+      expect(kinds.exited).toBeGreaterThan(total / 20)
+      expect(kinds.deadline).toBeGreaterThan(total / 20)
+    }
+  )
 })
