@@ -146,7 +146,7 @@ if (sections.has("load")) {
 }
 if (sections.has("sandbox")) {
   log(
-    `\n7. sandboxes: ${options.sandboxRuns} rounds (runc; each way in, then the limits), ${options.poolClaims} pool claims`
+    `\n7. sandboxes: ${options.sandboxRuns} rounds (each way in, then the limits), ${options.poolClaims} pool claims`
   )
   sandbox = results.sandbox = await SandboxSection.run(options.sandboxRuns, options.poolClaims, log)
 }
@@ -395,7 +395,7 @@ if (load !== undefined) {
 
 if (sandbox !== undefined) {
   const s = sandbox.summary
-  lines.push(`### Sandboxes: the first docker command (runc, ${sandbox.rounds} rounds)`, "")
+  lines.push(`### Sandboxes: the first docker command (${sandbox.rounds} rounds)`, "")
   const row = (
     label: string,
     p: { readonly n: number; readonly p50: number; readonly p90: number }

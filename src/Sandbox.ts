@@ -305,7 +305,7 @@ export const SANDBOX_LABEL = SandboxLease.SANDBOX_LABEL
  * has that directory: dockerd's socket and exec-root (containerd's socket),
  * and the preparation's marker and log.
  */
-const INNER_DIR = "/run/sandbox-docker"
+const INNER_DIR = "/run/sandbox-docker-shared"
 
 /** The inner dockerd's socket and exec-root in that directory. */
 const INNER_SOCKET = "docker.sock"

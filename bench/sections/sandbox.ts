@@ -6,9 +6,10 @@
  * pushed: scripts/seedScenario.ts's host side) serves every run. Each round,
  * in a random order:
  *
- * - a Docker-enabled sandbox (runc) per way of reaching Docker inside
- *   (`host-socket`: the inner socket in a bind-mounted directory of this
- *   machine; `exec`: `docker` commands through the Engine's exec API), timed
+ * - a Docker-enabled sandbox per way of reaching Docker inside (runc
+ *   `host-socket`: the inner socket in a bind-mounted directory of this
+ *   machine; runc `exec`: `docker` commands through the Engine's exec API;
+ *   `runsc`: gVisor, by exec), timed
  *   from the call: `Sandbox.create` returned, Docker ready inside, the first
  *   `sandbox.docker.pull` of the registry's image done, the first `run` done;
  * - the limits, measured the same way: the host engine's create + start of
@@ -33,8 +34,11 @@ import { now } from "../lib/clock.js"
 import { runLocal, shuffled, startOracle, withIsolatedDir } from "../lib/helpers.js"
 import { round, type Summary, summarize } from "../lib/stats.js"
 
-/** The ways of reaching Docker inside that are compared. */
-export const VIAS = ["host-socket", "exec"] as const
+/**
+ * The ways of reaching Docker inside that are compared: runc over the host
+ * socket, runc by exec, and runsc (gVisor: by exec, its only way so far).
+ */
+export const VIAS = ["host-socket", "exec", "runsc"] as const
 
 /** One sandbox run: ms from the `Sandbox.create` call (null: not reached). */
 export interface SandboxRun {
@@ -91,12 +95,15 @@ const oneSandbox = (
     const mark = (name: string) => Effect.sync(() => void (marks[name] = now()))
     const start = now()
     const outcome = yield* Effect.gen(function* () {
-      const sandbox = yield* Sandbox.create(spec, {
-        engineSocket,
-        dockerVia: via,
-        stopGrace: "5 seconds",
-        onEvent: (event) => (event._tag === "Spawned" ? mark("spawned") : Effect.void)
-      })
+      const sandbox = yield* Sandbox.create(
+        via === "runsc" ? { ...spec, runtime: "runsc" } : spec,
+        {
+          engineSocket,
+          dockerVia: via === "host-socket" ? "host-socket" : "exec",
+          stopGrace: "5 seconds",
+          onEvent: (event) => (event._tag === "Spawned" ? mark("spawned") : Effect.void)
+        }
+      )
       yield* mark("created")
       yield* sandbox.daemon
       yield* mark("ready")
