@@ -5,9 +5,11 @@
 #   sandbox-docker/busybox:latest        Debian's busybox-static in an empty
 #                                        rootfs, one symlink per applet (~2 MB).
 #   sandbox-docker/debian-docker:bookworm  a Debian bookworm minbase rootfs with
-#                                        docker.io, ca-certificates and
-#                                        busybox-static (~400 MB), made by
-#                                        debootstrap, for Docker-in-Docker.
+#                                        docker.io, docker-compose (1.29.2, the
+#                                        Python one bookworm ships),
+#                                        ca-certificates and busybox-static
+#                                        (~450 MB), made by debootstrap, for
+#                                        Docker-in-Docker.
 #
 # Usage:  DOCKER_HOST=unix:///path/docker.sock scripts/build-images.sh [busybox|debian-docker|all]
 #         (default: all)
@@ -22,7 +24,8 @@
 #   DOCKER_HOST           the engine to build into (as for the docker CLI)
 #   DOCKER                the docker CLI (default: docker)
 #   BUSYBOX               a statically linked busybox (default: busybox on PATH)
-#   DEBIAN_MIRROR         default http://deb.debian.org/debian
+#   DEBIAN_MIRROR         default: the URI of this machine's own Debian apt
+#                         source (scripts/apt-source.sh)
 #   SANDBOX_DOCKER_CACHE  cache dir (default ${XDG_CACHE_HOME:-$HOME/.cache}/sandbox-docker)
 #   FORCE=1               rebuild images that are present (the cache is kept)
 #
@@ -34,11 +37,11 @@ readonly BUSYBOX_IMAGE=sandbox-docker/busybox:latest
 readonly DEBIAN_IMAGE=sandbox-docker/debian-docker:bookworm
 readonly SUITE=bookworm
 readonly VARIANT=minbase
-readonly INCLUDE=docker.io,ca-certificates,busybox-static
+readonly INCLUDE=docker.io,docker-compose,ca-certificates,busybox-static
 readonly IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 DOCKER=${DOCKER:-docker}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${DEBIAN_MIRROR:-}
 CACHE=${SANDBOX_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sandbox-docker}
 
 log() { printf '%s build-images: %s\n' "$(date +%T)" "$*" >&2; }
@@ -114,17 +117,37 @@ build_busybox() {
   log "$BUSYBOX_IMAGE imported in $((SECONDS - started)) s"
 }
 
+# The rootfs's cache key: a change to the package list makes a new tarball,
+# and an engine holding the image of another list rebuilds it.
+ROOTFS_KEY=$(printf '%s %s %s' "$SUITE" "$VARIANT" "$INCLUDE" | sha256sum | cut -c1-12)
+readonly ROOTFS_KEY ROOTFS_LABEL=sandbox-docker.rootfs
+
+# The image is present and made from this package list.
+current_debian() {
+  [[ $("$DOCKER" image inspect --format "{{index .Config.Labels \"$ROOTFS_LABEL\"}}" \
+    "$DEBIAN_IMAGE" 2>/dev/null) == "$ROOTFS_KEY" ]]
+}
+
+wanted_debian() {
+  if [[ ${FORCE:-0} != 1 ]] && current_debian; then
+    log "$DEBIAN_IMAGE is present; not rebuilt (FORCE=1 rebuilds it)"
+    return 1
+  fi
+  if present "$DEBIAN_IMAGE" && ! current_debian; then
+    log "$DEBIAN_IMAGE is present from another package list; rebuilt with $INCLUDE"
+  fi
+}
+
 build_debian_docker() {
-  wanted "$DEBIAN_IMAGE" || return 0
+  wanted_debian || return 0
   mkdir -p "$CACHE"
   # One build per cache dir at a time; the second waits, then finds the
   # tarball (and, into the same engine, the image).
   exec 9>"$CACHE/.build-images.lock"
   flock 9
-  wanted "$DEBIAN_IMAGE" || return 0
+  wanted_debian || return 0
 
-  local key tarball started=$SECONDS
-  key=$(printf '%s %s %s' "$SUITE" "$VARIANT" "$INCLUDE" | sha256sum | cut -c1-12)
+  local key=$ROOTFS_KEY tarball started=$SECONDS
   tarball=$CACHE/debian-docker-$SUITE-$key.tar
 
   if [[ -s $tarball ]]; then
@@ -133,6 +156,12 @@ build_debian_docker() {
     [[ $(id -u) == 0 ]] || die "debootstrap needs root"
     command -v debootstrap >/dev/null ||
       die "debootstrap is not installed (apt-get install -y --no-install-recommends debootstrap)"
+    if [[ -z $MIRROR ]]; then
+      # shellcheck source=apt-source.sh
+      . "$(dirname "${BASH_SOURCE[0]}")/apt-source.sh"
+      MIRROR=$(debian_mirror)
+      [[ -n $MIRROR ]] || die "no Debian source in /etc/apt to take a mirror from; set DEBIAN_MIRROR"
+    fi
     local rootfs
     rootfs=$(mktemp -d "$CACHE/rootfs.XXXXXX")
     CLEANUP+=("$rootfs" "$tarball.partial")
@@ -150,7 +179,7 @@ build_debian_docker() {
 
   local import_started=$SECONDS
   "$DOCKER" import --change "ENV PATH=$IMAGE_PATH" --change 'CMD ["/bin/bash"]' \
-    - "$DEBIAN_IMAGE" <"$tarball" >/dev/null
+    --change "LABEL $ROOTFS_LABEL=$key" - "$DEBIAN_IMAGE" <"$tarball" >/dev/null
   log "$DEBIAN_IMAGE imported in $((SECONDS - import_started)) s ($((SECONDS - started)) s in all)"
 }
 

@@ -31,12 +31,14 @@ import type { DockerDaemon } from "./Dockerd.js"
 import * as DockerHost from "./DockerHost.js"
 import type { DockerdConfigInput } from "./DockerdConfig.js"
 import * as DockerEngine from "./DockerEngine.js"
+import * as Gvisor from "./Gvisor.js"
 import type { StartError, SupervisionError } from "./errors.js"
 import { InvalidConfig } from "./errors.js"
 import { type ProcessManagerShape, ProcessManager } from "./ProcessManager.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 import * as SandboxDocker from "./SandboxDocker.js"
 import * as SandboxLease from "./SandboxLease.js"
+import * as SandboxSecurity from "./SandboxSecurity.js"
 import * as Supervisor from "./Supervisor.js"
 
 /**
@@ -152,6 +154,12 @@ export interface Sandbox {
   readonly id: string
   readonly name: string
   readonly spec: SandboxSpec
+  /**
+   * What its runtime means for the host: `runsc`, a kernel of its own;
+   * `runc`, the host's kernel and, with Docker inside, the routes to the
+   * host that stay open (README, "Security").
+   */
+  readonly isolation: SandboxSecurity.Isolation
   /** The process manager inside the sandbox. */
   readonly processManager: ProcessManagerShape
   /** Starts a process inside the sandbox (`processManager.exec`). */
@@ -175,7 +183,10 @@ type DockerState =
   | { readonly _tag: "Failed"; readonly error: DockerUnavailable }
 
 const ContainerCreated = Schema.Struct({ Id: Schema.String })
-const ContainerSummary = Schema.Struct({ Name: Schema.String })
+const ContainerSummary = Schema.Struct({
+  Name: Schema.String,
+  HostConfig: Schema.optional(SandboxSecurity.AppliedHostConfig)
+})
 
 /**
  * The configuration of dockerd inside a sandbox, by runtime.
@@ -194,7 +205,13 @@ export const innerDockerd = (
         // network; the storage driver is chosen by dockerd (overlay2 on the
         // /var/lib/docker volume).
         profile: "default",
-        extraArgs: ["--ip6tables=false", "--bridge=none"],
+        extraArgs: [
+          "--ip6tables=false",
+          "--bridge=none",
+          // On the engine's network namespace, forwarding is the host's
+          // setting, and /proc/sys is read-only in the sandbox.
+          ...(spec.network === "host" ? ["--ip-forward=false"] : [])
+        ],
         stopGrace
       }
 
@@ -213,7 +230,10 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
   Cmd: [],
   Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
   Labels: { ...labels, [SANDBOX_LABEL]: "sandbox" },
-  ...(spec.dockerEnabled ? { Volumes: { "/var/lib/docker": {} } } : {}),
+  // Under runsc /var/lib/docker stays in the sandbox's root overlay: on a
+  // volume (served by runsc's gofer) lgetxattr of a symlink fails with EBADF,
+  // and dockerd's vfs driver cannot copy a layer ("bad file descriptor").
+  ...(spec.dockerEnabled && spec.runtime !== "runsc" ? { Volumes: { "/var/lib/docker": {} } } : {}),
   HostConfig: {
     // docker-init as PID 1: orphans (killed shims, exec'd processes' children)
     // are reaped, and a stop's SIGTERM reaches the sandbox's process.
@@ -222,18 +242,8 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
     Runtime: spec.runtime,
     ...(spec.cpu === undefined ? {} : { NanoCpus: Math.round(spec.cpu * 1e9) }),
     ...(spec.memoryMb === undefined ? {} : { Memory: spec.memoryMb * 1024 * 1024 }),
-    ...(spec.dockerEnabled
-      ? {
-          // What Docker inside needs on these machines (--privileged fails
-          // here: the host lacks CAP_SYS_RESOURCE).
-          CapAdd: ["ALL"],
-          CapDrop: ["SYS_RESOURCE"],
-          SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
-          // `--security-opt systempaths=unconfined` on the CLI is this in the API.
-          MaskedPaths: [],
-          ReadonlyPaths: []
-        }
-      : {})
+    // Isolation: cgroup namespace, capabilities, seccomp (SandboxSecurity).
+    ...SandboxSecurity.hostConfig(spec)
   }
 })
 
@@ -242,13 +252,15 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
  * stderr and the rest still run. One exec instead of one per step (a cgroup
  * v1 host has a dozen controllers to remount): each exec through the Engine
  * costs a round of API calls, and under load they added seconds to a
- * sandbox's start. Constant text: no value of the caller's reaches it; its
- * one parameter (`$1`) is `forward` when the sandbox has its own network
- * namespace and so must forward IP.
+ * sandbox's start. Constant text: no value of the caller's reaches it.
+ *
+ * Only the cgroup hierarchies are made writable (the sandbox's own, in its
+ * cgroup namespace: dockerd makes its containers' cgroups there); `/sys`
+ * stays read-only and IP forwarding is a sysctl of the container
+ * (SandboxSecurity.hostConfig).
  */
 const PREPARE_SCRIPT = `
 failed() { echo "preparation step failed: $*" >&2; }
-mount -o remount,rw /sys || failed "mount -o remount,rw /sys"
 if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
   mount -o remount,rw /sys/fs/cgroup || failed "mount -o remount,rw /sys/fs/cgroup"
 else
@@ -262,29 +274,23 @@ else
       failed "mount -t cgroup -o devices devices /sys/fs/cgroup/devices"
   fi
 fi
-if [ "$1" = forward ]; then
-  echo 1 > /proc/sys/net/ipv4/ip_forward || failed "enable ip_forward"
-fi
 `
 
 /**
- * What Docker inside needs before it starts: a writable /sys and cgroup
- * hierarchy, the `devices` controller on cgroup v1, and (when the sandbox
- * has its own network namespace) IP forwarding. Runs as one exec; each
- * step's failure is logged (Debug), not fatal: dockerd then says what it
- * lacks.
+ * What Docker inside needs before it starts: a writable cgroup hierarchy
+ * and the `devices` controller on cgroup v1. Runs as one exec; each step's
+ * failure is logged (Debug), not fatal: dockerd then says what it lacks.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const prepare = Effect.fn("Sandbox.prepare")(function* (
   manager: ProcessManagerShape,
-  spec: SandboxSpec
+  _spec: SandboxSpec
 ) {
-  const forward = spec.network === "host" ? "no-forward" : "forward"
   yield* Effect.scoped(
     Effect.gen(function* () {
-      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT, "sh", forward], {
+      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT], {
         killGrace: "1 second",
         tailLines: 50
       })
@@ -346,6 +352,7 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   labels: Readonly<Record<string, string>> = {}
 ) {
   if (spec.dockerEnabled && spec.network === "host") yield* refuseHostNetworkBeside(engine, spec)
+  if (spec.dockerEnabled && spec.runtime === "runsc") yield* checkRunsc(engine, spec)
   const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
   const created = yield* engine
     .request("POST", `/containers/create${query}`, {
@@ -379,15 +386,47 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
           })
       )
     )
-    return yield* engine
+    const summary = yield* engine
       .request("GET", `/containers/${id}/json`, { schema: ContainerSummary })
       .pipe(
-        Effect.map((summary) => summary.Name.replace(/^\//, "")),
-        Effect.orElseSucceed(() => id.slice(0, 12))
+        Effect.mapError(
+          (error) =>
+            new SandboxCreateFailed({
+              image: spec.image,
+              reason: `could not read the sandbox back: ${error.message}`,
+              hint: "Check the engine's log."
+            })
+        )
       )
+    const notApplied = SandboxSecurity.checkApplied(spec.image, summary.HostConfig)
+    if (notApplied !== undefined) return yield* notApplied
+    return summary.Name.replace(/^\//, "")
   }).pipe(Effect.onError(() => removeContainer(engine, id)))
   return { id, name } satisfies SandboxContainer
 })
+
+/**
+ * Docker inside gVisor needs the engine's runsc registered with
+ * `--network=host --net-raw`, and a runsc release that gives the sandbox
+ * the devices cgroup: checked before anything is created.
+ */
+const checkRunsc = (engine: DockerEngine.DockerEngineClient, spec: SandboxSpec) =>
+  Gvisor.preflight(engine).pipe(
+    Effect.catchTags({
+      EngineUnreachable: (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine."
+        }),
+      EngineBadAnswer: (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine."
+        })
+    })
+  )
 
 /** What is read of the engine's `bridge` network: the interface behind it. */
 const BridgeNetwork = Schema.Struct({
@@ -501,6 +540,9 @@ export const create = Effect.fn("Sandbox.create")(function* (
       // A remote start asks nothing of this machine's host.
       Effect.provide(DockerHost.layer),
       Effect.annotateLogs({ sandbox: name }),
+      // Interruptible even when created inside an uninterruptible region
+      // (acquireRelease's acquire): its races and timeouts interrupt losers.
+      Effect.interruptible,
       Effect.forkIn(scope)
     )
     // Registered after the daemon's fiber, so it runs before dockerd stops.
@@ -508,15 +550,22 @@ export const create = Effect.fn("Sandbox.create")(function* (
   }
 
   const daemon = awaitDocker(state)
+  // DOCKER_USERNAME/DOCKER_PASSWORD in the env: logged in before the first docker command.
+  const ready = yield* SandboxDocker.readyAfterLogin(
+    manager,
+    daemon,
+    SandboxDocker.loginFromEnv(spec.env)
+  ).pipe(Scope.extend(scope))
 
   const sandbox: Sandbox = {
     id,
     name,
     spec,
+    isolation: SandboxSecurity.isolation(spec),
     processManager: manager,
     exec: manager.exec,
     daemon,
-    docker: SandboxDocker.make(manager, daemon),
+    docker: SandboxDocker.make(manager, ready, { runtime: spec.runtime }),
     remove: Scope.close(scope, Exit.void),
     owner: lease.owner,
     renew: lease.renew

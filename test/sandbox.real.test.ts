@@ -1,6 +1,6 @@
 /**
- * Sandboxes on a real host engine: the seed's scenario end to end, gVisor's
- * typed failure, sandboxes without Docker, argument validation and secrets.
+ * Sandboxes on a real host engine: the seed's scenario end to end, sandboxes
+ * without Docker, argument validation and secrets (gVisor: sandbox.gvisor.real.test.ts).
  * The host engine, images and registry are set up once for the file.
  */
 import { execFile } from "node:child_process"
@@ -57,32 +57,6 @@ describe.skipIf(!real)("the seed's scenario, end to end", () => {
 
 describe.skipIf(!real)("sandboxes on a host engine", () => {
   layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
-    it.scoped(
-      "gVisor (runsc): Docker inside fails fast with DaemonCrashed and its diagnosis; nothing left",
-      () =>
-        Effect.gen(function* () {
-          const host = yield* Host
-          const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
-            { engineSocket: host.socket, stopGrace: "3 seconds" }
-          )
-          const started = Date.now()
-          const error = yield* Effect.flip(sandbox.daemon)
-          expect(Date.now() - started).toBeLessThan(30_000)
-          expect(error).toMatchObject({
-            _tag: "DaemonCrashed",
-            exitCode: 1,
-            diagnosis: { cause: "devices-cgroup-missing" }
-          })
-          // Docker commands fail with the same typed error, before running anything.
-          const pull = yield* Effect.flip(Effect.scoped(sandbox.docker.pull(host.image)))
-          expect(pull._tag).toBe("DaemonCrashed")
-          yield* sandbox.remove
-          expect(yield* pidsMentioning(sandbox.id)).toEqual([])
-        }),
-      TIMEOUT
-    )
-
     it.scoped(
       "a sandbox without Docker: exec works, docker commands say Docker is not enabled",
       () =>
