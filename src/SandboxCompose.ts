@@ -252,7 +252,14 @@ const NormalisedConfig = Schema.parseJson(
     )
   })
 )
-type NormalisedConfig = typeof NormalisedConfig.Type
+/**
+ * What is read of a compose file as docker-compose normalises it: its
+ * version, and each service's network settings.
+ *
+ * @since 0.1.0
+ * @category gvisor
+ */
+export type NormalisedConfig = typeof NormalisedConfig.Type
 
 /**
  * What under gVisor cannot be given: the first setting found, in the order

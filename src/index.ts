@@ -50,7 +50,10 @@ export * as Sandbox from "./Sandbox.js"
 /** @since 0.1.0 */
 export * as SandboxDocker from "./SandboxDocker.js"
 /** @since 0.1.0 */
+export * as SandboxPool from "./SandboxPool.js"
+/** @since 0.1.0 */
 export * as SandboxCompose from "./SandboxCompose.js"
 /** @since 0.1.0 */
 export * as SandboxVolume from "./SandboxVolume.js"
+/** @since 0.1.0 */
 export * as SandboxSecurity from "./SandboxSecurity.js"

@@ -36,11 +36,8 @@ const real = hasDockerd()
 const RUNTIMES = ["runc", "runsc"] as const
 type Runtime = (typeof RUNTIMES)[number]
 
-/**
- * Where Docker inside also pulls and runs a container here. runsc joins
- * once its inner `docker run` works (the gVisor work): one line.
- */
-const RUNS_CONTAINERS: ReadonlyArray<Runtime> = ["runc"]
+/** Where Docker inside also pulls and runs a container here. */
+const RUNS_CONTAINERS: ReadonlyArray<Runtime> = ["runc", "runsc"]
 
 const PROBE = readFileSync(new URL("./fixtures/escape-probe.sh", import.meta.url), "utf8")
 

@@ -344,7 +344,7 @@ services:
     )
 
     it.scoped(
-      "compose arguments are validated before anything runs; a sandbox without docker-compose gets ComposeNotInstalled",
+      "compose and volume arguments are validated before anything runs; a file compose refuses is DockerCommandFailed, an unreadable answer DockerOutputInvalid, a sandbox without docker-compose ComposeNotInstalled",
       () =>
         Effect.gen(function* () {
           const host = yield* Host
@@ -378,6 +378,35 @@ services:
           // Nothing ran: no temp directory was made.
           const temps = yield* shell(sandbox, "ls /tmp | grep sandbox-docker-compose || true")
           expect(temps.lines).toEqual([])
+
+          // A file docker-compose refuses: its reason, in DockerCommandFailed.
+          const broken = yield* Effect.flip(
+            Effect.scoped(
+              Effect.flatMap(
+                compose.up({ file: { text: "services:\n  web: [unclosed\n" }, project: "ok" }),
+                (up) => up.wait
+              )
+            )
+          )
+          expect(broken).toMatchObject({ _tag: "DockerCommandFailed", exitCode: 1 })
+          expect(broken.message).toContain("docker-compose")
+
+          // A docker whose answer is not Docker's JSON: DockerOutputInvalid.
+          const wrapped = yield* shell(
+            sandbox,
+            "cat > /usr/local/bin/docker && chmod +x /usr/local/bin/docker",
+            [
+              "#!/bin/sh",
+              'case "$*" in *"volume ls"*) echo not-json; exit 0 ;; esac',
+              'exec /usr/bin/docker "$@"',
+              ""
+            ].join("\n")
+          )
+          expect(wrapped.code).toBe(0)
+          const unreadable = yield* Effect.flip(sandbox.docker.volume.ls())
+          expect(unreadable).toMatchObject({ _tag: "DockerOutputInvalid" })
+          expect(unreadable.message).toContain("volume ls")
+          yield* shell(sandbox, "rm /usr/local/bin/docker")
 
           const removed = yield* shell(sandbox, "rm $(command -v docker-compose)")
           expect(removed.code).toBe(0)
