@@ -580,15 +580,19 @@ export interface ReapOptions {
 }
 
 /**
- * Run as `sh -c STOP_SCRIPT sh GRACE_SECONDS`: marks the stop (so that the
+ * Run as `sh -c STOP_SCRIPT sh GRACE_TENTHS`: marks the stop (so that the
  * CLI's supervising launcher does not restart dockerd), then SIGTERM to
- * dockerd by its pidfile, up to GRACE seconds, SIGKILL.
+ * dockerd by its pidfile, up to GRACE tenths of a second, SIGKILL. (A
+ * `sleep` without fractions waits whole seconds, a tenth each.)
  */
 const STOP_SCRIPT = `mkdir -p /run/sandbox-docker && : >/run/sandbox-docker/stop
 pid=$(cat /var/run/docker.pid 2>/dev/null)
 [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || exit 0
 i=0
-while [ -d "/proc/$pid" ] && [ "$i" -lt "$1" ]; do sleep 1; i=$((i + 1)); done
+while [ -d "/proc/$pid" ] && [ "$i" -lt "$1" ]; do
+  sleep 0.1 2>/dev/null || sleep 1
+  i=$((i + 1))
+done
 kill -KILL "$pid" 2>/dev/null
 exit 0`
 
@@ -599,7 +603,7 @@ const stopInside = (socket: string, id: string, grace: Duration.Duration) =>
       const manager = yield* ContainerProcessManager.make({ socket, containerId: id })
       yield* SandboxDocker.removeInnerContainers(manager)
       const stop = yield* manager.exec(
-        ["sh", "-c", STOP_SCRIPT, "sh", String(Math.ceil(Duration.toSeconds(grace)))],
+        ["sh", "-c", STOP_SCRIPT, "sh", String(Math.ceil(Duration.toMillis(grace) / 100))],
         { killGrace: "1 second" }
       )
       yield* stop.awaitExit

@@ -197,6 +197,38 @@ describe.skipIf(!real)("sandboxes have owners and an init", () => {
     )
 
     it.scoped(
+      "under runsc, a Docker sandbox whose owner is gone is reaped: container, volume and every process of it gone",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const engine = yield* DockerEngine.make(host.socket)
+          const child = yield* ownerProcess
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
+            {
+              engineSocket: host.socket,
+              stopGrace: "3 seconds",
+              lease: { owner: yield* SandboxLease.processOwner(child.pid) }
+            }
+          )
+          yield* sandbox.daemon
+          const volume = (yield* inspect(engine, sandbox.id)).Mounts.find(
+            (mount) => mount.Destination === "/var/lib/docker"
+          )?.Name
+          yield* killed(child)
+          const done = yield* Sandbox.reap({ engineSocket: host.socket })
+          expect(done.find((j) => j.id === sandbox.id)).toMatchObject({
+            verdict: { _tag: "Reap" },
+            removed: true
+          })
+          expect(yield* exists(engine, `/containers/${sandbox.id}/json`)).toBe(false)
+          expect(yield* exists(engine, `/volumes/${volume}`)).toBe(false)
+          expect(yield* pidsMentioning(sandbox.id)).toEqual([])
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
       "a sandbox carries this process as its owner and a lease file, renewed while its scope lives and removed with it",
       () =>
         Effect.gen(function* () {
