@@ -5,9 +5,11 @@
 #   sandbox-docker/busybox:latest        Debian's busybox-static in an empty
 #                                        rootfs, one symlink per applet (~2 MB).
 #   sandbox-docker/debian-docker:bookworm  a Debian bookworm minbase rootfs with
-#                                        docker.io, ca-certificates and
-#                                        busybox-static (~400 MB), made by
-#                                        debootstrap, for Docker-in-Docker.
+#                                        docker.io, docker-compose (1.29.2, the
+#                                        Python one bookworm ships),
+#                                        ca-certificates and busybox-static
+#                                        (~450 MB), made by debootstrap, for
+#                                        Docker-in-Docker.
 #
 # Usage:  DOCKER_HOST=unix:///path/docker.sock scripts/build-images.sh [busybox|debian-docker|all]
 #         (default: all)
@@ -35,7 +37,7 @@ readonly BUSYBOX_IMAGE=sandbox-docker/busybox:latest
 readonly DEBIAN_IMAGE=sandbox-docker/debian-docker:bookworm
 readonly SUITE=bookworm
 readonly VARIANT=minbase
-readonly INCLUDE=docker.io,ca-certificates,busybox-static
+readonly INCLUDE=docker.io,docker-compose,ca-certificates,busybox-static
 readonly IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 DOCKER=${DOCKER:-docker}
@@ -115,17 +117,37 @@ build_busybox() {
   log "$BUSYBOX_IMAGE imported in $((SECONDS - started)) s"
 }
 
+# The rootfs's cache key: a change to the package list makes a new tarball,
+# and an engine holding the image of another list rebuilds it.
+ROOTFS_KEY=$(printf '%s %s %s' "$SUITE" "$VARIANT" "$INCLUDE" | sha256sum | cut -c1-12)
+readonly ROOTFS_KEY ROOTFS_LABEL=sandbox-docker.rootfs
+
+# The image is present and made from this package list.
+current_debian() {
+  [[ $("$DOCKER" image inspect --format "{{index .Config.Labels \"$ROOTFS_LABEL\"}}" \
+    "$DEBIAN_IMAGE" 2>/dev/null) == "$ROOTFS_KEY" ]]
+}
+
+wanted_debian() {
+  if [[ ${FORCE:-0} != 1 ]] && current_debian; then
+    log "$DEBIAN_IMAGE is present; not rebuilt (FORCE=1 rebuilds it)"
+    return 1
+  fi
+  if present "$DEBIAN_IMAGE" && ! current_debian; then
+    log "$DEBIAN_IMAGE is present from another package list; rebuilt with $INCLUDE"
+  fi
+}
+
 build_debian_docker() {
-  wanted "$DEBIAN_IMAGE" || return 0
+  wanted_debian || return 0
   mkdir -p "$CACHE"
   # One build per cache dir at a time; the second waits, then finds the
   # tarball (and, into the same engine, the image).
   exec 9>"$CACHE/.build-images.lock"
   flock 9
-  wanted "$DEBIAN_IMAGE" || return 0
+  wanted_debian || return 0
 
-  local key tarball started=$SECONDS
-  key=$(printf '%s %s %s' "$SUITE" "$VARIANT" "$INCLUDE" | sha256sum | cut -c1-12)
+  local key=$ROOTFS_KEY tarball started=$SECONDS
   tarball=$CACHE/debian-docker-$SUITE-$key.tar
 
   if [[ -s $tarball ]]; then
@@ -157,7 +179,7 @@ build_debian_docker() {
 
   local import_started=$SECONDS
   "$DOCKER" import --change "ENV PATH=$IMAGE_PATH" --change 'CMD ["/bin/bash"]' \
-    - "$DEBIAN_IMAGE" <"$tarball" >/dev/null
+    --change "LABEL $ROOTFS_LABEL=$key" - "$DEBIAN_IMAGE" <"$tarball" >/dev/null
   log "$DEBIAN_IMAGE imported in $((SECONDS - import_started)) s ($((SECONDS - started)) s in all)"
 }
 

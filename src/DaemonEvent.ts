@@ -16,6 +16,8 @@ import type { ExitStatus } from "./ProcessStatus.js"
  * @category models
  */
 export type DaemonEvent = Data.TaggedEnum<{
+  /** A dockerd already running for the same paths is stopped, to be replaced. */
+  Replacing: { readonly pid: number; readonly foundBy: string }
   /** The preflight checks passed. */
   Preflight: { readonly elapsedMs: number }
   /** dockerd was spawned. */

@@ -15,6 +15,7 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import { access } from "node:fs/promises"
 import * as Path from "node:path"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -22,6 +23,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Containerd from "./Containerd.js"
 import type { DockerdConfig } from "./DockerdConfig.js"
 import * as DockerdSettings from "./DockerdSettings.js"
@@ -30,7 +33,11 @@ import { DirectoryNotWritable, type InvalidConfig, SocketModeNotApplied } from "
 import { cgroupsOnlyOf, removeCgroups } from "./internal/cgroups.js"
 import {
   awaitGone,
+  type DaemonLookup,
+  findDaemon,
+  leftoverMounts,
   leftoversOf,
+  type MountEntry,
   mountEntriesUnder,
   pidfileProcess,
   readPidfile
@@ -66,14 +73,48 @@ export interface DockerHostShape {
     config: DockerdConfig
   ) => Effect.Effect<DockerdSettings.DockerdSettings, InvalidConfig>
   /**
-   * Before the spawn: the preflight checks on the settings, the socket's
-   * directory (dockerd makes every other directory it needs, not that one),
-   * and the mounts already there.
+   * Before the spawn: the dockerd already running for these paths, if any
+   * (by its pidfile, or its command line naming the socket, data-root or
+   * exec-root); `Other` when the pidfile holds a live process that is not
+   * one, which must never be touched. `by`: the paths a dockerd is looked
+   * for by (by default all four).
+   */
+  readonly running: (
+    config: DockerdConfig,
+    settings: DockerdSettings.DockerdSettings,
+    by?: ReadonlyArray<"pidfile" | "socket" | "data-root" | "exec-root">
+  ) => Effect.Effect<DaemonLookup>
+  /**
+   * What a killed run of these settings left, when no dockerd of them runs
+   * (see `prepare`), and its pidfile (its pid is dead). How many processes
+   * and mounts.
+   */
+  readonly recover: (
+    settings: DockerdSettings.DockerdSettings
+  ) => Effect.Effect<{ readonly processes: number; readonly mounts: number }, never, ProcessManager>
+  /**
+   * Stops a dockerd this process did not start (found by `running`) the
+   * way a stop of its own goes: SIGTERM (and SIGCONT), the configuration's
+   * `stopGrace`, SIGKILL; then what it left (as after a killed run: see
+   * `prepare`), its pidfile and its socket.
+   */
+  readonly stopRunning: (
+    config: DockerdConfig,
+    settings: DockerdSettings.DockerdSettings,
+    pid: number
+  ) => Effect.Effect<RunningStopped, never, ProcessManager>
+  /**
+   * Before the spawn: the preflight checks on the settings; what a killed
+   * run of these paths left (its containerd, shims and containers'
+   * processes, their cgroups, the mounts dockerd makes under its exec-root
+   * and data-root; not with live-restore, where they are the running
+   * containers); the socket's directory (dockerd makes every other
+   * directory it needs, not that one); and the mounts there then.
    */
   readonly prepare: (
     config: DockerdConfig,
     settings: DockerdSettings.DockerdSettings
-  ) => Effect.Effect<Ground, Preflight.PreflightError>
+  ) => Effect.Effect<Ground, Preflight.PreflightError, ProcessManager>
   /**
    * The readiness probe (socket file, `/_ping` held while connecting to
    * containerd ahead, containerd's version with the Engine's `/info` as
@@ -124,6 +165,24 @@ export interface Ground {
   readonly settings: DockerdSettings.DockerdSettings
   /** Mounts there before the daemon started (a disk at the data-root): never undone. */
   readonly premounted: ReadonlySet<number>
+}
+
+/**
+ * How {@link DockerHostShape.stopRunning} went.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunningStopped {
+  readonly pid: number
+  /** Whether it needed SIGKILL (it ignored SIGTERM for the grace). */
+  readonly killed: boolean
+  /** Whether it is still there after SIGKILL (then nothing else was removed). */
+  readonly survived: boolean
+  /** How many leftover processes went with it, and how many mounts. */
+  readonly leftoverProcesses: number
+  readonly leftoverMounts: number
+  readonly elapsedMs: number
 }
 
 /**
@@ -235,47 +294,60 @@ const mountIdsOf = (settings: DockerdSettings.DockerdSettings) =>
   )
 
 /**
- * Removes what a killed daemon could not: leftover processes, the mounts it
- * made (never the ones there before it started, such as a disk mounted at
- * the data-root), files.
+ * A stopped daemon's processes: its containerd (`also`), and, unless its
+ * containers live on (live-restore), the shims naming the exec-root and
+ * what runs below them (the processes of containers still running: a
+ * SIGKILLed daemon stops none of them) with the cgroups runc made for
+ * those. SIGKILL for what is still there after `killAfter`. How many there
+ * were.
  */
-const cleanUpLocal =
+const endLeftoverProcesses = (
+  settings: DockerdSettings.DockerdSettings,
+  also: ReadonlyArray<number>,
+  killAfter: Duration.DurationInput
+): Effect.Effect<number> =>
+  Effect.gen(function* () {
+    if (settings.liveRestore) {
+      return also.length - (yield* awaitGone(also, killAfter, "10 seconds")).length
+    }
+    const { all, daemonSide } = yield* leftoversOf(settings.execRoot, also)
+    const containerCgroups = yield* cgroupsOnlyOf(
+      all.filter((pid) => !daemonSide.includes(pid)),
+      daemonSide
+    )
+    const survivors = yield* awaitGone(all, killAfter, "10 seconds")
+    if (survivors.length > 0) {
+      // Nothing else reports it: the stop itself has no error.
+      yield* Effect.logWarning("processes of the daemon are still there after SIGKILL").pipe(
+        Effect.annotateLogs({ pids: survivors.join(",") })
+      )
+    } else {
+      yield* removeCgroups(containerCgroups)
+    }
+    return all.length
+  })
+
+/** `umount --lazy` of each of `mounts`, in order, through the ProcessManager. */
+const unmountAll = (mounts: ReadonlyArray<MountEntry>) =>
+  Effect.flatMap(ProcessManager, (manager) =>
+    Effect.forEach(
+      mounts,
+      ({ point }) =>
+        Effect.scoped(
+          Effect.flatMap(
+            manager.exec(["umount", "--lazy", point], { killGrace: "1 second" }),
+            (handle) => handle.awaitExit
+          )
+        ).pipe(Effect.ignore),
+      { discard: true }
+    )
+  )
+
+/** The pidfile, if it still holds `pid`, and the socket, if it is one. */
+const removeFilesOf =
   (fs: FileSystem.FileSystem) =>
-  (config: DockerdConfig, ground: Ground, pid: number, containerd: number | undefined) =>
+  (config: DockerdConfig, settings: DockerdSettings.DockerdSettings, pid: number) =>
     Effect.gen(function* () {
-      const { settings, premounted } = ground
-      // Its containerd, the shims naming the exec-root, and what runs below
-      // them: the processes of containers still running (a SIGKILLed daemon
-      // stops none of them), and the cgroups runc made for those.
-      const { all, daemonSide } = yield* leftoversOf(
-        settings.execRoot,
-        containerd === undefined ? [] : [containerd]
-      )
-      const containerCgroups = yield* cgroupsOnlyOf(
-        all.filter((pid) => !daemonSide.includes(pid)),
-        daemonSide
-      )
-      const survivors = yield* awaitGone(all, "2 seconds", "10 seconds")
-      if (survivors.length > 0) {
-        // Nothing else reports it: the stop itself has no error.
-        yield* Effect.logWarning("processes of the daemon are still there after SIGKILL").pipe(
-          Effect.annotateLogs({ pids: survivors.join(",") })
-        )
-      } else {
-        yield* removeCgroups(containerCgroups)
-      }
-      const manager = yield* ProcessManager
-      for (const root of [settings.execRoot, settings.dataRoot]) {
-        for (const { id, point } of yield* mountEntriesUnder(root)) {
-          if (premounted.has(id)) continue
-          yield* Effect.scoped(
-            Effect.flatMap(
-              manager.exec(["umount", "--lazy", point], { killGrace: "1 second" }),
-              (handle) => handle.awaitExit
-            )
-          ).pipe(Effect.ignore)
-        }
-      }
       if ((yield* readPidfile(settings.pidfile)) === pid) {
         yield* Effect.ignore(fs.remove(settings.pidfile, { force: true }))
       }
@@ -284,6 +356,130 @@ const cleanUpLocal =
         yield* Effect.ignore(fs.remove(config.socket, { force: true }))
       }
     })
+
+/**
+ * What a killed run of these settings left, when no dockerd of them runs:
+ * its processes and the mounts dockerd makes (see `leftoverMounts`), but
+ * nothing of live-restore's running containers. How many of each.
+ */
+const recoverLeftovers = (
+  settings: DockerdSettings.DockerdSettings,
+  containerd: number | undefined,
+  killAfter: Duration.DurationInput
+) =>
+  Effect.gen(function* () {
+    // A killed dockerd leaves its pidfile (a stop removes it), and its
+    // containerd's: without either, no process of a killed run is looked
+    // for (a pass over /proc costs tens of milliseconds).
+    const killed =
+      containerd !== undefined ||
+      (yield* Effect.promise(() =>
+        Promise.all(
+          [settings.pidfile, settings.containerdPidfile].map((path) =>
+            access(path).then(
+              () => true,
+              () => false
+            )
+          )
+        )
+      )).some((found) => found)
+    const processes = killed
+      ? yield* endLeftoverProcesses(
+          settings,
+          containerd === undefined ? [] : [containerd],
+          killAfter
+        )
+      : 0
+    if (settings.liveRestore) return { processes, mounts: 0 }
+    const mounts = yield* leftoverMounts(settings.dataRoot, settings.execRoot)
+    yield* unmountAll(mounts)
+    if (processes + mounts.length > 0) {
+      yield* Effect.logWarning("removed what a killed dockerd left").pipe(
+        Effect.annotateLogs({
+          processes,
+          mounts: mounts.map((mount) => mount.point).join(","),
+          execRoot: settings.execRoot
+        })
+      )
+    }
+    return { processes, mounts: mounts.length }
+  })
+
+/**
+ * Removes what a killed daemon could not: leftover processes, the mounts it
+ * made (never the ones there before it started, such as a disk mounted at
+ * the data-root; none with live-restore, whose containers keep running),
+ * files.
+ */
+const cleanUpLocal =
+  (fs: FileSystem.FileSystem) =>
+  (config: DockerdConfig, ground: Ground, pid: number, containerd: number | undefined) =>
+    Effect.gen(function* () {
+      const { settings, premounted } = ground
+      yield* endLeftoverProcesses(
+        settings,
+        containerd === undefined ? [] : [containerd],
+        "2 seconds"
+      )
+      if (!settings.liveRestore) {
+        for (const root of [settings.execRoot, settings.dataRoot]) {
+          const made = (yield* mountEntriesUnder(root)).filter(({ id }) => !premounted.has(id))
+          yield* unmountAll(made)
+        }
+      }
+      yield* removeFilesOf(fs)(config, settings, pid)
+    })
+
+/**
+ * The containerd a dockerd of these settings started, by its pidfile: a
+ * process named containerd that names the exec-root, or a zombie (a
+ * SIGKILLed dockerd's containerd stays one for a while, and a new dockerd
+ * on the same exec-root hangs until it is gone). A pid reused by another
+ * containerd names another exec-root, or none.
+ */
+const leftContainerd = (settings: DockerdSettings.DockerdSettings) =>
+  pidfileProcess(settings.containerdPidfile, "containerd", settings.execRoot)
+
+/** A signal to a process that may be gone already. */
+const send = (pid: number, signal: NodeJS.Signals) =>
+  Effect.sync(() => {
+    try {
+      process.kill(pid, signal)
+    } catch {
+      // ESRCH: gone already.
+    }
+  })
+
+/** Stops a dockerd this process did not start (see `DockerHostShape.stopRunning`). */
+const stopRunningLocal =
+  (fs: FileSystem.FileSystem) =>
+  (config: DockerdConfig, settings: DockerdSettings.DockerdSettings, pid: number) =>
+    Effect.gen(function* () {
+      const started = yield* Clock.currentTimeMillis
+      const containerd = yield* leftContainerd(settings)
+      yield* send(pid, "SIGTERM")
+      yield* send(pid, "SIGCONT")
+      const afterGrace = yield* awaitGone([pid], Duration.infinity, config.stopGrace)
+      const killed = afterGrace.length > 0
+      if (killed) {
+        yield* Effect.logWarning("dockerd ignored SIGTERM; sending SIGKILL").pipe(
+          Effect.annotateLogs({ pid, graceMs: Duration.toMillis(config.stopGrace) })
+        )
+      }
+      const survived = killed && (yield* awaitGone([pid], "0 millis", "10 seconds")).length > 0
+      const left = survived
+        ? { processes: 0, mounts: 0 }
+        : yield* recoverLeftovers(settings, containerd, "2 seconds")
+      if (!survived) yield* removeFilesOf(fs)(config, settings, pid)
+      return {
+        pid,
+        killed,
+        survived,
+        leftoverProcesses: left.processes,
+        leftoverMounts: left.mounts,
+        elapsedMs: (yield* Clock.currentTimeMillis) - started
+      } satisfies RunningStopped
+    }).pipe(Effect.annotateLogs({ pid, socket: config.socket }))
 
 /**
  * The host of this machine, with the file system and connectors taken from
@@ -301,11 +497,32 @@ export const make: Effect.Effect<
   const probes = yield* probesWith
   return DockerHost.of({
     settings: DockerdSettings.resolve,
+    running: (config, settings, by = ["pidfile", "socket", "data-root", "exec-root"]) =>
+      findDaemon({
+        pidfile: by.includes("pidfile") ? settings.pidfile : undefined,
+        socket: by.includes("socket") ? config.socket : undefined,
+        dataRoot: by.includes("data-root") ? settings.dataRoot : undefined,
+        execRoot: by.includes("exec-root") ? settings.execRoot : undefined
+      }),
+    recover: (settings) =>
+      Effect.gen(function* () {
+        const left = yield* recoverLeftovers(settings, yield* leftContainerd(settings), "0 millis")
+        const pid = yield* readPidfile(settings.pidfile)
+        if (pid !== undefined && !(yield* Preflight.isAlive(pid))) {
+          yield* Effect.ignore(fs.remove(settings.pidfile, { force: true }))
+        }
+        return left
+      }),
+    stopRunning: stopRunningLocal(fs),
     prepare: Effect.fn("DockerHost.prepare")(function* (
       config: DockerdConfig,
       settings: DockerdSettings.DockerdSettings
     ) {
       yield* Preflight.run(config, settings)
+      // No dockerd of these paths runs (the preflight saw to the pidfile
+      // and the socket; `running` was asked before): whatever still names
+      // them was left by one that was killed.
+      yield* recoverLeftovers(settings, yield* leftContainerd(settings), "0 millis")
       const socketDir = Path.dirname(config.socket)
       yield* fs.makeDirectory(socketDir, { recursive: true, mode: 0o755 }).pipe(
         Effect.mapError(
@@ -368,6 +585,17 @@ export const makeTest: Effect.Effect<
         Effect.option(fs.readFileString(DockerdSettings.configFileOf(config))),
         (text) => DockerdSettings.fromConfigFile(config, Option.getOrUndefined(text))
       ),
+    running: () => Effect.succeed({ _tag: "None" }),
+    recover: () => Effect.succeed({ processes: 0, mounts: 0 }),
+    stopRunning: (_config, _settings, pid) =>
+      Effect.succeed({
+        pid,
+        killed: false,
+        survived: false,
+        leftoverProcesses: 0,
+        leftoverMounts: 0,
+        elapsedMs: 0
+      }),
     prepare: (_config, settings) => Effect.succeed({ settings, premounted: new Set() }),
     probes,
     storageDriver: storageDriverOn(fs),

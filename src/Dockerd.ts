@@ -31,6 +31,7 @@ import * as DockerEngine from "./DockerEngine.js"
 import * as DockerHost from "./DockerHost.js"
 import { diagnose } from "./Diagnosis.js"
 import {
+  DaemonAlreadyRunning,
   DaemonCrashed,
   DaemonNotReady,
   DockerNotInstalled,
@@ -145,6 +146,14 @@ export interface StartOptions {
   readonly onEvent?: EventSink | undefined
   /** Restarts before this start, for the `Ready` event. */
   readonly restarts?: number | undefined
+  /**
+   * A dockerd already running for these paths (by the pidfile, or its
+   * command line naming the socket, data-root or exec-root: one a killed
+   * supervisor left) is stopped first (SIGTERM, `stopGrace`, SIGKILL, what
+   * it left), instead of failing with `DaemonAlreadyRunning`. A pidfile
+   * holding any other live process is still `PidfileInUse`, and untouched.
+   */
+  readonly replace?: boolean | undefined
 }
 
 /**
@@ -459,7 +468,24 @@ const startIn = (
       const host = yield* DockerHost.DockerHost
       // Where the daemon keeps its things, by its flags and its config file:
       // what the preflight checks, the stop cleans and the probes look at.
-      local = { host, ground: yield* host.prepare(config, yield* host.settings(config)) }
+      const settings = yield* host.settings(config)
+      const running = yield* host.running(config, settings)
+      if (running._tag === "Dockerd") {
+        if (options.replace !== true) {
+          return yield* new DaemonAlreadyRunning({
+            pid: running.pid,
+            pidfile: settings.pidfile,
+            socket: config.socket,
+            foundBy: running.foundBy
+          })
+        }
+        yield* emit(DaemonEvent.Replacing({ pid: running.pid, foundBy: running.foundBy }))
+        const stopped = yield* host.stopRunning(config, settings, running.pid)
+        yield* Effect.logInfo("stopped the dockerd already running, to replace it").pipe(
+          Effect.annotateLogs({ ...stopped })
+        )
+      }
+      local = { host, ground: yield* host.prepare(config, settings) }
       yield* emit(DaemonEvent.Preflight({ elapsedMs: yield* elapsed }))
     }
 

@@ -41,6 +41,12 @@ export class DockerdSettings extends Data.Class<{
   readonly containerd: string | undefined
   /** The settings the config file gives, by name (none when it cannot be read). */
   readonly fileKeys: ReadonlyArray<string>
+  /**
+   * `--live-restore` (flag, then config file): containers keep running
+   * while dockerd is down, so neither a stop nor the clean-up of a killed
+   * daemon may kill them or undo their mounts.
+   */
+  readonly liveRestore: boolean
 }> {
   /**
    * The pidfile of the containerd dockerd starts itself (under the exec-root).
@@ -92,6 +98,22 @@ const flagValue = (flags: ReadonlyArray<string>, name: string): string | undefin
   for (let i = flags.length - 1; i >= 0; i--) {
     const flag = flags[i]!
     if (flag.startsWith(prefix)) return flag.slice(prefix.length)
+  }
+  return undefined
+}
+
+/**
+ * `--live-restore` among the extra flags, as dockerd reads a boolean flag
+ * (`--live-restore`, `--live-restore=true|false|1|0`; the last one wins);
+ * `undefined` when none is given.
+ */
+const liveRestoreFlag = (flags: ReadonlyArray<string>): boolean | undefined => {
+  for (let i = flags.length - 1; i >= 0; i--) {
+    const flag = flags[i]!
+    if (flag === "--live-restore") return true
+    if (flag.startsWith("--live-restore=")) {
+      return ["true", "1", "t", "T", "TRUE", "True"].includes(flag.slice("--live-restore=".length))
+    }
   }
   return undefined
 }
@@ -177,13 +199,15 @@ export const fromConfigFile = Effect.fnUntraced(function* (
     config.pidfile ?? (yield* checked(AbsolutePath, configFile, "pidfile", textIn(file, "pidfile")))
   const containerd =
     flagValue(config.extraArgs, "containerd") || textIn(file, "containerd") || undefined
+  const liveRestore = liveRestoreFlag(config.extraArgs) ?? file?.["live-restore"] === true
   return new DockerdSettings({
     configFile,
     dataRoot: dataRoot ?? defaults.dataRoot,
     execRoot: execRoot ?? defaults.execRoot,
     pidfile: pidfile ?? defaults.pidfile,
     containerd: containerd === undefined ? undefined : withoutScheme(containerd),
-    fileKeys: file === undefined ? [] : Object.keys(file)
+    fileKeys: file === undefined ? [] : Object.keys(file),
+    liveRestore
   })
 })
 

@@ -2,7 +2,13 @@
  * The ProcessManager on the local machine, on `node:child_process`.
  *
  * Each process is its own process group. When its scope closes the group gets
- * SIGTERM, then SIGKILL after the grace. Node's events enter Effect at the
+ * SIGTERM, then SIGKILL after the grace. When this process dies without
+ * closing it (SIGKILL, the OOM killer), the kernel's parent-death signal
+ * kills the process: on Linux it is started through util-linux's `setpriv
+ * --pdeathsig KILL`, which sets it and then execs the binary (same pid).
+ * The signal follows the death of the *thread* that spawned the process:
+ * Node spawns from the thread of the event loop that asks, so a process
+ * started from a `worker_threads` worker dies when that worker ends. Node's events enter Effect at the
  * boundary, in the turn they happen: each chunk of output is offered to the
  * output's readers and the exit completes the handle's `Deferred`
  * (`Deferred.unsafeDone`), so an exit is never reported before the output
@@ -13,7 +19,7 @@
  * @since 0.1.0
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync, statSync } from "node:fs"
+import { accessSync, closeSync, constants, existsSync, openSync, readSync, statSync } from "node:fs"
 import { readdir, readFile } from "node:fs/promises"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -186,74 +192,154 @@ const wire = (
   }
 }
 
-const exec = Effect.fn("LocalProcessManager.exec")(function* (
-  argv: readonly [string, ...Array<string>],
-  options: ExecOptions = {}
-) {
-  // Secrets are revealed into the environment only; errors are redacted.
-  const extraEnv = revealEnv(options.env)
-  const secrets = secretsOf(Object.values(options.env ?? {}))
-  const env = { ...process.env, ...extraEnv }
-  const binary = yield* resolveExecutable(argv[0], env.PATH, options.cwd)
-  const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
-  const exited = yield* Deferred.make<ExitStatus>()
-  const output = yield* makeOutputBuffer(
-    options.tailLines ?? DEFAULT_TAIL_LINES,
-    options.keepOutput ?? 0
-  )
+/**
+ * What starts a process so that it dies with this one: `setpriv`'s path, or
+ * why there is none.
+ */
+type ParentDeath =
+  | { readonly _tag: "Setpriv"; readonly path: string }
+  | { readonly _tag: "Unsupported"; readonly reason: string }
 
-  // Set in the turn of the spawn (see spawnChild).
-  let release = () => {}
-  // The spawn and the registration of its stop happen as one step, so an
-  // interruption can never leave a process without its SIGTERM/SIGKILL.
-  const child = yield* spawnChild(
-    binary,
-    argv.slice(1),
-    { cwd: options.cwd, env, stdin: options.stdin !== undefined },
-    (child) => (release = wire(child, output, exited))
-  ).pipe(
-    Effect.mapError((error) => {
-      const failure = spawnError(argv, binary, options.cwd, error)
-      return failure._tag === "SpawnFailed" && secrets.length > 0
-        ? new SpawnFailed({
-            argv: redactArgv(failure.argv, secrets),
-            reason: redactText(failure.reason, secrets)
-          })
-        : failure
-    }),
-    Effect.tap((child) => {
-      const pid = child.pid!
-      if (child.stdin !== null) {
-        child.stdin.on("error", () => {}) // EPIPE: the process did not read it all.
-        child.stdin.end(options.stdin)
-      }
-      return Effect.addFinalizer(() =>
-        stopGracefully(
-          {
-            pid,
-            exited,
-            deliver: (signal) => signalProcessGroup(pid, signal),
-            killRemains: killGroupRemains(pid)
-          },
-          grace
-        ).pipe(
-          // The output is read until the process is gone (its last words
-          // while stopping included), then the pipes are let go.
-          Effect.ensuring(Effect.sync(release))
-        )
+/** Finds `setpriv` on PATH (Linux only: the parent-death signal is Linux's). */
+const parentDeathOn = (platform: NodeJS.Platform): Effect.Effect<ParentDeath> =>
+  platform !== "linux"
+    ? Effect.succeed({ _tag: "Unsupported", reason: `${platform} has no parent-death signal` })
+    : resolveExecutable("setpriv", process.env.PATH).pipe(
+        Effect.map((path): ParentDeath => ({ _tag: "Setpriv", path })),
+        Effect.orElseSucceed((): ParentDeath => ({
+          _tag: "Unsupported",
+          reason:
+            "setpriv is not installed, and without it the process would outlive this one if it were killed (apt-get install util-linux), or pass diesWithParent: false"
+        }))
       )
-    }),
-    Effect.uninterruptible
-  )
-  const pid = child.pid!
-  return Handle.make({
-    pid,
-    argv,
-    exited,
-    output,
-    deliver: (name) => signalProcessGroup(pid, name)
+
+/**
+ * The program and arguments that run `binary` so that it gets SIGKILL when
+ * the thread that spawned it dies. (Between the spawn and setpriv's
+ * `prctl` there is no signal yet: a parent killed in those microseconds
+ * leaves the process behind, for the next start's clean-up.)
+ */
+const dyingWithParent = (
+  parentDeath: ParentDeath,
+  binary: string,
+  args: ReadonlyArray<string>
+): readonly [string, ReadonlyArray<string>] | string =>
+  parentDeath._tag === "Setpriv"
+    ? [parentDeath.path, ["--pdeathsig", "KILL", "--", binary, ...args]]
+    : parentDeath.reason
+
+/**
+ * The interpreter a script's `#!` line names, when it is not there to run:
+ * started through setpriv, the script's exec fails inside setpriv (exit
+ * 127), where Node would have said ENOENT. Reads the first bytes only.
+ */
+const missingInterpreter = (binary: string): string | undefined => {
+  let head = ""
+  try {
+    const fd = openSync(binary, "r")
+    try {
+      const buffer = Buffer.alloc(256)
+      head = buffer.toString("latin1", 0, readSync(fd, buffer, 0, buffer.length, 0))
+    } finally {
+      closeSync(fd)
+    }
+  } catch {
+    return undefined
+  }
+  if (!head.startsWith("#!")) return undefined
+  const interpreter = head.slice(2).split("\n")[0]!.trim().split(/\s+/)[0] ?? ""
+  try {
+    accessSync(interpreter, constants.X_OK)
+    return undefined
+  } catch {
+    return interpreter
+  }
+}
+
+const execWith = (parentDeath: ParentDeath) =>
+  Effect.fn("LocalProcessManager.exec")(function* (
+    argv: readonly [string, ...Array<string>],
+    options: ExecOptions = {}
+  ) {
+    // Secrets are revealed into the environment only; errors are redacted.
+    const extraEnv = revealEnv(options.env)
+    const secrets = secretsOf(Object.values(options.env ?? {}))
+    const env = { ...process.env, ...extraEnv }
+    const binary = yield* resolveExecutable(argv[0], env.PATH, options.cwd)
+    const grace = Duration.decode(options.killGrace ?? DEFAULT_KILL_GRACE)
+    const exited = yield* Deferred.make<ExitStatus>()
+    const output = yield* makeOutputBuffer(
+      options.tailLines ?? DEFAULT_TAIL_LINES,
+      options.keepOutput ?? 0
+    )
+
+    let program: readonly [string, ReadonlyArray<string>] = [binary, argv.slice(1)]
+    if (options.diesWithParent ?? true) {
+      const wrapped = dyingWithParent(parentDeath, binary, argv.slice(1))
+      const interpreter = missingInterpreter(binary)
+      if (interpreter !== undefined) {
+        return yield* new SpawnFailed({
+          argv: redactArgv(argv, secrets),
+          reason: `ENOENT: the interpreter ${interpreter} of ${binary} is missing`
+        })
+      }
+      if (typeof wrapped === "string")
+        return yield* new SpawnFailed({ argv: redactArgv(argv, secrets), reason: wrapped })
+      program = wrapped
+    }
+
+    // Set in the turn of the spawn (see spawnChild).
+    let release = () => {}
+    // The spawn and the registration of its stop happen as one step, so an
+    // interruption can never leave a process without its SIGTERM/SIGKILL.
+    const child = yield* spawnChild(
+      program[0],
+      program[1],
+      { cwd: options.cwd, env, stdin: options.stdin !== undefined },
+      (child) => (release = wire(child, output, exited))
+    ).pipe(
+      Effect.mapError((error) => {
+        const failure = spawnError(argv, binary, options.cwd, error)
+        return failure._tag === "SpawnFailed" && secrets.length > 0
+          ? new SpawnFailed({
+              argv: redactArgv(failure.argv, secrets),
+              reason: redactText(failure.reason, secrets)
+            })
+          : failure
+      }),
+      Effect.tap((child) => {
+        const pid = child.pid!
+        if (child.stdin !== null) {
+          child.stdin.on("error", () => {}) // EPIPE: the process did not read it all.
+          child.stdin.end(options.stdin)
+        }
+        return Effect.addFinalizer(() =>
+          stopGracefully(
+            {
+              pid,
+              exited,
+              deliver: (signal) => signalProcessGroup(pid, signal),
+              killRemains: killGroupRemains(pid)
+            },
+            grace
+          ).pipe(
+            // The output is read until the process is gone (its last words
+            // while stopping included), then the pipes are let go.
+            Effect.ensuring(Effect.sync(release))
+          )
+        )
+      }),
+      Effect.uninterruptible
+    )
+    const pid = child.pid!
+    return Handle.make({
+      pid,
+      argv,
+      exited,
+      output,
+      deliver: (name) => signalProcessGroup(pid, name)
+    })
   })
-})
 
 /**
  * SIGKILL for what is left of the group led by `pid` (nothing, usually), then
@@ -293,12 +379,17 @@ const liveGroupMembers = (pgid: number): Effect.Effect<number> =>
   })
 
 /**
- * Builds the local ProcessManager.
+ * Builds the local ProcessManager. Its processes die with this one
+ * (`diesWithParent`, by default): on Linux without `setpriv`, such an exec
+ * fails with `SpawnFailed` saying so.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<typeof ProcessManager.Service> = Effect.succeed({ exec })
+export const make: Effect.Effect<typeof ProcessManager.Service> = Effect.map(
+  parentDeathOn(process.platform),
+  (parentDeath) => ({ exec: execWith(parentDeath) })
+)
 
 /**
  * The local ProcessManager.

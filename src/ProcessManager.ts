@@ -63,6 +63,13 @@ export interface ExecOptions {
    * (a daemon's endless log must not grow memory).
    */
   readonly keepOutput?: number | undefined
+  /**
+   * Whether the process dies with the one that started it, even when that
+   * one is SIGKILLed and no finalizer runs (the kernel's parent-death
+   * signal, SIGKILL). Defaults to `true`; a manager that cannot promise it
+   * says so in its own documentation.
+   */
+  readonly diesWithParent?: boolean | undefined
 }
 
 /**

@@ -14,6 +14,7 @@
  *
  * @since 0.1.0
  */
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
@@ -36,6 +37,8 @@ import { InvalidConfig } from "./errors.js"
 import { type ProcessManagerShape, ProcessManager } from "./ProcessManager.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 import * as SandboxDocker from "./SandboxDocker.js"
+import * as SandboxLease from "./SandboxLease.js"
+import * as SandboxSecurity from "./SandboxSecurity.js"
 import * as Supervisor from "./Supervisor.js"
 
 /**
@@ -134,6 +137,13 @@ export interface CreateOptions {
   readonly stopGrace?: Duration.DurationInput | undefined
   /** How dockerd inside is checked after ready. Default: 1 s / 2 s / 3; under runsc `Gvisor.liveness`. */
   readonly liveness?: Supervisor.LivenessPolicy | undefined
+  /**
+   * The sandbox's owner and lease (labels on its container; see
+   * `SandboxLease`): by default this process, with a 60 s lease renewed
+   * every 20 s while the sandbox's scope lives. `Sandbox.reap` and
+   * `sandbox gc` remove the sandbox once its owner is gone or its lease ran out.
+   */
+  readonly lease?: SandboxLease.LeaseOptions | undefined
 }
 
 /**
@@ -146,6 +156,12 @@ export interface Sandbox {
   readonly id: string
   readonly name: string
   readonly spec: SandboxSpec
+  /**
+   * What its runtime means for the host: `runsc`, a kernel of its own;
+   * `runc`, the host's kernel and, with Docker inside, the routes to the
+   * host that stay open (README, "Security").
+   */
+  readonly isolation: SandboxSecurity.Isolation
   /** The process manager inside the sandbox. */
   readonly processManager: ProcessManagerShape
   /** Starts a process inside the sandbox (`processManager.exec`). */
@@ -156,6 +172,10 @@ export interface Sandbox {
   readonly docker: SandboxDocker.SandboxDocker
   /** Removes the sandbox and everything in it. */
   readonly remove: Effect.Effect<void>
+  /** The owner label the sandbox carries. */
+  readonly owner: string
+  /** Renews the lease now (it is also renewed every third of its ttl). */
+  readonly renew: Effect.Effect<void, SandboxLease.LeaseRenewFailed>
 }
 
 /** The state of Docker inside. */
@@ -165,7 +185,10 @@ type DockerState =
   | { readonly _tag: "Failed"; readonly error: DockerUnavailable }
 
 const ContainerCreated = Schema.Struct({ Id: Schema.String })
-const ContainerSummary = Schema.Struct({ Name: Schema.String })
+const ContainerSummary = Schema.Struct({
+  Name: Schema.String,
+  HostConfig: Schema.optional(SandboxSecurity.AppliedHostConfig)
+})
 
 /**
  * The configuration of dockerd inside a sandbox, by runtime.
@@ -184,7 +207,13 @@ export const innerDockerd = (
         // network; the storage driver is chosen by dockerd (overlay2 on the
         // /var/lib/docker volume).
         profile: "default",
-        extraArgs: ["--ip6tables=false", "--bridge=none"],
+        extraArgs: [
+          "--ip6tables=false",
+          "--bridge=none",
+          // On the engine's network namespace, forwarding is the host's
+          // setting, and /proc/sys is read-only in the sandbox.
+          ...(spec.network === "host" ? ["--ip-forward=false"] : [])
+        ],
         stopGrace
       }
 
@@ -194,7 +223,7 @@ export const innerDockerd = (
  * @since 0.1.0
  * @category constants
  */
-export const SANDBOX_LABEL = "sandbox-docker"
+export const SANDBOX_LABEL = SandboxLease.SANDBOX_LABEL
 
 /** The container's create body. */
 const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>) => ({
@@ -208,22 +237,15 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
   // and dockerd's vfs driver cannot copy a layer ("bad file descriptor").
   ...(spec.dockerEnabled && spec.runtime !== "runsc" ? { Volumes: { "/var/lib/docker": {} } } : {}),
   HostConfig: {
+    // docker-init as PID 1: orphans (killed shims, exec'd processes' children)
+    // are reaped, and a stop's SIGTERM reaches the sandbox's process.
+    Init: true,
     NetworkMode: spec.network,
     Runtime: spec.runtime,
     ...(spec.cpu === undefined ? {} : { NanoCpus: Math.round(spec.cpu * 1e9) }),
     ...(spec.memoryMb === undefined ? {} : { Memory: spec.memoryMb * 1024 * 1024 }),
-    ...(spec.dockerEnabled
-      ? {
-          // What Docker inside needs on these machines (--privileged fails
-          // here: the host lacks CAP_SYS_RESOURCE).
-          CapAdd: ["ALL"],
-          CapDrop: ["SYS_RESOURCE"],
-          SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
-          // `--security-opt systempaths=unconfined` on the CLI is this in the API.
-          MaskedPaths: [],
-          ReadonlyPaths: []
-        }
-      : {})
+    // Isolation: cgroup namespace, capabilities, seccomp (SandboxSecurity).
+    ...SandboxSecurity.hostConfig(spec)
   }
 })
 
@@ -232,13 +254,15 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
  * stderr and the rest still run. One exec instead of one per step (a cgroup
  * v1 host has a dozen controllers to remount): each exec through the Engine
  * costs a round of API calls, and under load they added seconds to a
- * sandbox's start. Constant text: no value of the caller's reaches it; its
- * one parameter (`$1`) is `forward` when the sandbox has its own network
- * namespace and so must forward IP.
+ * sandbox's start. Constant text: no value of the caller's reaches it.
+ *
+ * Only the cgroup hierarchies are made writable (the sandbox's own, in its
+ * cgroup namespace: dockerd makes its containers' cgroups there); `/sys`
+ * stays read-only and IP forwarding is a sysctl of the container
+ * (SandboxSecurity.hostConfig).
  */
 const PREPARE_SCRIPT = `
 failed() { echo "preparation step failed: $*" >&2; }
-mount -o remount,rw /sys || failed "mount -o remount,rw /sys"
 if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
   mount -o remount,rw /sys/fs/cgroup || failed "mount -o remount,rw /sys/fs/cgroup"
 else
@@ -252,29 +276,23 @@ else
       failed "mount -t cgroup -o devices devices /sys/fs/cgroup/devices"
   fi
 fi
-if [ "$1" = forward ]; then
-  echo 1 > /proc/sys/net/ipv4/ip_forward || failed "enable ip_forward"
-fi
 `
 
 /**
- * What Docker inside needs before it starts: a writable /sys and cgroup
- * hierarchy, the `devices` controller on cgroup v1, and (when the sandbox
- * has its own network namespace) IP forwarding. Runs as one exec; each
- * step's failure is logged (Debug), not fatal: dockerd then says what it
- * lacks.
+ * What Docker inside needs before it starts: a writable cgroup hierarchy
+ * and the `devices` controller on cgroup v1. Runs as one exec; each step's
+ * failure is logged (Debug), not fatal: dockerd then says what it lacks.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const prepare = Effect.fn("Sandbox.prepare")(function* (
   manager: ProcessManagerShape,
-  spec: SandboxSpec
+  _spec: SandboxSpec
 ) {
-  const forward = spec.network === "host" ? "no-forward" : "forward"
   yield* Effect.scoped(
     Effect.gen(function* () {
-      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT, "sh", forward], {
+      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT], {
         killGrace: "1 second",
         tailLines: 50
       })
@@ -370,12 +388,21 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
           })
       )
     )
-    return yield* engine
+    const summary = yield* engine
       .request("GET", `/containers/${id}/json`, { schema: ContainerSummary })
       .pipe(
-        Effect.map((summary) => summary.Name.replace(/^\//, "")),
-        Effect.orElseSucceed(() => id.slice(0, 12))
+        Effect.mapError(
+          (error) =>
+            new SandboxCreateFailed({
+              image: spec.image,
+              reason: `could not read the sandbox back: ${error.message}`,
+              hint: "Check the engine's log."
+            })
+        )
       )
+    const notApplied = SandboxSecurity.checkApplied(spec.image, summary.HostConfig)
+    if (notApplied !== undefined) return yield* notApplied
+    return summary.Name.replace(/^\//, "")
   }).pipe(Effect.onError(() => removeContainer(engine, id)))
   return { id, name } satisfies SandboxContainer
 })
@@ -474,9 +501,16 @@ export const create = Effect.fn("Sandbox.create")(function* (
   const stopGrace = Duration.decode(options.stopGrace ?? "10 seconds")
   const emit: EventSink = options.onEvent ?? (() => Effect.void)
 
-  const { id, name } = yield* createContainer(engine, spec).pipe(
+  // The lease file first (removed last, after the container): the labels name it.
+  const lease = yield* SandboxLease.acquire(options.lease).pipe(
+    Scope.extend(scope),
+    Effect.provide(NodeFileSystem.layer),
     Effect.tapError(() => Scope.close(scope, Exit.void))
   )
+  const { id, name } = yield* createContainer(engine, spec, lease.labels).pipe(
+    Effect.tapError(() => Scope.close(scope, Exit.void))
+  )
+  yield* SandboxLease.keepRenewed(lease).pipe(Scope.extend(scope))
   // Registered first, so it runs last: after Docker inside has stopped.
   yield* Scope.addFinalizer(scope, removeContainer(engine, id))
   const manager = yield* ContainerProcessManager.make({
@@ -519,16 +553,25 @@ export const create = Effect.fn("Sandbox.create")(function* (
   }
 
   const daemon = awaitDocker(state)
+  // DOCKER_USERNAME/DOCKER_PASSWORD in the env: logged in before the first docker command.
+  const ready = yield* SandboxDocker.readyAfterLogin(
+    manager,
+    daemon,
+    SandboxDocker.loginFromEnv(spec.env)
+  ).pipe(Scope.extend(scope))
 
   const sandbox: Sandbox = {
     id,
     name,
     spec,
+    isolation: SandboxSecurity.isolation(spec),
     processManager: manager,
     exec: manager.exec,
     daemon,
-    docker: SandboxDocker.make(manager, daemon, { runtime: spec.runtime }),
-    remove: Scope.close(scope, Exit.void)
+    docker: SandboxDocker.make(manager, ready, { runtime: spec.runtime }),
+    remove: Scope.close(scope, Exit.void),
+    owner: lease.owner,
+    renew: lease.renew
   }
   return sandbox
 })
@@ -547,3 +590,12 @@ const awaitDocker = (
       return Effect.dieMessage("the sandbox's Docker state ended without settling")
     })
   )
+
+/**
+ * Removes the sandboxes on an engine whose lease ran out or whose owner is
+ * gone (see `SandboxLease.reap`); `dryRun` only judges.
+ *
+ * @since 0.2.0
+ * @category cleanup
+ */
+export const reap = SandboxLease.reap

@@ -7,58 +7,66 @@
  *
  * @since 0.1.0
  */
-import * as Chunk from "effect/Chunk"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import type { DockerDaemon } from "./Dockerd.js"
+import {
+  type DockerCommand,
+  DockerCommandFailed,
+  flag,
+  InvalidDockerArgument,
+  KEY,
+  plain,
+  runDocker
+} from "./internal/dockerCommand.js"
+import type { ProcessManagerShape } from "./ProcessManager.js"
+import { redactText } from "./Redaction.js"
 import { NestedNetworkUnsupported } from "./Gvisor.js"
-import type { ProcessHandle, ProcessManagerShape } from "./ProcessManager.js"
 import type { DockerUnavailable } from "./Sandbox.js"
+import * as SandboxCompose from "./SandboxCompose.js"
+import * as SandboxVolume from "./SandboxVolume.js"
 
-/**
- * A Docker command inside the sandbox exited with a failure (or could not
- * start). `argv` never holds a secret.
- *
- * @since 0.1.0
- * @category errors
- */
-export class DockerCommandFailed extends Schema.TaggedError<DockerCommandFailed>()(
-  "DockerCommandFailed",
-  {
-    argv: Schema.Array(Schema.String),
-    exitCode: Schema.optional(Schema.Number),
-    signal: Schema.optional(Schema.String),
-    stderrTail: Schema.Array(Schema.String)
-  }
-) {
-  override get message(): string {
-    const how =
-      this.signal !== undefined
-        ? `signal ${this.signal}`
-        : `exit code ${this.exitCode ?? "unknown"}`
-    const tail =
-      this.stderrTail.length === 0 ? "" : `:\n  ${this.stderrTail.slice(-5).join("\n  ")}`
-    return `${this.argv.join(" ")} failed (${how})${tail}`
-  }
-}
-
-/**
- * An argument was refused before anything ran.
- *
- * @since 0.1.0
- * @category errors
- */
-export class InvalidDockerArgument extends Schema.TaggedError<InvalidDockerArgument>()(
-  "InvalidDockerArgument",
-  { argument: Schema.String, value: Schema.String, problem: Schema.String }
-) {
-  override get message(): string {
-    return `${this.argument} ${JSON.stringify(this.value)}: ${this.problem}`
-  }
-}
+export {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  type CommandOutput,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  type DockerCommand,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  DockerCommandFailed,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  DockerOutputInvalid,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  InvalidDockerArgument,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  type OutputLine,
+  /**
+   * @since 0.1.0
+   * @category running
+   */
+  runDocker
+} from "./internal/dockerCommand.js"
 
 /**
  * An image reference: `[registry[:port]/]name[/name…][:tag][@sha256:digest]`.
@@ -102,62 +110,17 @@ const isImageReference = (reference: string): boolean => {
 }
 
 /**
- * The result of a finished command.
- *
- * @since 0.1.0
- * @category models
- */
-export interface CommandOutput {
-  readonly exitCode: number
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/**
- * A running Docker command. Valid while the scope it was started in is open.
- *
- * @since 0.1.0
- * @category models
- */
-export interface DockerCommand {
-  /** The argv, secrets redacted. */
-  readonly argv: ReadonlyArray<string>
-  readonly process: ProcessHandle
-  /** Waits for the exit code (any code). */
-  readonly exitCode: Effect.Effect<number>
-  /** Waits for the exit; fails unless it is 0. */
-  readonly wait: Effect.Effect<void, DockerCommandFailed>
-  /** Output lines, stdout and stderr, from the beginning, live. */
-  readonly lines: Stream.Stream<string>
-  /** Waits for the exit and collects stdout and stderr; fails unless exit 0. */
-  readonly output: Effect.Effect<CommandOutput, DockerCommandFailed>
-}
-
-/**
  * Every way a Docker command fails.
  *
  * @since 0.1.0
  * @category errors
  */
 export type DockerError =
-  DockerUnavailable | InvalidDockerArgument | DockerCommandFailed | NestedNetworkUnsupported
-
-/** Options collected per command: at most this much output is kept. */
-const KEEP_OUTPUT = 8 * 1024 * 1024
-
-/** A value that would be read by docker as an option is refused. */
-const plain = (argument: string, value: string): Effect.Effect<string, InvalidDockerArgument> =>
-  value.startsWith("-")
-    ? Effect.fail(
-        new InvalidDockerArgument({
-          argument,
-          value,
-          problem: "starts with '-', so docker would read it as an option; it is refused"
-        })
-      )
-    : value.includes("\0")
-      ? Effect.fail(new InvalidDockerArgument({ argument, value, problem: "contains a NUL byte" }))
-      : Effect.succeed(value)
+  | DockerUnavailable
+  | DockerLoginFailed
+  | InvalidDockerArgument
+  | DockerCommandFailed
+  | NestedNetworkUnsupported
 
 const image = (argument: string, value: string) =>
   Effect.zipRight(
@@ -173,8 +136,6 @@ const image = (argument: string, value: string) =>
       )
     )
   )
-
-const KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
 
 /**
  * The Docker commands of one sandbox.
@@ -246,72 +207,32 @@ export interface SandboxDocker {
     container: string,
     command: ReadonlyArray<string>
   ) => Effect.Effect<DockerCommand, DockerError, Scope.Scope>
+  /** Compose projects (`docker-compose`, in the sandbox image). */
+  readonly compose: SandboxCompose.SandboxCompose
+  /** Named volumes. */
+  readonly volume: SandboxVolume.SandboxVolume
+  /** The sandbox's runtime: under `runsc`, inner containers share the sandbox's network. */
+  readonly runtime: Runtime
 }
 
 /**
- * Runs `docker ARGS` in the sandbox once Docker is ready.
+ * A sandbox's runtime, as {@link make} is told it.
  *
  * @since 0.1.0
- * @category running
+ * @category models
  */
-export const runDocker = (
-  manager: ProcessManagerShape,
-  ready: Effect.Effect<DockerDaemon, DockerUnavailable>,
-  args: ReadonlyArray<string>,
-  options: { readonly stdin?: Redacted.Redacted<string> | undefined } = {}
-): Effect.Effect<DockerCommand, DockerUnavailable | DockerCommandFailed, Scope.Scope> =>
-  Effect.gen(function* () {
-    const daemon = yield* ready
-    const argv = [daemon.config.dockerCli, "--host", `unix://${daemon.socket}`, ...args] as const
-    const handle = yield* manager
-      .exec(argv, {
-        keepOutput: KEEP_OUTPUT,
-        tailLines: 50,
-        killGrace: "3 seconds",
-        ...(options.stdin === undefined ? {} : { stdin: Redacted.value(options.stdin) + "\n" })
-      })
-      .pipe(
-        Effect.mapError((error) => new DockerCommandFailed({ argv, stderrTail: [error.message] }))
-      )
-    const failed = Effect.gen(function* () {
-      const status = yield* handle.awaitExit
-      return new DockerCommandFailed({
-        argv,
-        ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
-        stderrTail: yield* handle.logTail
-      })
-    })
-    const exitCode = Effect.map(handle.awaitExit, (status) =>
-      status._tag === "Exited" ? status.code : 128
-    )
-    const wait = Effect.flatMap(exitCode, (code) =>
-      code === 0 ? Effect.void : Effect.flatMap(failed, Effect.fail)
-    )
-    const output = Effect.gen(function* () {
-      const chunks = Chunk.toReadonlyArray(yield* Stream.runCollect(handle.output))
-      const code = yield* exitCode
-      if (code !== 0) return yield* Effect.flatMap(failed, Effect.fail)
-      const of = (source: string) =>
-        chunks
-          .filter((chunk) => chunk.source === source)
-          .map((chunk) => chunk.text)
-          .join("")
-      return { exitCode: code, stdout: of("stdout"), stderr: of("stderr") }
-    })
-    return {
-      argv,
-      process: handle,
-      exitCode,
-      wait,
-      lines: handle.output.pipe(
-        Stream.map((chunk) => chunk.text),
-        Stream.splitLines
-      ),
-      output
-    } satisfies DockerCommand
-  }).pipe(Effect.withSpan("SandboxDocker.run", { attributes: { command: args[0] } }))
+export type Runtime = "runc" | "runsc"
 
-const flag = (on: boolean | undefined, name: string): Array<string> => (on ? [name] : [])
+/**
+ * Options of {@link make}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MakeOptions {
+  /** The sandbox's runtime. Default `runc`. */
+  readonly runtime?: Runtime | undefined
+}
 
 /**
  * The Docker commands for a sandbox's process manager.
@@ -321,13 +242,16 @@ const flag = (on: boolean | undefined, name: string): Array<string> => (on ? [na
  */
 export const make = (
   manager: ProcessManagerShape,
-  ready: Effect.Effect<DockerDaemon, DockerUnavailable>,
-  /** The sandbox's runtime: under `runsc` inner containers keep the sandbox's network. */
-  sandbox: { readonly runtime?: "runc" | "runsc" | undefined } = {}
+  ready: Effect.Effect<DockerDaemon, DockerUnavailable | DockerLoginFailed>,
+  makeOptions: MakeOptions = {}
 ): SandboxDocker => {
   const docker = (args: ReadonlyArray<string>, stdin?: Redacted.Redacted<string>) =>
     runDocker(manager, ready, args, { stdin })
+  const runtime = makeOptions.runtime ?? "runc"
   return {
+    runtime,
+    compose: SandboxCompose.make(manager, ready, runtime),
+    volume: SandboxVolume.make(manager, ready),
     pull: (ref, options = {}) =>
       Effect.flatMap(image("image", ref), (valid) =>
         docker(["pull", ...flag(options.quiet, "--quiet"), valid])
@@ -336,7 +260,7 @@ export const make = (
       Effect.gen(function* () {
         const valid = yield* image("image", ref)
         const network = yield* plain("network", options.network ?? "host")
-        if (sandbox.runtime === "runsc" && network !== "host")
+        if (runtime === "runsc" && network !== "host")
           return yield* new NestedNetworkUnsupported({ network })
         const args = [
           "run",
@@ -441,6 +365,131 @@ export const make = (
         return yield* docker(["exec", yield* plain("container", container), ...command])
       })
   }
+}
+
+/**
+ * A registry login: the password is a secret, revealed only into the
+ * command's standard input.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RegistryLogin {
+  readonly username: string
+  readonly password: Redacted.Redacted<string>
+  /** The registry (`host[:port]`); Docker Hub when absent. */
+  readonly registry?: string | undefined
+}
+
+/**
+ * The automatic login before the first Docker command (with
+ * `DOCKER_USERNAME` and `DOCKER_PASSWORD` in the sandbox's environment)
+ * failed. Every Docker command of the sandbox fails with it. No field holds
+ * the password.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DockerLoginFailed extends Schema.TaggedError<DockerLoginFailed>()(
+  "DockerLoginFailed",
+  {
+    username: Schema.String,
+    registry: Schema.String,
+    exitCode: Schema.optional(Schema.Number),
+    stderrTail: Schema.Array(Schema.String)
+  }
+) {
+  override get message(): string {
+    const tail =
+      this.stderrTail.length === 0 ? "" : `:\n  ${this.stderrTail.slice(-3).join("\n  ")}`
+    return `automatic login to ${this.registry} as ${this.username} (DOCKER_USERNAME and DOCKER_PASSWORD in the sandbox's environment) failed (exit code ${this.exitCode ?? "unknown"})${tail}\nCheck the credentials (and DOCKER_REGISTRY, for a registry other than Docker Hub), or remove them from the sandbox's env.`
+  }
+}
+
+/**
+ * The login the platform does by itself: `DOCKER_USERNAME` and
+ * `DOCKER_PASSWORD` (both non-empty) in a sandbox's environment, to
+ * `DOCKER_REGISTRY` when set (Docker Hub otherwise).
+ *
+ * @since 0.1.0
+ * @category login
+ */
+export const loginFromEnv = (
+  env: Readonly<Record<string, string>>
+): Option.Option<RegistryLogin> => {
+  const username = env["DOCKER_USERNAME"] ?? ""
+  const password = env["DOCKER_PASSWORD"] ?? ""
+  const registry = env["DOCKER_REGISTRY"] ?? ""
+  return username === "" || password === ""
+    ? Option.none()
+    : Option.some({
+        username,
+        password: Redacted.make(password),
+        ...(registry === "" ? {} : { registry })
+      })
+}
+
+/**
+ * `ready`, followed once by the login when `login` is given: the login runs
+ * (on a fiber of the current scope) as soon as Docker is ready, and every
+ * Docker command waits for it. Its failure is {@link DockerLoginFailed}, its
+ * password never in argv, output, logs or the error.
+ *
+ * @since 0.1.0
+ * @category login
+ */
+export const readyAfterLogin = <E>(
+  manager: ProcessManagerShape,
+  ready: Effect.Effect<DockerDaemon, E>,
+  login: Option.Option<RegistryLogin>
+): Effect.Effect<Effect.Effect<DockerDaemon, E | DockerLoginFailed>, never, Scope.Scope> =>
+  Option.match(login, {
+    onNone: () => Effect.succeed(ready),
+    onSome: (credentials) =>
+      Effect.gen(function* () {
+        const done = yield* Deferred.make<DockerDaemon, E | DockerLoginFailed>()
+        yield* ready.pipe(
+          Effect.tap(() => loginNow(manager, ready, credentials)),
+          Effect.intoDeferred(done),
+          Effect.forkScoped
+        )
+        return Deferred.await(done)
+      })
+  })
+
+/** `docker login --password-stdin`, its failure as DockerLoginFailed. */
+const loginNow = <E>(
+  manager: ProcessManagerShape,
+  ready: Effect.Effect<DockerDaemon, E>,
+  credentials: RegistryLogin
+): Effect.Effect<void, E | DockerLoginFailed> => {
+  const failed = (exitCode: number | undefined, tail: ReadonlyArray<string>) =>
+    new DockerLoginFailed({
+      username: credentials.username,
+      registry: credentials.registry ?? "Docker Hub",
+      ...(exitCode === undefined ? {} : { exitCode }),
+      stderrTail: tail.map((line) => redactText(line, [credentials.password]))
+    })
+  return Effect.scoped(
+    Effect.gen(function* () {
+      const args = ["login", "--username", credentials.username, "--password-stdin"]
+      if (credentials.registry !== undefined) args.push(credentials.registry)
+      for (const value of [credentials.username, credentials.registry ?? ""]) {
+        if (value.startsWith("-") || value.includes("\0"))
+          return yield* failed(undefined, [`${JSON.stringify(value)} is not a user or registry`])
+      }
+      const command = yield* runDocker(manager, ready, args, {
+        stdin: credentials.password
+      }).pipe(
+        Effect.catchIf(
+          (error): error is DockerCommandFailed => error instanceof DockerCommandFailed,
+          (error) => Effect.fail(failed(error.exitCode, error.stderrTail))
+        )
+      )
+      const code = yield* command.exitCode
+      if (code !== 0) return yield* failed(code, yield* command.process.logTail)
+    })
+  ).pipe(Effect.withSpan("SandboxDocker.loginFromEnv"))
 }
 
 /**

@@ -231,6 +231,11 @@ export interface RunOptions {
   readonly onReady?: ((daemon: Dockerd.DockerDaemon) => Effect.Effect<void>) | undefined
   /** Kept up to date with the daemon's state; its `changes` are a Stream of them. */
   readonly state?: SubscriptionRef.SubscriptionRef<DaemonState> | undefined
+  /**
+   * Stop a dockerd already running for the same paths before the first
+   * start (see `Dockerd.StartOptions.replace`).
+   */
+  readonly replace?: boolean | undefined
 }
 
 /**
@@ -298,7 +303,8 @@ export const run = (
       const daemon = yield* Dockerd.start(config, options.readiness ?? fast, {
         location: options.location,
         onEvent: options.onEvent,
-        restarts
+        restarts,
+        replace: options.replace
       })
       yield* Ref.set(readyOnce, true)
       yield* setState(DaemonState.Ready({ daemon, restarts }))

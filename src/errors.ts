@@ -235,6 +235,30 @@ export class PidfileInUse extends Schema.TaggedError<PidfileInUse>()("PidfileInU
 }
 
 /**
+ * A dockerd of these paths is running already (found by the pidfile, or by
+ * its command line naming the socket, data-root or exec-root): left, most
+ * likely, by a run whose supervisor was killed before it could stop it.
+ * Nothing is touched; `replace` (`--replace`) stops it and starts anew.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DaemonAlreadyRunning extends Schema.TaggedError<DaemonAlreadyRunning>()(
+  "DaemonAlreadyRunning",
+  {
+    pid: Schema.Number,
+    pidfile: Schema.String,
+    socket: Schema.String,
+    /** What showed it is ours: `pidfile`, `socket`, `data-root` or `exec-root`. */
+    foundBy: Schema.String
+  }
+) {
+  override get message(): string {
+    return `a dockerd (pid ${this.pid}, found by its ${this.foundBy}) already runs for the socket ${this.socket}, left by a run that could not stop it: stop it with \`sandbox-docker down --pidfile ${this.pidfile}\`, or pass --replace (the library's \`replace: true\`) to stop it and start anew`
+  }
+}
+
+/**
  * A directory stands where the socket should be created.
  *
  * @since 0.1.0
@@ -419,6 +443,7 @@ export type StartError =
   | InvalidConfig
   | DockerNotInstalled
   | PidfileInUse
+  | DaemonAlreadyRunning
   | SocketPathIsDirectory
   | SocketInUse
   | DirectoryNotWritable

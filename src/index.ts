@@ -49,3 +49,8 @@ export * as ContainerProcessManager from "./ContainerProcessManager.js"
 export * as Sandbox from "./Sandbox.js"
 /** @since 0.1.0 */
 export * as SandboxDocker from "./SandboxDocker.js"
+/** @since 0.1.0 */
+export * as SandboxCompose from "./SandboxCompose.js"
+/** @since 0.1.0 */
+export * as SandboxVolume from "./SandboxVolume.js"
+export * as SandboxSecurity from "./SandboxSecurity.js"

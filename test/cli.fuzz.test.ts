@@ -16,7 +16,7 @@
  *
  * Deterministic: fixed seeds (FC_SEED overrides), printed on failure.
  */
-import { execFileSync, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
@@ -28,10 +28,10 @@ import { parse } from "../src/cli/main.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import { InvalidConfig } from "../src/errors.js"
 import { parseDuration } from "../src/internal/duration.js"
+import { BIN } from "./support/cli.js"
 import { removeDir, tempDir } from "./support/isolated.js"
 
 const SEED = Number(process.env.FC_SEED ?? 424_242)
-const BIN = "dist/bin/sandbox-docker.js"
 const STACK_LINE = /^\s+at /m
 
 /** A directory for the paths of valid options; nothing is created in it. */
@@ -565,8 +565,6 @@ describe("the built CLI on bad input", () => {
   let mark = ""
 
   beforeAll(() => {
-    if (!existsSync(BIN))
-      execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" })
     dir = tempDir("sdx-fuzz-")
     mark = `${dir}/dockerd-started`
     // The only dockerd the CLI can find: a stand-in that leaves a mark.
@@ -589,7 +587,7 @@ describe("the built CLI on bad input", () => {
       child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()))
       child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()))
       child.on("error", reject)
-      child.on("exit", (code) => resolve({ code, output }))
+      child.on("close", (code) => resolve({ code, output }))
     })
 
   it("exit 2, the problem named, no stack trace, no dockerd started", async () => {

@@ -5,8 +5,7 @@
  * process: the sandbox and the Docker inside it outlive the one that created
  * them.
  */
-import { execFile, execFileSync, spawn } from "node:child_process"
-import { existsSync } from "node:fs"
+import { execFile, spawn } from "node:child_process"
 import { promisify } from "node:util"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -21,9 +20,9 @@ import {
   hostEnvironment,
   SANDBOX_IMAGE
 } from "../scripts/seedScenario.js"
+import { BIN } from "./support/cli.js"
 import { hasDockerd } from "./support/isolated.js"
 
-const BIN = "dist/bin/sandbox-docker.js"
 const real = hasDockerd()
 const run = promisify(execFile)
 
@@ -60,11 +59,6 @@ const noStackTrace = (result: Result) =>
   expect(
     `${result.stdout}\n${result.stderr}`.split("\n").filter((line) => /^\s+at /.test(line))
   ).toEqual([])
-
-beforeAll(() => {
-  if (!existsSync(BIN))
-    execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" })
-})
 
 describe("sandbox-docker sandbox (no engine needed)", () => {
   it("--help lists the sandbox commands; each has help with the exit codes", async () => {
@@ -186,8 +180,22 @@ describe.skipIf(!real)("sandbox-docker sandbox against a host engine", () => {
     ])
     expect(failing.code).toBe(3)
     expect(failing.stderr).toContain("oops")
-    const missing = await cli(["sandbox", "exec", engine(), name, "--", "no-such-command"])
+    const missing = await cli([
+      "sandbox",
+      "exec",
+      engine(),
+      name,
+      "--json",
+      "--",
+      "no-such-command"
+    ])
     expect(missing.code).toBe(127)
+    expect(missing.events.at(-1)).toMatchObject({
+      event: "error",
+      error: "CommandNotFound",
+      command: "no-such-command",
+      searched: expect.arrayContaining(["/usr/bin"])
+    })
   }, 120_000)
 
   it("docker pull and run of the registry's image, then images lists it", async () => {

@@ -74,8 +74,11 @@ const runningInContainer = Effect.map(output(["ps", "-o", "pid,stat,args"]), ({ 
   })
 )
 
-/** Polls `check` until it holds or `within` has passed; its last result. */
-const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, within = 2000) =>
+/**
+ * Polls `check` until it holds or `within` has passed; its last result. The
+ * limit is where a test gives up, not a timing claim.
+ */
+const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, within = 20_000) =>
   Effect.gen(function* () {
     const until = Date.now() + within
     for (;;) {
@@ -89,10 +92,7 @@ const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, within = 2000) =>
 const withNothingLeft = <A, E>(body: Effect.Effect<A, E, ProcessManager | Scope.Scope>) =>
   Effect.gen(function* () {
     const result = yield* Effect.scoped(body)
-    yield* eventually(
-      Effect.map(runningInContainer, (left) => left.length === 0),
-      1000
-    )
+    yield* eventually(Effect.map(runningInContainer, (left) => left.length === 0))
     expect(yield* runningInContainer).toEqual([])
     return result
   })
@@ -339,8 +339,8 @@ describe.skipIf(!TestDaemon.runsRealDaemon)("ContainerProcessManager in a real c
               return { handle, closing: Date.now() }
             }).pipe(Effect.scoped)
             const closedInMs = Date.now() - closing
+            // Not before the grace (how long after it is the machine's business).
             expect(closedInMs).toBeGreaterThanOrEqual(300)
-            expect(closedInMs).toBeLessThan(300 + 3000)
             expect(yield* handle.status).toMatchObject({ _tag: "Signaled", signal: "SIGKILL" })
             expect(yield* isRunning(handle.pid)).toBe(false)
             expect(yield* isRunning(child)).toBe(false)

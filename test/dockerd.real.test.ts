@@ -3,20 +3,24 @@
  * typed start errors, supervision after ready, restart, clean stop.
  */
 import { execFile } from "node:child_process"
-import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { promisify } from "node:util"
 import { describe, expect, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
+import { readPidfile } from "../src/internal/processTree.js"
+import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
 import { hasDockerd, isolatedConfig, leftovers } from "./support/isolated.js"
-import { withDir } from "./support/withDir.js"
+import { failedStartExecs, withDir } from "./support/withDir.js"
 
 const run = promisify(execFile)
 
@@ -132,13 +136,15 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
         const live = execFile("sleep", ["30"])
         try {
           writeFileSync(config.pidfile as string, `${live.pid}\n`)
-          const error = yield* Effect.flip(Effect.scoped(Dockerd.start(config)))
+          const { error, execs } = yield* failedStartExecs(config)
           expect(error).toMatchObject({
             _tag: "PidfileInUse",
             pid: live.pid,
             pidfile: config.pidfile
           })
-          expect(existsSync(config.pidfile as string)).toBe(true)
+          expect(error.message).toContain("stop that daemon first")
+          expect(readFileSync(config.pidfile as string, "utf8")).toBe(`${live.pid}\n`)
+          expect(execs).toEqual([])
         } finally {
           live.kill("SIGKILL")
         }
@@ -146,15 +152,35 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
     )
   )
 
-  it.live("a dead pid or garbage in the pidfile is fine", () =>
-    withDir((dir) =>
-      Effect.gen(function* () {
-        const config = isolatedConfig(dir)
-        writeFileSync(config.pidfile as string, "not a pid\n")
-        const daemon = yield* Effect.scoped(Dockerd.start(config))
-        expect(daemon.pid).toBeGreaterThan(0)
-      })
-    )
+  it.live(
+    "a dead pid or garbage in the pidfile: the daemon starts, and the pidfile is its own",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          const config = isolatedConfig(dir)
+          // A pid that was alive and is no more: a child that has exited and was reaped.
+          const dead = yield* Effect.promise(
+            () =>
+              new Promise<number>((resolve) => {
+                const child = execFile("true")
+                child.on("close", () => resolve(child.pid!))
+              })
+          )
+          expect(existsSync(`/proc/${dead}`)).toBe(false)
+          for (const stale of [`${dead}\n`, "not a pid\n"]) {
+            writeFileSync(config.pidfile as string, stale)
+            const pidfile = yield* Effect.scoped(
+              Effect.map(Dockerd.start(config), (daemon) => ({
+                pid: daemon.pid,
+                written: readFileSync(config.pidfile as string, "utf8").trim()
+              }))
+            )
+            expect(pidfile.written).toBe(String(pidfile.pid))
+            // The stop removed the pidfile it had.
+            expect(existsSync(config.pidfile as string)).toBe(false)
+          }
+        })
+      )
   )
 
   it.live("a missing binary: DockerNotInstalled with the install hint", () =>
@@ -163,7 +189,11 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
         const error = yield* Effect.flip(
           Effect.scoped(Dockerd.start(isolatedConfig(dir, { binary: "/nonexistent/dockerd" })))
         )
-        expect(error._tag).toBe("DockerNotInstalled")
+        expect(error).toMatchObject({
+          _tag: "DockerNotInstalled",
+          binary: "/nonexistent/dockerd",
+          searched: ["/nonexistent/dockerd"]
+        })
         expect(error.message).toContain("apt-get install docker.io")
       })
     )
@@ -175,20 +205,23 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
       withDir((dir) =>
         Effect.gen(function* () {
           mkdirSync(`${dir}/docker.sock`)
-          const socketError = yield* Effect.flip(Effect.scoped(Dockerd.start(isolatedConfig(dir))))
-          expect(socketError).toMatchObject({
+          const socket = yield* failedStartExecs(isolatedConfig(dir))
+          expect(socket.error).toMatchObject({
             _tag: "SocketPathIsDirectory",
             socket: `${dir}/docker.sock`
           })
+          expect(socket.execs).toEqual([])
           writeFileSync(`${dir}/file`, "")
-          const dataError = yield* Effect.flip(
-            Effect.scoped(
-              Dockerd.start(
-                isolatedConfig(dir, { socket: `${dir}/d2.sock`, dataRoot: `${dir}/file/data` })
-              )
-            )
+          const data = yield* failedStartExecs(
+            isolatedConfig(dir, { socket: `${dir}/d2.sock`, dataRoot: `${dir}/file/data` })
           )
-          expect(dataError).toMatchObject({ _tag: "DirectoryNotWritable", field: "data-root" })
+          expect(data.error).toMatchObject({
+            _tag: "DirectoryNotWritable",
+            field: "data-root",
+            path: `${dir}/file/data`,
+            reason: expect.stringContaining("not a directory")
+          })
+          expect(data.execs).toEqual([])
         })
       )
   )
@@ -205,8 +238,12 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
               return yield* Effect.flip(Supervisor.supervise(daemon, fastLiveness))
             })
           )
-          expect(error).toMatchObject({ _tag: "DaemonUnhealthy", consecutiveFailures: 2 })
-          if (error._tag === "DaemonUnhealthy") expect(error.lastFailure._tag).toBe("ProbeTimedOut")
+          expect(error).toMatchObject({
+            _tag: "DaemonUnhealthy",
+            consecutiveFailures: 2,
+            restarts: 0,
+            lastFailure: { _tag: "ProbeTimedOut", probe: "ping", timeoutMs: 300 }
+          })
         })
       )
   )
@@ -218,35 +255,62 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
           Effect.gen(function* () {
             const daemon = yield* Dockerd.start(isolatedConfig(dir))
             yield* daemon.process.signal("SIGKILL")
-            return yield* Effect.flip(Supervisor.supervise(daemon, fastLiveness))
+            return { daemon, error: yield* Effect.flip(Supervisor.supervise(daemon, fastLiveness)) }
           })
         )
-        expect(error).toMatchObject({ _tag: "DaemonDied", signal: "SIGKILL" })
+        expect(error.error).toMatchObject({
+          _tag: "DaemonDied",
+          pid: error.daemon.pid,
+          status: { _tag: "Signaled", signal: "SIGKILL" },
+          signal: "SIGKILL",
+          restarts: 0
+        })
+        expect(error.error).not.toHaveProperty("exitCode")
+        if (error.error._tag === "DaemonDied") {
+          expect(error.error.logTail.join("\n")).toContain("API listen on")
+        }
       })
     )
   )
 
   it.live(
-    "SIGKILL after ready with on-failure: restarted and ready again, once the old tree is gone",
+    "SIGKILL after ready with on-failure: restarted on a new pid, spawned only once the old dockerd and its containerd are gone, and ready again",
     () =>
       withDir((dir) =>
         Effect.gen(function* () {
-          const pids: Array<number> = []
+          const config = isolatedConfig(dir)
+          const ready: Array<{ pid: number; containerd: number | undefined }> = []
+          // What was still there of the first daemon when the second was spawned.
+          const oldTreeAtRespawn: Array<Array<number>> = []
           const readyAgain = yield* Effect.makeLatch(false)
-          const fiber = yield* Supervisor.run(isolatedConfig(dir), {
+          const fiber = yield* Supervisor.run(config, {
             liveness: fastLiveness,
             restart: Supervisor.onFailure(2, "50 millis"),
+            onEvent: (event) =>
+              event._tag === "Spawned" && ready.length === 1
+                ? Effect.sync(() => {
+                    const { pid, containerd } = ready[0]!
+                    oldTreeAtRespawn.push(
+                      [pid, containerd ?? -1].filter((p) => existsSync(`/proc/${p}`))
+                    )
+                  })
+                : Effect.void,
             onReady: (daemon) =>
               Effect.gen(function* () {
-                pids.push(daemon.pid)
-                if (pids.length === 1) yield* daemon.process.signal("SIGKILL")
+                ready.push({
+                  pid: daemon.pid,
+                  containerd: yield* readPidfile(`${dir}/exec/containerd/containerd.pid`)
+                })
+                if (ready.length === 1) yield* daemon.process.signal("SIGKILL")
                 else yield* readyAgain.open
               })
           }).pipe(Effect.fork)
           yield* readyAgain.await.pipe(Effect.timeout("60 seconds"))
           yield* Fiber.interrupt(fiber)
-          expect(pids).toHaveLength(2)
-          expect(pids[1]).not.toBe(pids[0])
+          expect(ready).toHaveLength(2)
+          expect(ready[0]!.containerd).toEqual(expect.any(Number))
+          expect(ready[1]!.pid).not.toBe(ready[0]!.pid)
+          expect(oldTreeAtRespawn).toEqual([[]])
         })
       )
   )
@@ -316,33 +380,50 @@ describe.skipIf(!real)("Dockerd on a real daemon", () => {
     90_000
   )
 
-  it.live("closing the scope while starting stops everything", () =>
-    withDir((dir) =>
-      Effect.gen(function* () {
-        const scope = yield* Scope.make()
-        const fiber = yield* Dockerd.start(isolatedConfig(dir)).pipe(
-          Scope.extend(scope),
-          Effect.fork
-        )
-        yield* Effect.sleep("60 millis")
-        yield* Fiber.interrupt(fiber)
-        yield* Scope.close(scope, Exit.void)
-        expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
-      })
-    )
-  )
-
   it.live(
-    "a start cut short by an outer timeout stops its daemon at once, while the caller's scope is open",
+    "closing the scope while starting (dockerd spawned, not yet ready) stops everything it started",
     () =>
       withDir((dir) =>
         Effect.gen(function* () {
-          const outcome = yield* Dockerd.start(isolatedConfig(dir)).pipe(
-            Effect.timeout("150 millis"),
+          const scope = yield* Scope.make()
+          const spawned = yield* Deferred.make<number>()
+          const fiber = yield* Dockerd.start(isolatedConfig(dir), ReadinessPolicy.fast, {
+            onEvent: (event) =>
+              event._tag === "Spawned" ? Deferred.succeed(spawned, event.pid) : Effect.void
+          }).pipe(Scope.extend(scope), Effect.fork)
+          const pid = yield* Deferred.await(spawned)
+          // Interrupted before it was ready (the start has not returned).
+          expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+          expect(existsSync(`/proc/${pid}`)).toBe(true)
+          yield* Fiber.interrupt(fiber)
+          yield* Scope.close(scope, Exit.void)
+          expect(existsSync(`/proc/${pid}`)).toBe(false)
+          expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
+          expect(existsSync(`${dir}/docker.sock`)).toBe(false)
+          expect(existsSync(`${dir}/docker.pid`)).toBe(false)
+        })
+      )
+  )
+
+  it.live(
+    "a start cut short by its caller after the spawn (an outer race lost) stops its daemon at once, while the caller's scope is open",
+    () =>
+      withDir((dir) =>
+        Effect.gen(function* () {
+          const spawned = yield* Deferred.make<number>()
+          const outcome = yield* Dockerd.start(isolatedConfig(dir), ReadinessPolicy.fast, {
+            onEvent: (event) =>
+              event._tag === "Spawned" ? Deferred.succeed(spawned, event.pid) : Effect.void
+          }).pipe(
+            Effect.raceFirst(
+              Effect.zipRight(Deferred.await(spawned), Effect.fail("cut short" as const))
+            ),
             Effect.either
           )
-          expect(Either.isLeft(outcome)).toBe(true)
+          expect(outcome).toEqual(Either.left("cut short"))
           // The test's scope is still open: nothing of the daemon is left.
+          const pid = yield* Deferred.await(spawned)
+          expect(existsSync(`/proc/${pid}`)).toBe(false)
           expect(yield* Effect.promise(() => leftovers(dir))).toEqual([])
           expect(existsSync(`${dir}/docker.sock`)).toBe(false)
         })

@@ -6,28 +6,22 @@
  * test/faults.real.test.ts; test/cli.test.ts has the unknown flag (4), the
  * missing binary (3), bad input (2), a death after ready (6), restart.
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
+import { execFile } from "node:child_process"
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
-import { createInterface } from "node:readline"
 import { promisify } from "node:util"
 import * as Effect from "effect/Effect"
-import { afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import { mountEntriesUnder, readPidfile } from "../src/internal/processTree.js"
+import { errorEvent, start } from "./support/cli.js"
 import { hasDockerd, leftovers, removeDir, tempDir } from "./support/isolated.js"
 
 const run = promisify(execFile)
-const BIN = "dist/bin/sandbox-docker.js"
 const ANNOUNCE_SIGTERM_CATCH = "./test/fixtures/announce-sigterm-catch.mjs"
 const real = hasDockerd()
 const root = process.getuid?.() === 0
 const dirs: Array<string> = []
 const mounts: Array<string> = []
-
-beforeAll(() => {
-  if (!existsSync(BIN))
-    execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" })
-})
 
 const mountsUnder = async (dir: string) =>
   (await Effect.runPromise(mountEntriesUnder(dir))).map((entry) => entry.point)
@@ -56,71 +50,6 @@ const mountTmpfs = async (path: string, options: string) => {
   mkdirSync(path, { recursive: true })
   await run("mount", ["-t", "tmpfs", "-o", options, "tmpfs", path])
   mounts.push(path)
-}
-
-type Event = Record<string, unknown>
-
-interface Running {
-  readonly child: ChildProcess
-  readonly events: Array<Event>
-  readonly waitFor: (predicate: (event: Event) => boolean) => Promise<Event>
-  /** Resolves at the first line on stderr that is `line`. */
-  readonly waitForStderr: (line: string) => Promise<void>
-  readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
-
-const start = (args: ReadonlyArray<string>, nodeArgs: ReadonlyArray<string> = []): Running => {
-  const child = spawn("node", [...nodeArgs, BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-  const events: Array<Event> = []
-  const output: Array<string> = []
-  const waiters: Array<{ predicate: (e: Event) => boolean; resolve: (e: Event) => void }> = []
-  const take = (line: string) => {
-    output.push(line)
-    try {
-      const event = JSON.parse(line) as Event
-      events.push(event)
-      for (const waiter of waiters.filter((w) => w.predicate(event))) {
-        waiters.splice(waiters.indexOf(waiter), 1)
-        waiter.resolve(event)
-      }
-    } catch {
-      // not JSON
-    }
-  }
-  createInterface({ input: child.stdout! }).on("line", take)
-  const stderrWaiters: Array<{ line: string; resolve: () => void }> = []
-  createInterface({ input: child.stderr! }).on("line", (line) => {
-    output.push(line)
-    for (const waiter of stderrWaiters.filter((w) => w.line === line)) {
-      stderrWaiters.splice(stderrWaiters.indexOf(waiter), 1)
-      waiter.resolve()
-    }
-  })
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => resolve({ code, signal }))
-  )
-  return {
-    child,
-    events,
-    exit,
-    waitForStderr: (line) =>
-      new Promise((resolve, reject) => {
-        if (output.includes(line)) return resolve()
-        stderrWaiters.push({ line, resolve })
-        void exit.then(({ code }) =>
-          reject(new Error(`exited ${code} first:\n${output.join("\n")}`))
-        )
-      }),
-    waitFor: (predicate) =>
-      new Promise((resolve, reject) => {
-        const found = events.find(predicate)
-        if (found) return resolve(found)
-        waiters.push({ predicate, resolve })
-        void exit.then(({ code }) =>
-          reject(new Error(`exited ${code} first:\n${output.join("\n")}`))
-        )
-      })
-  }
 }
 
 const isolatedArgs = (dir: string) => [
@@ -152,7 +81,7 @@ describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix",
       const event = await up.waitFor((e) => e.event === at)
       expect(up.events.some((e) => e.event === "ready")).toBe(false)
       up.child.kill(signal)
-      expect(await up.exit).toEqual({ code: 0, signal: null })
+      expect(await up.closed).toEqual({ code: 0, signal: null })
       expect(up.events.map((e) => e.event)).toContain("stopped")
       expect(up.events.some((e) => e.event === "error")).toBe(false)
       if (at === "spawned")
@@ -166,11 +95,13 @@ describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix",
     // The executable's first lines catch SIGTERM; loading the CLI takes far
     // longer. Signalled the moment the catch is in place, which a preload
     // announces (a fixed delay raced Node's own start on a slow machine).
-    const up = start(["up", ...isolatedArgs(dir)], ["--import", ANNOUNCE_SIGTERM_CATCH])
+    const up = start(["up", ...isolatedArgs(dir)], {
+      nodeArgs: ["--import", ANNOUNCE_SIGTERM_CATCH]
+    })
     await up.waitForStderr("catching SIGTERM")
     expect(up.events).toEqual([])
     up.child.kill("SIGTERM")
-    expect(await up.exit).toEqual({ code: 0, signal: null })
+    expect(await up.closed).toEqual({ code: 0, signal: null })
     nothingLeft(dir)
   })
 
@@ -181,7 +112,7 @@ describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix",
     up.child.kill("SIGTERM")
     await up.waitFor((e) => e.event === "stopping")
     process.kill(ready.pid as number, "SIGKILL")
-    expect(await up.exit).toEqual({ code: 0, signal: null })
+    expect(await up.closed).toEqual({ code: 0, signal: null })
     const stopped = await up.waitFor((e) => e.event === "stopped")
     expect(stopped).toMatchObject({
       pid: ready.pid,
@@ -195,7 +126,7 @@ describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix",
     await mountTmpfs(`${dir}/data`, "size=1m")
     await run("dd", ["if=/dev/zero", `of=${dir}/data/fill`, "bs=4k"]).catch(() => undefined)
     const up = start(["up", ...isolatedArgs(dir)])
-    expect((await up.exit).code).toBe(4)
+    expect((await up.closed).code).toBe(4)
     const error = await up.waitFor((e) => e.event === "error")
     expect(error).toMatchObject({
       error: "DaemonCrashed",
@@ -208,7 +139,7 @@ describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix",
     const dir = newDir()
     await mountTmpfs(`${dir}/data`, "ro")
     const up = start(["up", ...isolatedArgs(dir)])
-    expect((await up.exit).code).toBe(2)
+    expect((await up.closed).code).toBe(2)
     expect(await up.waitFor((e) => e.event === "error")).toMatchObject({
       error: "DirectoryNotWritable",
       field: "data-root",
@@ -223,7 +154,7 @@ describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix",
     await new Promise<void>((resolve) => server.listen(`${dir}/docker.sock`, resolve))
     try {
       const up = start(["up", ...isolatedArgs(dir)])
-      expect((await up.exit).code).toBe(2)
+      expect((await up.closed).code).toBe(2)
       expect(await up.waitFor((e) => e.event === "error")).toMatchObject({ error: "SocketInUse" })
     } finally {
       await new Promise((resolve) => server.close(resolve))
@@ -234,26 +165,36 @@ describe.skipIf(!real || !root)("sandbox-docker up: faults of the fault matrix",
     const dir = newDir()
     writeFileSync(`${dir}/daemon.json`, '{ "debug": tru')
     const up = start(["up", ...isolatedArgs(dir), `--arg=--config-file=${dir}/daemon.json`])
-    expect((await up.exit).code).toBe(4)
+    expect((await up.closed).code).toBe(4)
     expect(await up.waitFor((e) => e.event === "error")).toMatchObject({
       error: "DaemonCrashed",
       diagnosis: { cause: "bad-config" }
     })
   })
 
-  it("containerd SIGSTOPped after ready: liveness fails 3 times, exit 6 (DaemonUnhealthy), the stop is cut by --stop-grace", async () => {
+  it("containerd SIGSTOPped after ready: liveness fails 3 times, exit 6 (DaemonUnhealthy); the stop is cut by --stop-grace: SIGKILL after 2 s", async () => {
     const dir = newDir()
     const up = start(["up", ...isolatedArgs(dir), "--stop-grace=2s"])
-    await up.waitFor((e) => e.event === "ready")
+    const ready = await up.waitFor((e) => e.event === "ready")
     const containerd = await Effect.runPromise(readPidfile(`${dir}/exec/containerd/containerd.pid`))
     expect(containerd).toEqual(expect.any(Number))
     process.kill(containerd!, "SIGSTOP")
-    expect((await up.exit).code).toBe(6)
-    expect(await up.waitFor((e) => e.event === "error")).toMatchObject({
+    expect((await up.closed).code).toBe(6)
+    expect(errorEvent(up.events)).toMatchObject({
       error: "DaemonUnhealthy",
-      consecutiveFailures: 3
+      consecutiveFailures: 3,
+      lastFailure: { _tag: "ProbeTimedOut", probe: "containerd" }
     })
     expect(up.events.filter((e) => e.event === "liveness-failed")).toHaveLength(3)
+    // dockerd waits for its containerd (10 s) when told to stop: the grace
+    // ran out first and SIGKILL ended it.
+    const stopped = up.events.find((e) => e.event === "stopped")
+    expect(stopped).toMatchObject({
+      pid: ready.pid,
+      status: { _tag: "Signaled", signal: "SIGKILL" }
+    })
+    expect(stopped?.elapsedMs).toBeGreaterThanOrEqual(2_000)
+    expect(existsSync(`/proc/${containerd}`)).toBe(false)
     nothingLeft(dir)
   }, 90_000)
 })

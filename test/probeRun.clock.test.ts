@@ -15,6 +15,7 @@ import * as Fiber from "effect/Fiber"
 import * as TestClock from "effect/TestClock"
 import { ProbeFailed, ProbeNotYet, ProbeTimedOut } from "../src/errors.js"
 import * as Probe from "../src/Probe.js"
+import { fiberTracker } from "./support/fibers.js"
 
 const options = { timeoutFor: () => Duration.seconds(1) }
 
@@ -131,14 +132,18 @@ describe("Probe.run", () => {
         "slow",
         Effect.never.pipe(Effect.onInterrupt(() => Effect.sync(() => (effectCheckEnded = true))))
       )
-      const callbackRun = yield* Effect.fork(Probe.run(hanging.check, options))
-      const effectRun = yield* Effect.fork(Probe.run(slow, options))
+      const fibers = yield* fiberTracker
+      const callbackRun = yield* Effect.fork(fibers.supervise(Probe.run(hanging.check, options)))
+      const effectRun = yield* Effect.fork(fibers.supervise(Probe.run(slow, options)))
       yield* TestClock.adjust("100 millis")
+      // The two runs, and what they forked to run their checks under a timeout.
+      expect(yield* fibers.alive).toBeGreaterThanOrEqual(2)
       yield* Fiber.interrupt(callbackRun)
       yield* Fiber.interrupt(effectRun)
       expect(hanging.state.cancelled).toBe(1)
       // Interrupting the run waited for the check's own fiber to end.
       expect(effectCheckEnded).toBe(true)
+      expect(yield* fibers.alive).toBe(0)
     })
   )
 

@@ -188,19 +188,31 @@ describe("waitUntilReady on the seed's timelines (TestClock)", () => {
     )
   }
 
-  it.effect("the deadline is hard even when a probe hangs past it", () =>
-    Effect.gen(function* () {
-      const policy = new ReadinessPolicy.ReadinessPolicy({
-        ...ReadinessPolicy.fast,
-        probeTimeout: Duration.minutes(5),
-        deadline: ReadinessPolicy.fast.deadline
+  it.effect(
+    "the deadline is hard even when a probe hangs past it: a check with a 5-minute timeout is cut at the 30 s deadline",
+    () =>
+      Effect.gen(function* () {
+        const policy = new ReadinessPolicy.ReadinessPolicy({
+          ...ReadinessPolicy.fast,
+          probeTimeout: Duration.minutes(5),
+          deadline: ReadinessPolicy.fast.deadline
+        })
+        const { outcome, at, events, running } = yield* replay(
+          { probes: { socket: [{ from: "0 millis", answer: "hang" }] } },
+          policy
+        )
+        expect(at).toBe(30_000)
+        // The deadline's error, with the first check still in flight: no
+        // attempt ended, so none failed.
+        expect(Either.flip(outcome).pipe(Either.getOrThrow)).toMatchObject({
+          _tag: "NotReadyByDeadline",
+          deadlineMs: 30_000,
+          elapsedMs: 30_000,
+          attempts: 1,
+          lastFailures: []
+        })
+        expect(events.filter((event) => event._tag === "ProbeResult")).toEqual([])
+        expect(running).toEqual([])
       })
-      const { outcome, at } = yield* replay(
-        { probes: { socket: [{ from: "0 millis", answer: "hang" }] } },
-        policy
-      )
-      expect(Either.isLeft(outcome)).toBe(true)
-      expect(at).toBe(30_000)
-    })
   )
 })

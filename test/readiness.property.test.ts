@@ -16,9 +16,13 @@
  *    process that was already dead; a timeout only for a live process;
  * 4. after the scoped run no process of it is running, and every fiber it
  *    forked (tracked by a `Supervisor` that notes the virtual time each one
- *    ends) is done, none later than the run itself;
- * 5. the scripted process dies exactly when its script and the signals say
- *    (a kernel-like model: SIGTERM to a stopped process waits for SIGCONT).
+ *    ends) is done, none later than the run itself.
+ *
+ * When the scripted process dies is the TestProcessManager's business, not
+ * the wait's: the wait is checked against the exit it observed. What the
+ * TestProcessManager does with signals is shown case by case in
+ * test/testProcessManager.clock.test.ts (a model of it here would only
+ * restate it).
  *
  * Deterministic: a fixed seed (override with FC_SEED, runs with FC_RUNS);
  * fast-check prints the seed and the path of a failing sample.
@@ -42,12 +46,7 @@ import * as TestContext from "effect/TestContext"
 import { ExitedBeforeReady, NotReadyByDeadline } from "../src/errors.js"
 import * as Probe from "../src/Probe.js"
 import { ProcessManager, type SignalName } from "../src/ProcessManager.js"
-import {
-  describe as describeStatus,
-  Exited,
-  type ExitStatus,
-  Signaled
-} from "../src/ProcessStatus.js"
+import { describe as describeStatus, type ExitStatus } from "../src/ProcessStatus.js"
 import { ReadinessReport, waitUntilReady } from "../src/Readiness.js"
 import { ReadinessPolicy } from "../src/ReadinessPolicy.js"
 import * as TestProcessManager from "../src/TestProcessManager.js"
@@ -201,62 +200,6 @@ const sample: fc.Arbitrary<Sample> = fc.record({
   policy
 })
 
-/**
- * When the process dies on its own or from the signals, per a kernel-like
- * model: SIGKILL at once; SIGTERM/SIGINT after the reaction time (never when
- * ignored), held while the process is stopped and delivered on SIGCONT;
- * SIGHUP at once; SIGUSR1 and SIGSTOP/SIGCONT do not end it.
- */
-const predictExit = (
-  s: Sample
-): { readonly at: number; readonly status: ExitStatus; readonly held: boolean } | undefined => {
-  const onTerm = s.script.onTerm ?? 0
-  const scheduled: Array<{ at: number; status: ExitStatus; held: boolean }> = []
-  const exit = s.script.exit
-  if (exit !== undefined) {
-    scheduled.push({
-      at: exit.at,
-      status:
-        "code" in exit ? new Exited({ code: exit.code }) : new Signaled({ signal: exit.signal }),
-      held: false
-    })
-  }
-  let stopped = false
-  let pending: SignalName | undefined
-  const firstBefore = (limit: number) =>
-    scheduled.filter((e) => e.at < limit).sort((a, b) => a.at - b.at)[0]
-  const terminate = (time: number, signal: SignalName, held: boolean) => {
-    if (onTerm !== "ignore")
-      scheduled.push({ at: time + onTerm, status: new Signaled({ signal }), held })
-  }
-  for (const { at: time, signal } of [...s.signals].sort((a, b) => a.at - b.at)) {
-    const done = firstBefore(time)
-    if (done !== undefined) return done
-    switch (signal) {
-      case "SIGKILL":
-      case "SIGHUP":
-        return { at: time, status: new Signaled({ signal }), held: false }
-      case "SIGSTOP":
-        stopped = true
-        break
-      case "SIGCONT":
-        stopped = false
-        if (pending !== undefined) terminate(time, pending, true)
-        pending = undefined
-        break
-      case "SIGTERM":
-      case "SIGINT":
-        if (onTerm === "ignore") break
-        if (stopped) pending ??= signal
-        else terminate(time, signal, false)
-        break
-      default:
-        break
-    }
-  }
-  return firstBefore(Number.POSITIVE_INFINITY)
-}
-
 interface Observed {
   readonly exit: Exit.Exit<ReadinessReport, unknown>
   readonly endAt: number
@@ -388,7 +331,7 @@ const check = (
     readonly fibersAlive: number
     readonly lastFiberEnd: number
   }
-): { readonly heldTerm: boolean } => {
+): void => {
   const deadline = Duration.toMillis(s.policy.deadline)
   if (Option.isNone(polled)) return fail("the wait and its scope did not end by deadline + grace")
   if (Exit.isFailure(polled.value)) return fail(`the run died: ${Cause.pretty(polled.value.cause)}`)
@@ -446,26 +389,12 @@ const check = (
     return fail(
       `a fiber forked by the run ended at ${lastFiberEnd}ms, after the run ended at ${o.closedAt}ms`
     )
-  // 5. the process dies when the model says
-  const predicted = predictExit(s)
-  const predictedBeforeEnd = predicted !== undefined && predicted.at < o.endAt
-  const observedBeforeEnd = o.exitedAt !== undefined && o.exitedAt < o.endAt
-  const compared = predictedBeforeEnd || observedBeforeEnd || kind === "exited"
-  if (compared) {
-    if (predicted?.at !== o.exitedAt)
-      return fail(`the process exited at ${o.exitedAt}ms; the model says ${predicted?.at}ms`)
-    if (describeStatus(predicted!.status) !== describeStatus(o.exitStatus!))
-      return fail(
-        `the process ended with ${describeStatus(o.exitStatus!)}; the model says ${describeStatus(predicted!.status)}`
-      )
-  }
-  return { heldTerm: compared && predicted !== undefined && predicted.held }
+  return undefined
 }
 
 describe("waitUntilReady: properties over random scripts and policies (TestClock)", () => {
   it("every outcome is typed, on time, truthful about exits, and leaves nothing behind", async () => {
-    const kinds = { ready: 0, exited: 0, deadline: 0, heldTerm: 0 }
-    const started = Date.now()
+    const kinds = { ready: 0, exited: 0, deadline: 0 }
     // Samples run in batches, side by side: a TestClock step waits for a
     // real timer tick, so one sample at a time would mostly wait. A failing
     // batch shrinks down to the one failing sample.
@@ -474,7 +403,7 @@ describe("waitUntilReady: properties over random scripts and policies (TestClock
         const results = await Promise.all(batch.map((s) => Effect.runPromise(observe(s))))
         batch.forEach((s, i) => {
           const observed = results[i]!
-          if (check(s, observed).heldTerm) kinds.heldTerm++
+          check(s, observed)
           const exit = Option.getOrThrow(observed.polled)
           if (Exit.isSuccess(exit)) {
             const o = exit.value.exit
@@ -487,13 +416,9 @@ describe("waitUntilReady: properties over random scripts and policies (TestClock
       }),
       { seed: SEED, numRuns: Math.ceil((2 * RUNS) / (BATCH + 1)) }
     )
-    console.log(
-      `readiness properties: ${JSON.stringify(kinds)} in ${Date.now() - started}ms (seed ${SEED})`
-    )
+    console.log(`readiness properties: ${JSON.stringify(kinds)} (seed ${SEED})`)
     // The generator must reach every outcome, or the properties prove little.
     const total = kinds.ready + kinds.exited + kinds.deadline
-    // …and the SIGTERM held while stopped, then delivered on SIGCONT.
-    expect(kinds.heldTerm).toBeGreaterThan(0)
     expect(kinds.ready).toBeGreaterThan(total / 20)
     expect(kinds.exited).toBeGreaterThan(total / 20)
     expect(kinds.deadline).toBeGreaterThan(total / 20)

@@ -1,11 +1,16 @@
 /**
  * The timelines of readiness.clock.test.ts again, with real processes: the
  * fake dockerd on a unix socket in its own temp dir, the real probes, the
- * local ProcessManager and the real clock. Timings are only sanity bounds.
+ * local ProcessManager and the real clock. What these show is what happened
+ * and in which order; how long things take is what readiness.clock checks
+ * under TestClock, and what the benchmark measures. A time checked here is
+ * only ever a lower bound the product must keep (never ready before the
+ * daemon serves, never at the deadline before it).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as FileSystem from "@effect/platform/FileSystem"
@@ -19,7 +24,6 @@ import type { ProcessHandle, ProcessManager } from "../src/ProcessManager.js"
 import { type ReadinessEvent, waitUntilReady } from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import {
-  eventually,
   exec,
   fakeDaemon,
   lineMatching,
@@ -70,7 +74,7 @@ const replay = <E>(
         const events: Array<ReadinessEvent> = []
         const handle: ProcessHandle = yield* exec(fakeDaemon(tag, ...flags(socket)))
         if (options.after !== undefined) yield* lineMatching(handle, options.after)
-        const started = Date.now()
+        const started = yield* Clock.currentTimeMillis
         const outcome = yield* Effect.either(
           waitUntilReady(
             handle,
@@ -85,7 +89,8 @@ const replay = <E>(
             }
           )
         )
-        return { outcome, events, wallMs: Date.now() - started, handle }
+        const wallMs = (yield* Clock.currentTimeMillis) - started
+        return { outcome, events, wallMs, handle }
       }),
     options.patterns
   )
@@ -93,46 +98,47 @@ const replay = <E>(
 const failureOf = <A, E>(outcome: Either.Either<A, E>): E => Either.getOrThrow(Either.flip(outcome))
 
 describe("waitUntilReady with real processes and probes", () => {
-  it.live("fast: ready the moment the daemon answers the held connections", () =>
-    Effect.gen(function* () {
-      const { outcome, events, wallMs, handle } = yield* replay(
-        (socket) => ["--socket", socket, "--listen-after", "300", "--serve-after", "800"],
-        (socket) => engineProbe(socket),
-        ReadinessPolicy.fast
-      )
-      const report = Either.getOrThrow(outcome)
-      expect(report.pid).toBe(handle.pid)
-      expect(report.policy).toBe("fast")
-      expect(report.results.map((r) => [r._tag, r.probe])).toEqual([
-        ["ProbeSucceeded", "socket"],
-        ["ProbeSucceeded", "ping"],
-        ["ProbeSucceeded", "info"]
-      ])
-      expect(report.resultOf("ping")).toMatchObject({ apiVersion: "1.41" })
-      expect(report.resultOf("info")).toMatchObject({ ServerVersion: "fake-1.0", Driver: "vfs" })
-      // The socket was not there at first, so it took more than one attempt...
-      expect(report.attempts).toBeGreaterThan(1)
-      const first = events.find((event) => event._tag === "ProbeResult")
-      expect(first).toMatchObject({
-        attempt: 1,
-        outcome: { _tag: "ProbeNotYet", probe: "socket" }
+  it.live(
+    "fast: ready once the daemon serves, not before; the ping sent when the socket appeared was held and answered, never retried",
+    () =>
+      Effect.gen(function* () {
+        const { outcome, events, handle } = yield* replay(
+          (socket) => ["--socket", socket, "--listen-after", "300", "--serve-after", "800"],
+          (socket) => engineProbe(socket),
+          ReadinessPolicy.fast
+        )
+        const report = Either.getOrThrow(outcome)
+        expect(report.pid).toBe(handle.pid)
+        expect(report.policy).toBe("fast")
+        expect(report.results.map((r) => [r._tag, r.probe])).toEqual([
+          ["ProbeSucceeded", "socket"],
+          ["ProbeSucceeded", "ping"],
+          ["ProbeSucceeded", "info"]
+        ])
+        expect(report.resultOf("ping")).toMatchObject({ apiVersion: "1.41" })
+        expect(report.resultOf("info")).toMatchObject({ ServerVersion: "fake-1.0", Driver: "vfs" })
+        // The daemon serves 800 ms after its own start, which is after the wait's.
+        expect(report.elapsedMs).toBeGreaterThanOrEqual(800)
+        const results = events.flatMap((event) => (event._tag === "ProbeResult" ? [event] : []))
+        // Every failure was the socket's "not yet" (none of the ping: it
+        // waited on its connection until the daemon served)...
+        expect(results[0]).toMatchObject({
+          attempt: 1,
+          outcome: { _tag: "ProbeNotYet", probe: "socket" }
+        })
+        expect(
+          results
+            .filter((result) => result.outcome._tag !== "ProbeSucceeded")
+            .map((result) => result.outcome.probe)
+        ).toEqual(results.slice(0, -3).map(() => "socket"))
+        // ... and the attempt that found the socket is the one that was ready.
+        expect(results.slice(-3).map((result) => [result.attempt, result.outcome._tag])).toEqual([
+          [report.attempts, "ProbeSucceeded"],
+          [report.attempts, "ProbeSucceeded"],
+          [report.attempts, "ProbeSucceeded"]
+        ])
+        expect(events.at(-1)).toMatchObject({ _tag: "Ready", report })
       })
-      // ... and the ping that found it waited on its connection until serving began.
-      const ping = events.find(
-        (event) =>
-          event._tag === "ProbeResult" &&
-          event.outcome.probe === "ping" &&
-          event.outcome._tag === "ProbeSucceeded"
-      )
-      expect(ping).toMatchObject({ outcome: { elapsedMs: expect.any(Number) } })
-      if (ping?._tag === "ProbeResult" && ping.outcome._tag === "ProbeSucceeded") {
-        expect(ping.outcome.elapsedMs).toBeGreaterThan(100)
-      }
-      expect(report.elapsedMs).toBeGreaterThanOrEqual(700)
-      expect(report.elapsedMs).toBeLessThan(800 + 2000)
-      expect(wallMs).toBeGreaterThanOrEqual(report.elapsedMs)
-      expect(events.at(-1)).toMatchObject({ _tag: "Ready", report })
-    })
   )
 
   it.live("seed: the first attempt comes after the 2 s initial wait", () =>
@@ -145,34 +151,32 @@ describe("waitUntilReady with real processes and probes", () => {
       const report = Either.getOrThrow(outcome)
       expect(report.attempts).toBe(1)
       expect(report.elapsedMs).toBeGreaterThanOrEqual(2000)
-      expect(report.elapsedMs).toBeLessThan(2000 + 1000)
     })
   )
 
-  it.live("an exit with a code is reported when it happens, with the last log line", () =>
-    Effect.gen(function* () {
-      const { outcome, wallMs, handle, events } = yield* replay(
-        () => ["--exit-after", "200", "--code", "3"],
-        (socket) => engineProbe(socket),
-        ReadinessPolicy.fast
-      )
-      const error = failureOf(outcome)
-      if (error._tag !== "ExitedBeforeReady") throw new Error(`got ${error._tag}`)
-      expect(error.pid).toBe(handle.pid)
-      expect(error.status).toMatchObject({ _tag: "Exited", code: 3 })
-      expect(error.logTail.at(-1)).toMatch(/level=fatal msg="exiting with code 3"/)
-      expect(error.logTail[0]).toMatch(/Starting up/)
-      expect(error.attempts).toBeGreaterThanOrEqual(1)
-      // Reported at the exit, long before the 30 s deadline.
-      expect(wallMs).toBeLessThan(200 + 2000)
-      expect(error.elapsedMs).toBeLessThanOrEqual(wallMs)
-      expect(events.at(-1)).toMatchObject({ _tag: "Failed", error })
-    })
+  it.live(
+    "an exit with a code before ready is ExitedBeforeReady (not the deadline's error), with its code and the last log line",
+    () =>
+      Effect.gen(function* () {
+        const { outcome, handle, events } = yield* replay(
+          () => ["--exit-after", "200", "--code", "3"],
+          (socket) => engineProbe(socket),
+          ReadinessPolicy.fast
+        )
+        const error = failureOf(outcome)
+        if (error._tag !== "ExitedBeforeReady") throw new Error(`got ${error._tag}`)
+        expect(error.pid).toBe(handle.pid)
+        expect(error.status).toMatchObject({ _tag: "Exited", code: 3 })
+        expect(error.logTail.at(-1)).toMatch(/level=fatal msg="exiting with code 3"/)
+        expect(error.logTail[0]).toMatch(/Starting up/)
+        expect(error.attempts).toBeGreaterThanOrEqual(1)
+        expect(events.at(-1)).toMatchObject({ _tag: "Failed", error })
+      })
   )
 
   it.live('a signal death is a death, not "still running"', () =>
     Effect.gen(function* () {
-      const { outcome, wallMs } = yield* replay(
+      const { outcome } = yield* replay(
         (socket) => ["--socket", socket, "--hang", "--signal-after", "500", "--signal", "SIGKILL"],
         (socket) => engineProbe(socket),
         ReadinessPolicy.fast
@@ -183,7 +187,6 @@ describe("waitUntilReady with real processes and probes", () => {
         status: { _tag: "Signaled", signal: "SIGKILL" }
       })
       expect(error.logTail.at(-1)).toMatch(/killing myself with SIGKILL/)
-      expect(wallMs).toBeLessThan(500 + 2000)
     })
   )
 
@@ -206,14 +209,14 @@ describe("waitUntilReady with real processes and probes", () => {
       // again before the fast policy's 2 s safety net.
       expect(error.attempts).toBe(1)
       expect(error.logTail).toContainEqual(expect.stringMatching(/Starting up/))
-      expect(wallMs).toBeGreaterThanOrEqual(1500 - 50)
-      expect(wallMs).toBeLessThan(1500 + 1000)
+      expect(error.elapsedMs).toBeGreaterThanOrEqual(1500)
+      expect(wallMs).toBeGreaterThanOrEqual(1500)
     })
   )
 
   it.live("accepts connections and never answers: ping timeouts, then the deadline", () =>
     Effect.gen(function* () {
-      const { outcome, wallMs } = yield* replay(
+      const { outcome } = yield* replay(
         (socket) => ["--socket", socket, "--hang"],
         (socket) => engineProbe(socket),
         short,
@@ -224,13 +227,13 @@ describe("waitUntilReady with real processes and probes", () => {
       expect(error.lastFailures).toMatchObject([
         { _tag: "ProbeTimedOut", probe: "ping", timeoutMs: 300 }
       ])
-      expect(wallMs).toBeLessThan(1500 + 1000)
+      expect(error.attempts).toBeGreaterThan(1)
     })
   )
 
   it.live("/_ping OK while /info hangs is not ready", () =>
     Effect.gen(function* () {
-      const { outcome, wallMs, events } = yield* replay(
+      const { outcome, events } = yield* replay(
         (socket) => ["--socket", socket, "--info-hang"],
         (socket) => engineProbe(socket),
         short,
@@ -247,25 +250,35 @@ describe("waitUntilReady with real processes and probes", () => {
           outcome: expect.objectContaining({ _tag: "ProbeSucceeded", probe: "ping" })
         })
       )
-      expect(wallMs).toBeLessThan(1500 + 1000)
     })
   )
 
-  it.live("the deadline is hard even when a probe hangs past it", () =>
-    Effect.gen(function* () {
-      const policy = new ReadinessPolicy.ReadinessPolicy({
-        ...short,
-        probeTimeout: Duration.minutes(5)
+  it.live(
+    "the deadline is hard even when a probe hangs past it: a ping with a 5-minute timeout is cut at the 1.5 s deadline",
+    () =>
+      Effect.gen(function* () {
+        const policy = new ReadinessPolicy.ReadinessPolicy({
+          ...short,
+          probeTimeout: Duration.minutes(5)
+        })
+        const { outcome, events } = yield* replay(
+          (socket) => ["--socket", socket, "--hang"],
+          (socket) => engineProbe(socket),
+          policy,
+          { after: /API listen on/ }
+        )
+        // Not a timeout of the ping (5 minutes; the test would have timed
+        // out first): the deadline's error, the ping still in flight.
+        expect(failureOf(outcome)).toMatchObject({
+          _tag: "NotReadyByDeadline",
+          deadlineMs: 1500,
+          attempts: 1,
+          lastFailures: []
+        })
+        expect(
+          events.filter((event) => event._tag === "ProbeResult").map((event) => event.outcome._tag)
+        ).toEqual(["ProbeSucceeded"])
       })
-      const { outcome, wallMs } = yield* replay(
-        (socket) => ["--socket", socket, "--hang"],
-        (socket) => engineProbe(socket),
-        policy,
-        { after: /API listen on/ }
-      )
-      expect(failureOf(outcome)).toMatchObject({ _tag: "NotReadyByDeadline", deadlineMs: 1500 })
-      expect(wallMs).toBeLessThan(1500 + 1000)
-    })
   )
 
   it.live(
@@ -351,10 +364,7 @@ describe("waitUntilReady with real processes and probes", () => {
           // When a timeout is reported, its sleep is gone already.
           onEvent: (event) =>
             event._tag === "ProbeResult" && event.outcome._tag === "ProbeTimedOut"
-              ? Effect.flatMap(
-                  eventually(() => pgrep(sleep).length === 0, "500 millis"),
-                  (gone) => Effect.sync(() => checks.push(gone))
-                )
+              ? Effect.sync(() => checks.push(pgrep(sleep).length === 0))
               : Effect.void
         }
       )

@@ -26,6 +26,7 @@ import { events, ReadinessReport, waitUntilReady } from "../src/Readiness.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import * as Supervisor from "../src/Supervisor.js"
 import { processUntil, readyDaemon } from "./support/standIns.js"
+import { fiberTracker } from "./support/fibers.js"
 
 /**
  * A check that records when each run starts, answers with `answer(n)` for
@@ -153,14 +154,18 @@ describe("the readiness loop under TestClock", () => {
     Effect.gen(function* () {
       const exited = yield* Deferred.make<ExitStatus>()
       const hanging = scripted("info", () => undefined)
+      const fibers = yield* fiberTracker
       const fiber = yield* Effect.fork(
-        waitUntilReady(processUntil(exited), hanging.check, policy({}))
+        fibers.supervise(waitUntilReady(processUntil(exited), hanging.check, policy({})))
       )
       yield* TestClock.adjust("100 millis")
       expect(hanging.state.inFlight).toBe(1)
+      // The wait, its exit watcher, its attempt in flight.
+      expect(yield* fibers.alive).toBeGreaterThanOrEqual(3)
       yield* Fiber.interrupt(fiber)
       expect(hanging.state.inFlight).toBe(0)
       expect(hanging.state.cancelled).toBe(1)
+      expect(yield* fibers.alive).toBe(0)
     })
   )
 

@@ -9,27 +9,38 @@
  * - no value is ever interpolated into a shell.
  */
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { createServer, type Server } from "node:net"
 import * as Path from "node:path"
+import { SystemError } from "@effect/platform/Error"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as HashMap from "effect/HashMap"
+import * as Layer from "effect/Layer"
 import * as List from "effect/List"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as TestClock from "effect/TestClock"
 import fc from "fast-check"
 import { parse } from "../src/cli/main.js"
 import type { DaemonEvent } from "../src/DaemonEvent.js"
+import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
+import * as DockerEngine from "../src/DockerEngine.js"
+import * as DockerHost from "../src/DockerHost.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import * as Probe from "../src/Probe.js"
 import { ProcessManager } from "../src/ProcessManager.js"
 import * as ReadinessPolicy from "../src/ReadinessPolicy.js"
 import { REDACTED, redactArgv, redactText } from "../src/Redaction.js"
+import * as TestDocker from "../src/TestDocker.js"
+import * as TestProcessManager from "../src/TestProcessManager.js"
 import { hasDockerd, isolatedConfig, leftovers, removeDir, tempDir } from "./support/isolated.js"
 
 const real = hasDockerd()
@@ -57,6 +68,65 @@ const fakeDockerd = (dir: string, body: string) => {
   chmodSync(file, 0o755)
   return file
 }
+
+/**
+ * `layer`'s DockerHost, but applying the socket's mode as the live host does
+ * (DockerHost.make) on a file system where the socket is there, 0777, and
+ * chmod is refused.
+ */
+const refusingChmod = <E, R>(
+  layer: Layer.Layer<
+    ProcessManager | DockerHost.DockerHost | TestProcessManager.TestProcessManager,
+    E,
+    R
+  >
+) =>
+  Layer.effect(
+    DockerHost.DockerHost,
+    Effect.gen(function* () {
+      const scripted = yield* DockerHost.DockerHost
+      const live = yield* DockerHost.make.pipe(
+        Effect.provide(
+          Layer.mergeAll(
+            Layer.succeed(
+              FileSystem.FileSystem,
+              FileSystem.makeNoop({
+                stat: () =>
+                  Effect.succeed({
+                    type: "Socket",
+                    mode: 0o140777,
+                    mtime: Option.none(),
+                    atime: Option.none(),
+                    birthtime: Option.none(),
+                    dev: 0,
+                    ino: Option.none(),
+                    nlink: Option.none(),
+                    uid: Option.none(),
+                    gid: Option.none(),
+                    rdev: Option.none(),
+                    size: FileSystem.Size(0),
+                    blksize: Option.none(),
+                    blocks: Option.none()
+                  }),
+                chmod: (path) =>
+                  Effect.fail(
+                    new SystemError({
+                      reason: "PermissionDenied",
+                      module: "FileSystem",
+                      method: "chmod",
+                      pathOrDescriptor: path
+                    })
+                  )
+              })
+            ),
+            DockerEngine.layerConnectorTest(() => ({})),
+            Containerd.layerConnectorTest(() => ({}))
+          )
+        )
+      )
+      return { ...scripted, applySocketMode: live.applySocketMode }
+    })
+  ).pipe(Layer.provideMerge(layer))
 
 // ---------------------------------------------------------------------------
 // TCP
@@ -281,7 +351,7 @@ describe("the socket's mode and group", () => {
         }
       })
 
-    it.live("default: the socket is 0660", () =>
+    it.live("default on a real dockerd: the socket is 0660 (dockerd's own mode, left so)", () =>
       Effect.gen(function* () {
         const info = yield* startAndStat({})
         expect(info.isSocket()).toBe(true)
@@ -299,6 +369,75 @@ describe("the socket's mode and group", () => {
         expect(info.mode & 0o777).toBe(0o600)
         if (gid !== undefined) expect(info.gid).toBe(gid)
       })
+    )
+  })
+  describe("applied by the library (DockerHost.applySocketMode)", () => {
+    const socketMade = (dir: string, mode: number) =>
+      Effect.acquireRelease(
+        Effect.async<string>((resume) => {
+          const path = `${dir}/docker.sock`
+          const server = createServer().listen(path, () => {
+            chmodSync(path, mode)
+            resume(Effect.succeed(path))
+          })
+          servers.push(server)
+        }),
+        () => Effect.sync(() => servers.splice(0).forEach((server) => server.close()))
+      )
+    const servers: Array<Server> = []
+
+    it.scopedLive(
+      "a real socket made 0777: the default 0660 is applied (a real dockerd makes 0660 itself, so cannot show it)",
+      () =>
+        Effect.gen(function* () {
+          const dir = yield* Effect.acquireRelease(Effect.sync(tempDir), (dir) =>
+            Effect.sync(() => removeDir(dir))
+          )
+          const socket = yield* socketMade(dir, 0o777)
+          expect(statSync(socket).mode & 0o777).toBe(0o777)
+          const host = yield* DockerHost.DockerHost
+          yield* host.applySocketMode(yield* DockerdConfig.decode({ socket }))
+          expect(statSync(socket).mode & 0o777).toBe(0o660)
+        }).pipe(Effect.provide(DockerHost.layer))
+    )
+
+    it.effect(
+      "no socket to give the mode to: SocketModeNotApplied naming the socket, the mode and the reason",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* DockerHost.DockerHost
+          const socket = `/nonexistent-sdx-${process.pid}/docker.sock`
+          const error = yield* Effect.flip(
+            host.applySocketMode(yield* DockerdConfig.decode({ socket, socketMode: "0600" }))
+          )
+          expect(error).toMatchObject({
+            _tag: "SocketModeNotApplied",
+            socket,
+            mode: "0600",
+            reason: "ENOENT"
+          })
+          expect(error.message).toContain("choose another --socket-mode")
+        }).pipe(Effect.provide(DockerHost.layer))
+    )
+
+    it.scoped(
+      "a mode that cannot be applied once ready: the start fails with SocketModeNotApplied and its daemon is stopped (TestClock)",
+      () =>
+        Effect.gen(function* () {
+          const fiber = yield* Effect.fork(
+            Effect.flip(Dockerd.start({ socket: "/run/test/docker.sock", socketMode: "0600" }))
+          )
+          yield* TestClock.adjust("5 seconds")
+          expect(yield* Fiber.join(fiber)).toMatchObject({
+            _tag: "SocketModeNotApplied",
+            socket: "/run/test/docker.sock",
+            mode: "0600",
+            reason: "PermissionDenied"
+          })
+          const test = yield* TestProcessManager.TestProcessManager
+          expect((yield* test.processes).length).toBe(1)
+          expect(yield* test.running).toEqual([])
+        }).pipe(Effect.provide(refusingChmod(TestDocker.layer({ readyAfter: "1 second" }))))
     )
   })
 })

@@ -34,12 +34,12 @@ export const ExitCode = {
 export const EXIT_CODES_HELP = [
   "Exit codes:",
   "  0  ok (or stopped cleanly after SIGINT/SIGTERM)",
-  "  2  invalid input or configuration",
-  "  3  Docker is not installed",
+  "  2  invalid input or configuration; a daemon already running (see --replace, down)",
+  "  3  Docker (or, for sandbox docker compose, docker-compose) is not installed",
   "  4  the daemon exited before it was ready",
   "  5  not ready by the deadline",
   "  6  the daemon died or became unhealthy after ready, and no restart was left",
-  "  7  sandbox docker: the docker command failed in the sandbox",
+  "  7  sandbox docker: the docker command (or the login from the sandbox's env) failed in the sandbox",
   "  8  sandbox: the host engine could not be reached or refused (e.g. no such image)",
   "  127  sandbox exec: the command is not in the sandbox (otherwise exec exits with the command's code)"
 ].join("\n")
@@ -57,15 +57,19 @@ export const forError = (tag: string): number => {
     case "InvalidUsage":
     case "SocketModeNotApplied":
     case "PidfileInUse":
+    case "DaemonAlreadyRunning":
     case "SocketPathIsDirectory":
     case "SocketInUse":
     case "DirectoryNotWritable":
     case "SandboxNotFound":
+    case "OwnerNotFound":
     case "DockerNotEnabled":
     case "InvalidDockerArgument":
+    case "ComposeNetworkUnsupported":
       return ExitCode.invalidInput
     case "DockerNotInstalled":
     case "BinaryNotFound":
+    case "ComposeNotInstalled":
       return ExitCode.dockerNotInstalled
     case "DaemonCrashed":
     case "ExitedBeforeReady":
@@ -78,8 +82,15 @@ export const forError = (tag: string): number => {
     case "DaemonUnhealthy":
       return ExitCode.diedAfterReady
     case "DockerCommandFailed":
+    case "DockerLoginFailed":
+    case "DockerOutputInvalid":
+    case "VolumeNotFound":
+    case "VolumeInUse":
       return ExitCode.dockerCommandFailed
     case "SandboxCreateFailed":
+    case "SandboxReapFailed":
+    case "LeaseRenewFailed":
+    case "IsolationNotApplied":
     case "RunscUnsuitable":
     case "EngineUnreachable":
     case "EngineBadAnswer":

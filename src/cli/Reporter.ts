@@ -52,6 +52,8 @@ const fieldsOf = (error: ReportableError): Record<string, unknown> => {
 
 const human = (event: DaemonEvent): string | undefined => {
   switch (event._tag) {
+    case "Replacing":
+      return `replacing the dockerd already running (pid ${event.pid}, found by its ${event.foundBy}): stopping it`
     case "Preflight":
       return "preflight ok"
     case "Spawned":

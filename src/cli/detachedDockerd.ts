@@ -5,7 +5,12 @@
  * Engine exec API with `Detach: true`, under a fixed launcher script given
  * dockerd's argv as positional parameters (never interpolated). The launcher
  * writes dockerd's pid to {@link STATE_DIR}`/dockerd.pid`, its log to
- * {@link LOG_FILE}, and its exit code to `dockerd.exit` once it ends. Any
+ * {@link LOG_FILE}, and its exit code to `dockerd.exit` once it ends for
+ * good. It supervises dockerd with the policy of `up --restart on-failure`:
+ * a dockerd that was ready once (`create` marks it) and exits other than
+ * cleanly or by a stop (`stop` marks it) is restarted after a backoff of
+ * 500 ms doubling up to 30 s, at most `maxRestarts` times; each crash is a
+ * line of `crashes` ({@link readCrashes}), which `sandbox ls` reports. Any
  * later CLI process finds the daemon again through these files: a
  * {@link ProcessHandle} whose status, log tail and signals are short execs in
  * the container, so the readiness runtime (`waitUntilReady`, the `docker info`
@@ -63,27 +68,64 @@ export const DOCKER_LABEL = "sandbox-docker.docker"
 const DOCKERD_PIDFILE = "/var/run/docker.pid"
 
 /**
- * Run as `sh -c LAUNCH_SCRIPT sh LOG STATE argv...`: starts argv in the
- * background with its output in LOG, writes its pid, waits for it and
+ * Run as `sh -c LAUNCH_SCRIPT sh LOG STATE MAX_RESTARTS argv...`: starts argv
+ * in the background with its output in LOG and writes its pid; when it
+ * exits, restarts it (on failure, once `ready` is marked, unless `stop` is
+ * marked, at most MAX_RESTARTS times, 500 ms doubling up to 30 s between),
+ * recording each crash as `EPOCH-SECONDS CODE RESTART` in `crashes`; else
  * writes its exit code. No value reaches the shell as code.
  */
 const LAUNCH_SCRIPT = `log=$1
 state=$2
-shift 2
+max=$3
+shift 3
 mkdir -p "$state" || exit 1
-rm -f "$state/dockerd.exit" "$state/dockerd.pid"
-"$@" >"$log" 2>&1 </dev/null &
-pid=$!
-echo "$pid" >"$state/dockerd.pid.tmp" && mv "$state/dockerd.pid.tmp" "$state/dockerd.pid"
-wait "$pid"
-echo "$?" >"$state/dockerd.exit"`
+rm -f "$state/dockerd.exit" "$state/dockerd.pid" "$state/stop" "$state/ready" "$state/restarting"
+: >"$state/crashes"
+: >"$log"
+restarts=0
+delay=500
+while :; do
+  "$@" >>"$log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$state/dockerd.pid.tmp" && mv "$state/dockerd.pid.tmp" "$state/dockerd.pid"
+  rm -f "$state/restarting"
+  wait "$pid"
+  code=$?
+  if [ "$code" = 0 ] || [ -e "$state/stop" ] || [ ! -e "$state/ready" ] || [ "$restarts" -ge "$max" ]; then
+    echo "$code" >"$state/dockerd.exit"
+    exit 0
+  fi
+  restarts=$((restarts + 1))
+  : >"$state/restarting"
+  echo "$(date +%s) $code $restarts" >>"$state/crashes"
+  echo "sandbox-docker: dockerd exited ($code): restart $restarts of $max in \${delay}ms" >>"$log"
+  sleep "$((delay / 1000)).$(printf '%03d' "$((delay % 1000))")"
+  delay=$((delay * 2))
+  [ "$delay" -gt 30000 ] && delay=30000
+  if [ -e "$state/stop" ]; then
+    echo "$code" >"$state/dockerd.exit"
+    exit 0
+  fi
+done`
 
-/** Run as `sh -c STATUS_SCRIPT sh STATE`: one line, `exited CODE`, `running PID`, `gone PID` or `none`. */
+/** Run as `sh -c MARK_SCRIPT sh STATE NAME`: creates the marker file STATE/NAME. */
+const MARK_SCRIPT = `mkdir -p "$1" && : >"$1/$2"`
+
+/** Run as `sh -c CRASHES_SCRIPT sh STATE`. */
+const CRASHES_SCRIPT = `cat "$1/crashes" 2>/dev/null || true`
+
+/**
+ * Run as `sh -c STATUS_SCRIPT sh STATE`: one line, `exited CODE`,
+ * `running PID`, `restarting PID`, `gone PID` or `none`.
+ */
 const STATUS_SCRIPT = `if [ -f "$1/dockerd.exit" ]; then
   printf 'exited %s %s\\n' "$(cat "$1/dockerd.exit")" "$(cat "$1/dockerd.pid" 2>/dev/null)"
 elif [ -f "$1/dockerd.pid" ]; then
   pid=$(cat "$1/dockerd.pid")
-  if [ -d "/proc/$pid" ]; then printf 'running %s\\n' "$pid"; else printf 'gone %s\\n' "$pid"; fi
+  if [ -f "$1/restarting" ]; then printf 'restarting %s\\n' "$pid"
+  elif [ -d "/proc/$pid" ]; then printf 'running %s\\n' "$pid"
+  else printf 'gone %s\\n' "$pid"; fi
 else
   echo none
 fi`
@@ -103,6 +145,7 @@ const TAIL_SCRIPT = `tail -n "$1" "$2" 2>/dev/null || true`
 export type LauncherState =
   | { readonly _tag: "None" }
   | { readonly _tag: "Running"; readonly pid: number }
+  | { readonly _tag: "Restarting"; readonly pid: number }
   | { readonly _tag: "Gone"; readonly pid: number }
   | { readonly _tag: "Exited"; readonly pid: number; readonly status: ExitStatus }
 
@@ -155,6 +198,7 @@ export const readState = (manager: ProcessManagerShape): Effect.Effect<LauncherS
       text !== undefined && /^\d+$/.test(text) ? Number(text) : undefined
     const a = number(first)
     if (word === "running" && a !== undefined) return { _tag: "Running", pid: a }
+    if (word === "restarting" && a !== undefined) return { _tag: "Restarting", pid: a }
     if (word === "gone" && a !== undefined) return { _tag: "Gone", pid: a }
     if (word === "exited" && a !== undefined) {
       return { _tag: "Exited", pid: number(second) ?? 0, status: statusOfCode(a) }
@@ -197,6 +241,7 @@ export const handle = (
       return gone >= 10 ? new Signaled({ signal: "SIGKILL" }) : new Running()
     }
     gone = 0
+    // Restarting counts as running: the launcher is about to start it again.
     return new Running()
   })
   const awaitExit: Effect.Effect<ExitStatus> = Effect.flatMap(status, (now) =>
@@ -257,7 +302,8 @@ export const launch = Effect.fn("DetachedDockerd.launch")(function* (
   manager: ProcessManagerShape,
   container: string,
   spec: Sandbox.SandboxSpec,
-  config: DockerdConfig.DockerdConfig
+  config: DockerdConfig.DockerdConfig,
+  maxRestarts = 3
 ) {
   yield* Sandbox.prepare(manager, spec)
   // A missing binary is found before anything runs.
@@ -286,7 +332,16 @@ export const launch = Effect.fn("DetachedDockerd.launch")(function* (
         AttachStdout: false,
         AttachStderr: false,
         Tty: false,
-        Cmd: ["/bin/sh", "-c", LAUNCH_SCRIPT, "sh", LOG_FILE, STATE_DIR, ...argv]
+        Cmd: [
+          "/bin/sh",
+          "-c",
+          LAUNCH_SCRIPT,
+          "sh",
+          LOG_FILE,
+          STATE_DIR,
+          String(maxRestarts),
+          ...argv
+        ]
       },
       schema: ExecCreated
     })
@@ -339,6 +394,8 @@ export const awaitReady = (
  */
 export const stop = (manager: ProcessManagerShape, grace: Duration.Duration) =>
   Effect.gen(function* () {
+    // Marked first: the launcher restarts no dockerd that is being stopped.
+    yield* mark(manager, "stop")
     const state = yield* readState(manager)
     if (state._tag !== "Running") return Option.none<ExitStatus>()
     const daemon = handle(manager, state.pid, [])
@@ -348,3 +405,54 @@ export const stop = (manager: ProcessManagerShape, grace: Duration.Duration) =>
     yield* daemon.signal("SIGKILL")
     return yield* daemon.awaitExit.pipe(Effect.timeout("10 seconds"), Effect.option)
   })
+
+/** Creates a marker file in the launcher's state directory. */
+const mark = (manager: ProcessManagerShape, name: "ready" | "stop") =>
+  runShort(manager, ["sh", "-c", MARK_SCRIPT, "sh", STATE_DIR, name])
+
+/**
+ * Marks the detached dockerd ready: from now on, the launcher restarts it
+ * when it crashes (as `up --restart on-failure` restarts only a daemon that
+ * was ready once).
+ *
+ * @since 0.2.0
+ * @category supervision
+ */
+export const markReady = (manager: ProcessManagerShape): Effect.Effect<void> =>
+  Effect.asVoid(mark(manager, "ready"))
+
+/**
+ * A crash of the detached dockerd, as the launcher recorded it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Crash {
+  /** When it exited, in epoch seconds (the sandbox's clock). */
+  readonly at: number
+  readonly status: ExitStatus
+  /** The restart that followed (1 for the first). */
+  readonly restart: number
+}
+
+/**
+ * The crashes the launcher recorded, oldest first.
+ *
+ * @since 0.2.0
+ * @category supervision
+ */
+export const readCrashes = (manager: ProcessManagerShape): Effect.Effect<ReadonlyArray<Crash>> =>
+  Effect.map(runShort(manager, ["sh", "-c", CRASHES_SCRIPT, "sh", STATE_DIR]), ({ lines }) =>
+    lines.flatMap((line) => {
+      const match = /^(\d+) (\d+) (\d+)$/.exec(line.trim())
+      return match === null
+        ? []
+        : [
+            {
+              at: Number(match[1]),
+              status: statusOfCode(Number(match[2])),
+              restart: Number(match[3])
+            }
+          ]
+    })
+  )

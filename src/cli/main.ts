@@ -20,6 +20,7 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Dockerd from "../Dockerd.js"
+import * as Down from "./down.js"
 import { ExitCode, forError } from "./ExitCode.js"
 import { type CliInputError, InvalidArguments, InvalidUsage } from "./options.js"
 import * as Reporter from "./Reporter.js"
@@ -33,7 +34,7 @@ import * as Wait from "./wait.js"
  * @since 0.1.0
  * @category models
  */
-export type Plan = Up.UpPlan | Wait.WaitPlan | SandboxCli.SandboxPlan
+export type Plan = Up.UpPlan | Down.DownPlan | Wait.WaitPlan | SandboxCli.SandboxPlan
 
 /** The command tree, with what each command does with its plan. */
 const rootWith = (handler: (plan: Plan) => Effect.Effect<void>) =>
@@ -43,6 +44,7 @@ const rootWith = (handler: (plan: Plan) => Effect.Effect<void>) =>
     ),
     Command.withSubcommands([
       Up.command(handler),
+      Down.command(handler),
       Wait.command(handler),
       SandboxCli.command(handler)
     ])
@@ -56,7 +58,9 @@ const BOOLEAN_OPTIONS = new Set([
   "--version",
   "--wizard",
   "--insecure-tcp",
-  "--docker"
+  "--docker",
+  "--replace",
+  "--dry-run"
 ])
 
 /** Options that take a value, of every command. */
@@ -88,7 +92,9 @@ const VALUE_OPTIONS = new Set([
   "--cpu",
   "--memory",
   "--env",
-  "--name"
+  "--name",
+  "--owner",
+  "--lease"
 ])
 
 /** The options part of argv: what comes before `--` (after it, a command's own words). */
@@ -203,6 +209,7 @@ export const parse = (
 /** What the commands' runs are. */
 type Executed =
   | ReturnType<typeof Up.execute>
+  | ReturnType<typeof Down.execute>
   | ReturnType<typeof Wait.execute>
   | ReturnType<typeof SandboxCli.execute>
 
@@ -218,6 +225,8 @@ export const execute = (
   switch (plan._tag) {
     case "Up":
       return Up.execute(plan)
+    case "Down":
+      return Down.execute(plan)
     case "Wait":
       return Wait.execute(plan)
     default:

@@ -85,6 +85,11 @@ const options = {
     "max-restarts",
     `with --restart on-failure: restarts at most this many times (default 3, at most ${MAX_RESTARTS})`
   ),
+  replace: Options.boolean("replace").pipe(
+    Options.withDescription(
+      "stop a dockerd already running for these paths (one a killed `up` left: found by the pidfile, or naming the socket, data-root or exec-root) before starting; a pidfile holding any other process is never touched"
+    )
+  ),
   json: Shared.json
 }
 
@@ -107,6 +112,7 @@ export interface UpPlan {
   readonly config: DockerdConfig.DockerdConfig
   readonly policy: ReadinessPolicy
   readonly restart: Supervisor.RestartPolicy
+  readonly replace: boolean
   readonly json: boolean
 }
 
@@ -238,6 +244,7 @@ export const plan = (opts: UpOptions): Effect.Effect<UpPlan, Shared.InvalidArgum
         restart === "on-failure"
           ? Supervisor.onFailure(Option.getOrElse(maxRestarts, () => 3))
           : Supervisor.never,
+      replace: opts.replace,
       json: opts.json
     } satisfies UpPlan
   })
@@ -252,6 +259,7 @@ export const execute = (upPlan: UpPlan) =>
   Supervisor.run(upPlan.config, {
     readiness: upPlan.policy,
     restart: upPlan.restart,
+    replace: upPlan.replace,
     onEvent: Reporter.make({ json: upPlan.json }).event
   })
 

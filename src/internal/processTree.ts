@@ -142,18 +142,26 @@ export const leftoversOf = (
 
 /**
  * The pid a pidfile holds, if the process is there (alive or a zombie) and
- * its name (`/proc/PID/comm`, which a zombie keeps) is `name`.
+ * its name (`/proc/PID/comm`, which a zombie keeps) is `name`; with
+ * `naming`, a live one only if its command line names that path.
  */
-export const pidfileProcess = (path: string, name: string): Effect.Effect<number | undefined> =>
+export const pidfileProcess = (
+  path: string,
+  name: string,
+  naming?: string
+): Effect.Effect<number | undefined> =>
   Effect.flatMap(readPidfile(path), (pid) =>
     pid === undefined
       ? Effect.succeed(undefined)
-      : Effect.promise(() =>
-          readFile(`/proc/${pid}/comm`, "utf8").then(
-            (comm) => (comm.trim() === name ? pid : undefined),
-            () => undefined
-          )
-        )
+      : Effect.promise(async () => {
+          const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => undefined)
+          if (comm?.trim() !== name) return undefined
+          if (naming === undefined) return pid
+          const live = await liveProcess(pid)
+          return live === undefined || live.args.some((arg) => mentionsPath(arg, naming))
+            ? pid
+            : undefined
+        })
   )
 
 /** Reads a pid from a pidfile, if it holds one. */
@@ -235,3 +243,177 @@ export const awaitGone = (
     }
   })
 }
+
+/** What `/proc/PID` says of a live process: its name and arguments (none for a zombie or a gone one). */
+const liveProcess = async (
+  pid: number
+): Promise<{ readonly comm: string; readonly args: ReadonlyArray<string> } | undefined> => {
+  const [stat, cmdline] = await Promise.all([
+    readFile(`/proc/${pid}/stat`, "utf8").catch(() => ""),
+    readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")
+  ])
+  const open = stat.indexOf("(")
+  const close = stat.lastIndexOf(")")
+  if (open === -1 || close === -1 || stat[close + 2] === "Z") return undefined
+  return { comm: stat.slice(open + 1, close), args: cmdline.split("\0") }
+}
+
+/**
+ * The paths that make a dockerd one of ours: the pidfile it writes, the
+ * socket it listens on, its data-root and exec-root.
+ */
+export interface DaemonPaths {
+  /** The pidfile to look at first (none: not looked at). */
+  readonly pidfile: string | undefined
+  /** The paths a dockerd is also looked for by, in all of /proc (none: the pidfile only). */
+  readonly socket: string | undefined
+  readonly dataRoot: string | undefined
+  readonly execRoot: string | undefined
+}
+
+/**
+ * What runs for a daemon's paths: nothing; a dockerd (found by the pid in
+ * its pidfile, or by its command line naming the socket, data-root or
+ * exec-root); or, in the pidfile, the pid of a live process that is no
+ * dockerd of these paths, which must never be touched.
+ */
+export type DaemonLookup =
+  | { readonly _tag: "None" }
+  | {
+      readonly _tag: "Dockerd"
+      readonly pid: number
+      readonly foundBy: "pidfile" | "socket" | "data-root" | "exec-root"
+    }
+  | { readonly _tag: "Other"; readonly pid: number }
+
+/** Which of `paths` the arguments name, in the order they prove it ours. */
+const namedIn = (
+  args: ReadonlyArray<string>,
+  paths: DaemonPaths
+): "socket" | "data-root" | "exec-root" | "pidfile" | undefined => {
+  const names = (path: string | undefined) =>
+    path !== undefined && args.some((arg) => mentionsPath(arg, path))
+  if (names(paths.socket)) return "socket"
+  if (names(paths.dataRoot)) return "data-root"
+  if (names(paths.execRoot)) return "exec-root"
+  if (names(paths.pidfile)) return "pidfile"
+  return undefined
+}
+
+/**
+ * Finds the dockerd of `paths` that runs now: first by the pidfile (taken
+ * only when its process is named dockerd and its command line names one
+ * of the paths), then by a pass over /proc for a dockerd naming the
+ * socket, data-root or exec-root. Never this process.
+ */
+export const findDaemon = (paths: DaemonPaths): Effect.Effect<DaemonLookup> =>
+  Effect.flatMap(
+    paths.pidfile === undefined ? Effect.succeed(undefined) : readPidfile(paths.pidfile),
+    (recorded) =>
+      Effect.promise(async (): Promise<DaemonLookup> => {
+        if (recorded !== undefined && recorded !== process.pid) {
+          const found = await liveProcess(recorded)
+          if (found !== undefined) {
+            return found.comm === "dockerd" && namedIn(found.args, paths) !== undefined
+              ? { _tag: "Dockerd", pid: recorded, foundBy: "pidfile" }
+              : { _tag: "Other", pid: recorded }
+          }
+        }
+        // Names first (one small read each), command lines of dockerds only.
+        const entries = await readdir("/proc").catch(() => [] as Array<string>)
+        const named = await Promise.all(
+          entries.map(async (entry) => {
+            const pid = Number(entry)
+            if (!Number.isInteger(pid) || pid === process.pid) return undefined
+            const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "")
+            return comm.trim() === "dockerd" ? pid : undefined
+          })
+        )
+        for (const pid of named) {
+          if (pid === undefined) continue
+          const found = await liveProcess(pid)
+          const by = found === undefined ? undefined : namedIn(found.args, paths)
+          if (by !== undefined && by !== "pidfile") return { _tag: "Dockerd", pid, foundBy: by }
+        }
+        return { _tag: "None" }
+      })
+  )
+
+/** A line of `/proc/self/mountinfo`: the fields a leftover is told by. */
+interface MountLine {
+  readonly id: number
+  readonly parent: number
+  readonly device: string
+  /** The path inside its file system that is mounted (a bind mount's source). */
+  readonly root: string
+  readonly point: string
+  readonly order: number
+}
+
+const mountLines = async (): Promise<ReadonlyArray<MountLine>> => {
+  const table = await readFile("/proc/self/mountinfo", "utf8").catch(() => "")
+  return table
+    .split("\n")
+    .map((line, order) => {
+      const fields = line.split(" ")
+      const unescape = (text: string | undefined) => (text ?? "").replace(/\\040/g, " ")
+      return {
+        id: Number(fields[0]),
+        parent: Number(fields[1]),
+        device: fields[2] ?? "",
+        root: unescape(fields[3]),
+        point: unescape(fields[4]),
+        order
+      }
+    })
+    .filter((entry) => entry.point !== "")
+}
+
+/**
+ * The places under a data-root where dockerd mounts (and a killed one
+ * leaves mounts): the storage drivers' layer directories, the containers'
+ * own mounts (`shm`), plugins, and a local volume's `_data` mounted with
+ * options. A disk a person mounts at the data-root or at `volumes` is none
+ * of these.
+ */
+const DAEMON_MOUNTS_UNDER_DATA_ROOT =
+  /^(?:(?:overlay2|overlay|fuse-overlayfs|aufs|btrfs|zfs|devicemapper|vfs|containers|plugins)\/.+|volumes\/[^/]+\/_data)$/
+
+/**
+ * Whether `mount` is `path` bound onto itself (`mount --bind path path`,
+ * what dockerd does to make its data-root shared): on the device of the
+ * mount below it, showing the very directory that mount has at `path`.
+ * A disk mounted there, or a directory bound there from elsewhere, is not.
+ */
+const boundOntoItself = (mount: MountLine, below: MountLine | undefined): boolean => {
+  if (below === undefined || below.device !== mount.device) return false
+  const inside = mount.point.slice(below.point === "/" ? 0 : below.point.length)
+  return mount.root === (below.root === "/" ? inside : below.root + inside)
+}
+
+/**
+ * The mounts a killed dockerd of these roots left, to undo when no dockerd
+ * of them runs: everything below its exec-root, the daemon's own places
+ * under its data-root, and the data-root bound onto itself (dockerd does
+ * that to make it shared, and undoes it only on a stop after a start that
+ * made it). Deepest first, the top of a stack first.
+ */
+export const leftoverMounts = (
+  dataRoot: string,
+  execRoot: string
+): Effect.Effect<ReadonlyArray<MountEntry>> =>
+  Effect.promise(async () => {
+    const lines = await mountLines()
+    const byId = new Map(lines.map((line) => [line.id, line]))
+    const below = (root: string, point: string) => point.startsWith(root + "/")
+    return lines
+      .filter((mount) => {
+        if (below(execRoot, mount.point)) return true
+        if (below(dataRoot, mount.point)) {
+          return DAEMON_MOUNTS_UNDER_DATA_ROOT.test(mount.point.slice(dataRoot.length + 1))
+        }
+        return mount.point === dataRoot && boundOntoItself(mount, byId.get(mount.parent))
+      })
+      .sort((a, b) => b.point.length - a.point.length || b.order - a.order)
+      .map(({ id, point }) => ({ id, point }))
+  })

@@ -9,7 +9,8 @@ import type * as Scope from "effect/Scope"
 import { mountEntriesUnder, pidsMentioning } from "../../src/internal/processTree.js"
 import * as Dockerd from "../../src/Dockerd.js"
 import type { DockerHost } from "../../src/DockerHost.js"
-import type { ProcessManager } from "../../src/ProcessManager.js"
+import type { DockerdConfigInput } from "../../src/DockerdConfig.js"
+import { ProcessManager } from "../../src/ProcessManager.js"
 import { removeDir, tempDir } from "./isolated.js"
 
 /** Processes mentioning `dir`, and mounts under it. */
@@ -39,3 +40,23 @@ export const withDir = <A, E>(
       }),
     (dir) => Effect.sync(() => removeDir(dir))
   )
+
+/**
+ * `Dockerd.start` of `config` expected to fail, on the local ProcessManager
+ * wrapped to record every argv it is asked to run: the error, and the execs.
+ */
+export const failedStartExecs = (config: DockerdConfigInput) =>
+  Effect.gen(function* () {
+    const manager = yield* ProcessManager
+    const execs: Array<ReadonlyArray<string>> = []
+    const counting = ProcessManager.of({
+      exec: (argv, options) => {
+        execs.push(argv)
+        return manager.exec(argv, options)
+      }
+    })
+    const error = yield* Effect.flip(
+      Effect.scoped(Dockerd.start(config)).pipe(Effect.provideService(ProcessManager, counting))
+    )
+    return { error, execs }
+  })

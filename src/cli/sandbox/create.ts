@@ -6,6 +6,8 @@
  * @since 0.1.0
  */
 import * as Options from "@effect/cli/Options"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -16,11 +18,16 @@ import { DaemonEvent } from "../../DaemonEvent.js"
 import * as DockerEngine from "../../DockerEngine.js"
 import type { ReadinessPolicy } from "../../ReadinessPolicy.js"
 import * as Sandbox from "../../Sandbox.js"
+import * as SandboxLease from "../../SandboxLease.js"
+import * as SandboxSecurity from "../../SandboxSecurity.js"
 import * as Detached from "../detachedDockerd.js"
 import * as Shared from "../options.js"
 import * as Planned from "../planned.js"
 import * as Reporter from "../Reporter.js"
 import * as SandboxOptions from "./options.js"
+
+/** The most restarts `--max-restarts` accepts (as `up`). */
+const MAX_RESTARTS = 1_000
 
 const options = {
   engine: SandboxOptions.engine,
@@ -51,6 +58,24 @@ const options = {
     "deadline",
     "with --docker: give up when Docker inside is not ready after this long (default 60s)"
   ),
+  restart: Shared.choice(
+    "restart",
+    ["never", "on-failure"],
+    "with --docker: restart Docker inside when it dies after ready, as up --restart does (default on-failure)"
+  ),
+  maxRestarts: Shared.whole(
+    "max-restarts",
+    `with --docker and --restart on-failure: restarts at most this many times (default 3, at most ${MAX_RESTARTS})`
+  ),
+  owner: Shared.text(
+    "owner",
+    "ID",
+    "the sandbox's owner: an id of your platform's (then only --lease or sandbox rm ends it), default the process that ran this command (sandbox gc removes the sandbox once it is gone)"
+  ),
+  lease: Shared.duration(
+    "lease",
+    "a lease the owner renews with sandbox renew; sandbox gc removes the sandbox once it ran out (default: none)"
+  ),
   json: Shared.json
 }
 
@@ -65,11 +90,18 @@ export interface SandboxCreatePlan {
   readonly engine: string
   readonly spec: Sandbox.SandboxSpec
   readonly policy: ReadinessPolicy
+  /** Restarts of Docker inside after it was ready (0: never). */
+  readonly maxRestarts: number
+  /** A platform's owner id; none: the process that ran the command. */
+  readonly owner: Option.Option<string>
+  readonly lease: Option.Option<Duration.Duration>
   readonly json: boolean
 }
 
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
 const SANDBOX_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
+// Printable, and never the form of a process owner (which this host would check).
+const OWNER_ID = /^(?!process:)[\x21-\x7e][\x20-\x7e]{0,199}$/
 
 const plan = (
   opts: Shared.ValuesOf<typeof options>
@@ -120,6 +152,26 @@ const plan = (
       })
     }
     const policy = yield* SandboxOptions.dockerReadiness(opts.deadline)
+    const restart = yield* Shared.decodeChoice(
+      "restart",
+      ["never", "on-failure"],
+      opts.restart,
+      "on-failure"
+    )
+    const maxRestarts = yield* Shared.decodeWhole("max-restarts", opts.maxRestarts, {
+      min: 0,
+      max: MAX_RESTARTS
+    })
+    if (Option.isSome(opts.owner) && !OWNER_ID.test(opts.owner.value)) {
+      return yield* new Shared.InvalidArguments({
+        option: "owner",
+        problem: `${JSON.stringify(opts.owner.value)}: an owner id is 1-200 printable characters, not starting with "process:"`
+      })
+    }
+    const lease = yield* Shared.decodeDuration("lease", opts.lease)
+    if (Option.isSome(lease) && Duration.lessThan(lease.value, Duration.seconds(1))) {
+      return yield* new Shared.InvalidArguments({ option: "lease", problem: "must be at least 1s" })
+    }
     const spec = yield* Schema.decodeUnknown(Sandbox.SandboxSpec)({
       image: opts.image,
       runtime,
@@ -143,7 +195,16 @@ const plan = (
           })
       )
     )
-    return { _tag: "SandboxCreate", engine, spec, policy, json: opts.json } as const
+    return {
+      _tag: "SandboxCreate",
+      engine,
+      spec,
+      policy,
+      maxRestarts: restart === "never" ? 0 : Option.getOrElse(maxRestarts, () => 3),
+      owner: opts.owner,
+      lease,
+      json: opts.json
+    } as const
   })
 
 /**
@@ -161,9 +222,25 @@ export const execute = (createPlan: SandboxCreatePlan) =>
     const elapsedMs = () => Date.now() - started
     const spec = createPlan.spec
     const engine = yield* DockerEngine.make(createPlan.engine)
-    const { id, name } = yield* Sandbox.createContainer(engine, spec, {
-      [Detached.DOCKER_LABEL]: String(spec.dockerEnabled)
+    // The owner: a platform's id, or the process that ran this command (its
+    // parent: this one exits at once). A lease file outlives this process.
+    const owner = yield* Option.match(createPlan.owner, {
+      onSome: Effect.succeed,
+      onNone: () => SandboxLease.processOwner(process.ppid)
+    }).pipe(Effect.provide(NodeFileSystem.layer))
+    const lease = yield* Option.match(createPlan.lease, {
+      onNone: () => Effect.succeed(Option.none<SandboxLease.Lease>()),
+      onSome: (ttl) => Effect.asSome(SandboxLease.make({ owner, ttl }))
+    }).pipe(Effect.provide(NodeFileSystem.layer))
+    const ownership = Option.match(lease, {
+      onNone: () => SandboxLease.ownerLabels(owner),
+      onSome: (taken) => taken.labels
     })
+    const isolation = SandboxSecurity.isolation(spec)
+    const { id, name } = yield* Sandbox.createContainer(engine, spec, {
+      ...ownership,
+      [Detached.DOCKER_LABEL]: String(spec.dockerEnabled)
+    }).pipe(Effect.tapError(() => removeLease(lease)))
     yield* reporter.info(
       "created",
       {
@@ -172,9 +249,12 @@ export const execute = (createPlan: SandboxCreatePlan) =>
         image: spec.image,
         runtime: spec.runtime,
         network: spec.network,
+        owner,
+        ...Option.match(lease, { onNone: () => ({}), onSome: (taken) => ({ lease: taken.path }) }),
+        isolation: Schema.encodeSync(SandboxSecurity.Isolation)(isolation),
         elapsedMs: elapsedMs()
       },
-      `created sandbox ${name} (${id.slice(0, 12)}) from ${spec.image} (${spec.runtime}, network ${spec.network})`
+      `created sandbox ${name} (${id.slice(0, 12)}) from ${spec.image} (${spec.runtime}, network ${spec.network}); isolation: ${isolation.summary}${isolation.openRoutes.length === 0 ? "" : ` (open: ${isolation.openRoutes.join(", ")})`}`
     )
     if (spec.dockerEnabled) {
       yield* Effect.gen(function* () {
@@ -183,7 +263,14 @@ export const execute = (createPlan: SandboxCreatePlan) =>
           containerId: id
         })
         const config = yield* Detached.configFor(spec, Duration.seconds(10))
-        const daemon = yield* Detached.launch(engine, manager, id, spec, config)
+        const daemon = yield* Detached.launch(
+          engine,
+          manager,
+          id,
+          spec,
+          config,
+          createPlan.maxRestarts
+        )
         yield* reporter.event(
           DaemonEvent.Spawned({ pid: daemon.pid, argv: daemon.argv, elapsedMs: elapsedMs() })
         )
@@ -206,10 +293,14 @@ export const execute = (createPlan: SandboxCreatePlan) =>
             restarts: 0
           })
         )
+        // From now on the launcher restarts it when it crashes.
+        yield* Detached.markReady(manager)
       }).pipe(
         Effect.scoped,
         Effect.onExit((exit) =>
-          Exit.isSuccess(exit) ? Effect.void : Sandbox.removeContainer(engine, id)
+          Exit.isSuccess(exit)
+            ? Effect.void
+            : Effect.zipRight(Sandbox.removeContainer(engine, id), removeLease(lease))
         )
       )
     }
@@ -219,6 +310,17 @@ export const execute = (createPlan: SandboxCreatePlan) =>
       `sandbox ${name} is up (id ${id})`
     )
   }).pipe(Effect.scoped)
+
+/** Removes the lease file of a sandbox that was not made after all. */
+const removeLease = (lease: Option.Option<SandboxLease.Lease>) =>
+  Option.match(lease, {
+    onNone: () => Effect.void,
+    onSome: (taken) =>
+      Effect.flatMap(FileSystem.FileSystem, (fs) => fs.remove(taken.path, { force: true })).pipe(
+        Effect.ignore,
+        Effect.provide(NodeFileSystem.layer)
+      )
+  })
 
 /**
  * The `sandbox create` command, with what to do with its validated plan.
@@ -230,5 +332,5 @@ export const command = Planned.command(
   "create",
   options,
   plan,
-  "Create and start a sandbox container on the host engine (label sandbox-docker=sandbox); with --docker, start Docker inside (detached: it outlives this command) and wait until `docker info` answers. Prints the sandbox's name and id."
+  "Create and start a sandbox container on the host engine (label sandbox-docker=sandbox, its owner and lease as labels; docker-init as its PID 1); with --docker, start Docker inside (detached: it outlives this command, restarted on failure) and wait until `docker info` answers. Prints the sandbox's name and id."
 )

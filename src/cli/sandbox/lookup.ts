@@ -10,6 +10,7 @@ import * as Schema from "effect/Schema"
 import * as ContainerProcessManager from "../../ContainerProcessManager.js"
 import * as DockerEngine from "../../DockerEngine.js"
 import * as Sandbox from "../../Sandbox.js"
+import * as SandboxDocker from "../../SandboxDocker.js"
 import * as Detached from "../detachedDockerd.js"
 import { SandboxNotFound } from "./errors.js"
 
@@ -18,13 +19,28 @@ const FoundContainer = Schema.Struct({
   Name: Schema.String,
   State: Schema.Struct({ Running: Schema.Boolean }),
   Config: Schema.Struct({
-    Labels: Schema.NullishOr(Schema.Record({ key: Schema.String, value: Schema.String }))
+    Labels: Schema.NullishOr(Schema.Record({ key: Schema.String, value: Schema.String })),
+    Env: Schema.optionalWith(Schema.NullOr(Schema.Array(Schema.String)), { default: () => null })
+  }),
+  HostConfig: Schema.optionalWith(Schema.Struct({ Runtime: Schema.optional(Schema.String) }), {
+    default: () => ({})
   })
 })
 
+/** The sandbox's environment as a record (`KEY=VALUE` entries). */
+const envRecord = (entries: ReadonlyArray<string> | null): Record<string, string> =>
+  Object.fromEntries(
+    (entries ?? []).flatMap((entry) => {
+      const equals = entry.indexOf("=")
+      return equals < 0 ? [] : [[entry.slice(0, equals), entry.slice(equals + 1)]]
+    })
+  )
+
 /**
  * The sandbox of that name or id on the engine: its id, name, whether it
- * runs, and whether it was created with Docker inside.
+ * runs, whether it was created with Docker inside, its runtime, and the
+ * registry login its environment asks for (`DOCKER_USERNAME`,
+ * `DOCKER_PASSWORD`).
  *
  * @since 0.1.0
  * @category lookup
@@ -52,7 +68,10 @@ export const find = (engine: DockerEngine.DockerEngineClient, sandbox: string) =
         id: found.Id,
         name: found.Name.replace(/^\//, ""),
         running: found.State.Running,
-        docker: found.Config.Labels?.[Detached.DOCKER_LABEL] === "true"
+        docker: found.Config.Labels?.[Detached.DOCKER_LABEL] === "true",
+        runtime: found.HostConfig.Runtime === "runsc" ? ("runsc" as const) : ("runc" as const),
+        // The login the sandbox's env asks for; its password stays Redacted.
+        login: SandboxDocker.loginFromEnv(envRecord(found.Config.Env))
       }))
     )
 

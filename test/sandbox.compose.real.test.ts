@@ -1,0 +1,502 @@
+/**
+ * Compose, volumes, build logs and the login from the environment, in
+ * Docker-enabled sandboxes on a real host engine, with images from a local
+ * registry (scripts/seedScenario.ts's host environment: its own engine, in
+ * its own network namespace, a registry on 127.0.0.1:5000 there).
+ */
+import { describe, expect, layer } from "@effect/vitest"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Dockerd from "../src/Dockerd.js"
+import * as Sandbox from "../src/Sandbox.js"
+import * as SandboxDocker from "../src/SandboxDocker.js"
+import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "../scripts/seedScenario.js"
+import { authRegistry } from "./support/authRegistry.js"
+import { hasDockerd } from "./support/isolated.js"
+
+const real = hasDockerd()
+
+class Host extends Context.Tag("test/ComposeHost")<Host, HostEnvironment>() {}
+
+const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(Layer.provideMerge(Dockerd.layerNode))
+
+// The first run on a fresh machine builds the Debian image with debootstrap.
+const TIMEOUT = Duration.toMillis(Duration.minutes(10))
+
+/** A Docker-enabled sandbox on the engine's network, where the registry listens. */
+const dockerSandbox = (host: HostEnvironment, env: Record<string, string> = {}) =>
+  Sandbox.create(
+    { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host", env },
+    { engineSocket: host.socket, stopGrace: "3 seconds" }
+  )
+
+/** Runs a command in the sandbox to its end: exit code and output lines. */
+const shell = (sandbox: Sandbox.Sandbox, script: string, stdin?: string) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const handle = yield* sandbox.exec(["sh", "-c", script], {
+        tailLines: 200,
+        ...(stdin === undefined ? {} : { stdin })
+      })
+      const status = yield* handle.awaitExit
+      return {
+        code: status._tag === "Exited" ? status.code : -1,
+        lines: yield* handle.logTail
+      }
+    })
+  )
+
+/** stdout of a docker command in the sandbox, as lines. */
+const dockerLines = (command: Effect.Effect<SandboxDocker.DockerCommand, unknown, Scope.Scope>) =>
+  Effect.scoped(
+    Effect.flatMap(command, (handle) =>
+      Effect.map(handle.output, (output) =>
+        output.stdout.split("\n").filter((line) => line.trim() !== "")
+      )
+    )
+  )
+
+/** The first line of a stream that contains `text`, and whether the process still ran then. */
+const firstLineWith = (command: SandboxDocker.DockerCommand, text: string) =>
+  command.lines.pipe(
+    Stream.filter((line) => line.includes(text)),
+    Stream.mapEffect((line) =>
+      Effect.map(command.process.status, (status) => ({ line, running: status._tag === "Running" }))
+    ),
+    Stream.runHead,
+    Effect.map(Option.getOrThrow)
+  )
+
+const twoServices = (image: string) => `
+services:
+  web:
+    image: ${image}
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    volumes: ["data:/data"]
+  client:
+    image: ${image}
+    command: ["sh", "-c", "until out=$$(wget -qO- http://web:8080/ 2>/dev/null); do sleep 0.2; done; echo \\"client got: $$out\\"; exec sleep 3600"]
+volumes:
+  data: {}
+`
+
+describe.skipIf(!real)("compose, volumes, build and login in a sandbox (runc)", () => {
+  layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
+    it.scoped(
+      "a two-service compose file from the local registry comes up, one service reaches the other, its logs stream live, and down --volumes leaves no container, network or volume",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* dockerSandbox(host)
+          const compose = sandbox.docker.compose
+          const project = { file: { text: twoServices(host.image) }, project: "demo" }
+
+          const up = yield* Effect.scoped(
+            Effect.flatMap(compose.up(project), (command) =>
+              Effect.zip(Stream.runCollect(command.lines), command.wait)
+            )
+          )
+          const upLines = [...up[0]]
+          expect(upLines.some((line) => /Creating demo_web_1/.test(line))).toBe(true)
+          expect(upLines.some((line) => /Creating network "demo_default"/.test(line))).toBe(true)
+
+          // `client` prints what it got from `web`; the follow stream shows it while it runs.
+          const seen = yield* Effect.scoped(
+            Effect.flatMap(
+              compose.logs({ ...project, follow: true, services: ["client"] }),
+              (logs) => firstLineWith(logs, "client got: hello-from-web")
+            )
+          )
+          expect(seen.running).toBe(true)
+          expect(seen.line).toMatch(/^client_1\s+\| client got: hello-from-web$/)
+
+          const ps = yield* dockerLines(compose.ps(project))
+          expect(ps.some((line) => /^demo_web_1\s.*\sUp/.test(line))).toBe(true)
+          expect(ps.some((line) => /^demo_client_1\s.*\sUp/.test(line))).toBe(true)
+          const volumes = yield* sandbox.docker.volume.ls()
+          expect(volumes.map((volume) => volume.Name)).toContain("demo_data")
+          const networks = yield* shell(sandbox, "docker network ls --format '{{.Name}}'")
+          expect(networks.lines).toContain("demo_default")
+
+          yield* Effect.scoped(
+            Effect.flatMap(compose.down({ ...project, volumes: true }), (down) => down.wait)
+          )
+          const after = yield* shell(
+            sandbox,
+            "docker ps --all --quiet; docker network ls --format '{{.Name}}'; docker volume ls --quiet"
+          )
+          expect(after.code).toBe(0)
+          expect([...after.lines].sort()).toEqual(["host", "none"])
+          // The compose text's temp directories went with their commands' scopes.
+          const temps = yield* shell(sandbox, "ls /tmp | grep sandbox-docker-compose || true")
+          expect(temps.lines).toEqual([])
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "with the gVisor override on a runc sandbox: services get network_mode host and reach each other on localhost; a file with networks or links is refused before anything is created",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* dockerSandbox(host)
+          // The same commands as a runsc sandbox's, on runc: what the override does is visible here.
+          const docker = SandboxDocker.make(sandbox.processManager, sandbox.daemon, {
+            runtime: "runsc"
+          })
+          const localhost = `
+services:
+  web:
+    image: ${host.image}
+    command: ["sh", "-c", "mkdir -p /www && echo hello-on-localhost > /www/index.html && exec httpd -f -p 18080 -h /www"]
+  client:
+    image: ${host.image}
+    command: ["sh", "-c", "until out=$$(wget -qO- http://127.0.0.1:18080/ 2>/dev/null); do sleep 0.2; done; echo \\"client got: $$out\\"; exec sleep 3600"]
+`
+          const project = { file: { text: localhost }, project: "hostnet" }
+          yield* Effect.scoped(Effect.flatMap(docker.compose.up(project), (up) => up.wait))
+          const seen = yield* Effect.scoped(
+            Effect.flatMap(
+              docker.compose.logs({ ...project, follow: true, services: ["client"] }),
+              (logs) => firstLineWith(logs, "client got: hello-on-localhost")
+            )
+          )
+          expect(seen.running).toBe(true)
+          const modes = yield* shell(
+            sandbox,
+            "docker inspect --format '{{.HostConfig.NetworkMode}}' $(docker ps --quiet)"
+          )
+          expect(modes.lines).toEqual(["host", "host"])
+          const networks = yield* shell(sandbox, "docker network ls --format '{{.Name}}'")
+          expect([...networks.lines].sort()).toEqual(["host", "none"])
+          yield* Effect.scoped(Effect.flatMap(docker.compose.down(project), (down) => down.wait))
+
+          const withNetworks = `
+services:
+  web:
+    image: ${host.image}
+    networks: [front]
+networks:
+  front: {}
+`
+          const refused = yield* Effect.flip(
+            Effect.scoped(docker.compose.up({ file: { text: withNetworks }, project: "nets" }))
+          )
+          expect(refused).toMatchObject({
+            _tag: "ComposeNetworkUnsupported",
+            project: "nets",
+            setting: "networks (front)"
+          })
+          expect(refused.message).toContain("under gVisor (runsc)")
+          expect(refused.message).toContain("network_mode: host")
+          const withLinks = `
+services:
+  web:
+    image: ${host.image}
+  client:
+    image: ${host.image}
+    links: [web]
+`
+          const links = yield* Effect.flip(
+            Effect.scoped(docker.compose.up({ file: { text: withLinks }, project: "links" }))
+          )
+          expect(links).toMatchObject({
+            _tag: "ComposeNetworkUnsupported",
+            service: "client",
+            setting: "links"
+          })
+          const left = yield* shell(sandbox, "docker ps --all --quiet; docker volume ls --quiet")
+          expect(left.lines).toEqual([])
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "volumes: a named volume survives its container's removal, is listed and inspected, refuses rm while in use, and goes with volume rm",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* dockerSandbox(host)
+          const volume = sandbox.docker.volume
+          expect(yield* volume.create("keep-data", { labels: { purpose: "test" } })).toBe(
+            "keep-data"
+          )
+          const write = yield* Effect.scoped(
+            Effect.flatMap(
+              sandbox.docker.run(host.image, ["sh", "-c", "echo kept > /data/file"], {
+                remove: true,
+                volumes: ["keep-data:/data"]
+              }),
+              (container) => container.output
+            )
+          )
+          expect(write.exitCode).toBe(0)
+          const read = yield* Effect.scoped(
+            Effect.flatMap(
+              sandbox.docker.run(host.image, ["cat", "/data/file"], {
+                remove: true,
+                volumes: ["keep-data:/data"]
+              }),
+              (container) => container.output
+            )
+          )
+          expect(read.stdout.trim()).toBe("kept")
+          const info = yield* volume.inspect("keep-data")
+          expect(info).toMatchObject({
+            Name: "keep-data",
+            Driver: "local",
+            Labels: { purpose: "test" }
+          })
+          expect((yield* volume.ls()).map((summary) => summary.Name)).toEqual(["keep-data"])
+
+          // In use by a container (stopped, not removed): rm refuses.
+          yield* Effect.scoped(
+            Effect.flatMap(
+              sandbox.docker.run(host.image, ["true"], {
+                name: "holder",
+                volumes: ["keep-data:/data"]
+              }),
+              (container) => container.wait
+            )
+          )
+          const inUse = yield* Effect.flip(volume.rm("keep-data"))
+          expect(inUse).toMatchObject({ _tag: "VolumeInUse", volume: "keep-data" })
+          yield* Effect.scoped(Effect.flatMap(sandbox.docker.rm("holder"), (rm) => rm.wait))
+
+          yield* volume.rm("keep-data")
+          expect(yield* volume.ls()).toEqual([])
+          const gone = yield* Effect.flip(volume.inspect("keep-data"))
+          expect(gone).toMatchObject({ _tag: "VolumeNotFound", volume: "keep-data" })
+          expect(gone.message).toContain("volume ls lists them")
+          expect(yield* Effect.flip(volume.rm("keep-data"))).toMatchObject({
+            _tag: "VolumeNotFound"
+          })
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "build and compose build: their lines stream while they run, and the images are there after",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* dockerSandbox(host)
+          const dockerfile = [
+            `FROM ${host.image}`,
+            "RUN echo step-marker && sleep 3",
+            'CMD ["echo", "built image runs"]',
+            ""
+          ].join("\n")
+          const written = yield* shell(
+            sandbox,
+            "mkdir -p /work/app && cat > /work/app/Dockerfile",
+            dockerfile
+          )
+          expect(written.code).toBe(0)
+
+          const built = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const build = yield* sandbox.docker.build({ tag: "app:1", context: "/work/app" })
+              const marker = yield* firstLineWith(build, "step-marker")
+              yield* build.wait
+              return { marker, lines: [...(yield* Stream.runCollect(build.lines))] }
+            })
+          )
+          // The RUN step's line came while the build still ran (it sleeps 3 s after it).
+          expect(built.marker.running).toBe(true)
+          expect(built.lines).toContain("Successfully tagged app:1")
+
+          const composeFile = `
+services:
+  app:
+    build: .
+    image: composed-app:1
+`
+          const composed = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const build = yield* sandbox.docker.compose.build({
+                file: { text: composeFile },
+                project: "builder",
+                projectDirectory: "/work/app",
+                noCache: true
+              })
+              const marker = yield* firstLineWith(build, "step-marker")
+              yield* build.wait
+              return marker
+            })
+          )
+          expect(composed.running).toBe(true)
+          const images = yield* dockerLines(sandbox.docker.images())
+          expect(images.some((line) => /^composed-app\s+1\s/.test(line))).toBe(true)
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "compose arguments are validated before anything runs; a sandbox without docker-compose gets ComposeNotInstalled",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* dockerSandbox(host)
+          const compose = sandbox.docker.compose
+          const text = { text: "services: {}\n" }
+          const refused = [
+            compose.up({ file: text, project: "Upper Case" }),
+            compose.up({ file: text, project: "-p" }),
+            compose.up({ file: { path: "relative/compose.yml" }, project: "ok" }),
+            compose.up({ file: { text: "a\0b" }, project: "ok" }),
+            compose.up({ file: text, project: "ok", services: ["--scale"] }),
+            compose.up({ file: text, project: "ok", projectDirectory: "relative" }),
+            compose.logs({ file: text, project: "ok", tail: -1 }),
+            compose.down({ file: { path: "-f" }, project: "ok" })
+          ]
+          for (const command of refused) {
+            const error = yield* Effect.flip(Effect.scoped(command))
+            expect(error._tag).toBe("InvalidDockerArgument")
+          }
+          for (const command of [
+            sandbox.docker.volume.create("-x"),
+            sandbox.docker.volume.create("a"),
+            sandbox.docker.volume.create("ok-name", { labels: { "-l": "x" } }),
+            sandbox.docker.volume.inspect("--all"),
+            sandbox.docker.volume.rm("a/b")
+          ]) {
+            const error = yield* Effect.flip(command)
+            expect(error._tag).toBe("InvalidDockerArgument")
+          }
+          // Nothing ran: no temp directory was made.
+          const temps = yield* shell(sandbox, "ls /tmp | grep sandbox-docker-compose || true")
+          expect(temps.lines).toEqual([])
+
+          const removed = yield* shell(sandbox, "rm $(command -v docker-compose)")
+          expect(removed.code).toBe(0)
+          const missing = yield* Effect.flip(
+            Effect.scoped(compose.ps({ file: text, project: "ok" }))
+          )
+          expect(missing).toMatchObject({ _tag: "ComposeNotInstalled", binary: "docker-compose" })
+          expect(missing.message).toContain("apt-get install docker-compose")
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "login from DOCKER_USERNAME/DOCKER_PASSWORD: automatic before the first command, works against a registry with auth, and the password appears in no argv, output, log, event or error",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const password = "pw-Zq81-never-shown"
+          const registry = yield* authRegistry(host, "tester", password)
+          const logged: Array<string> = []
+          const captured = Logger.make(({ annotations, message }) => {
+            logged.push(JSON.stringify({ message, annotations: [...annotations] }))
+          })
+          const events: Array<string> = []
+          const texts: Array<string> = []
+          yield* Effect.gen(function* () {
+            const sandbox = yield* Sandbox.create(
+              {
+                image: SANDBOX_IMAGE,
+                dockerEnabled: true,
+                network: "host",
+                env: {
+                  DOCKER_USERNAME: "tester",
+                  DOCKER_PASSWORD: password,
+                  DOCKER_REGISTRY: registry
+                }
+              },
+              {
+                engineSocket: host.socket,
+                stopGrace: "3 seconds",
+                onEvent: (event) => Effect.sync(() => void events.push(JSON.stringify(event)))
+              }
+            )
+            const privateImage = `${registry}/private/busybox:1`
+            const commands: Array<SandboxDocker.DockerCommand> = []
+            const step = (
+              command: Effect.Effect<
+                SandboxDocker.DockerCommand,
+                SandboxDocker.DockerError,
+                Scope.Scope
+              >
+            ) =>
+              Effect.scoped(
+                Effect.gen(function* () {
+                  const handle = yield* command
+                  commands.push(handle)
+                  const lines = yield* Stream.runCollect(handle.lines)
+                  texts.push(...lines)
+                  yield* handle.wait
+                })
+              )
+            // The registry answers only a logged-in client: push and pull work.
+            yield* step(sandbox.docker.pull(host.image))
+            // Logged in before that first command ran.
+            const auths = yield* shell(sandbox, "cat /root/.docker/config.json")
+            expect(auths.lines.join("\n")).toContain(`"${registry}"`)
+            yield* step(sandbox.docker.tag(host.image, privateImage))
+            yield* step(sandbox.docker.push(privateImage))
+            yield* step(sandbox.docker.rmi(privateImage))
+            yield* step(sandbox.docker.pull(privateImage))
+            for (const command of commands) texts.push(...command.argv)
+            yield* sandbox.remove
+          }).pipe(
+            Effect.provide(Logger.replace(Logger.defaultLogger, captured)),
+            Logger.withMinimumLogLevel(LogLevel.All)
+          )
+          expect(texts.some((line) => line.includes("Pushed") || line.includes("digest:"))).toBe(
+            true
+          )
+
+          // Wrong password: every docker command fails with DockerLoginFailed, no secret in it.
+          const wrong = "wrong-Pw-7741-never-shown"
+          const error = yield* Effect.gen(function* () {
+            const sandbox = yield* dockerSandbox(host, {
+              DOCKER_USERNAME: "tester",
+              DOCKER_PASSWORD: wrong,
+              DOCKER_REGISTRY: registry
+            })
+            const failed = yield* Effect.flip(Effect.scoped(sandbox.docker.ps()))
+            const again = yield* Effect.flip(sandbox.docker.volume.ls())
+            expect(again._tag).toBe("DockerLoginFailed")
+            yield* sandbox.remove
+            return failed
+          }).pipe(
+            Effect.provide(Logger.replace(Logger.defaultLogger, captured)),
+            Logger.withMinimumLogLevel(LogLevel.All)
+          )
+          expect(error).toMatchObject({
+            _tag: "DockerLoginFailed",
+            username: "tester",
+            registry,
+            exitCode: 1
+          })
+          expect(error.message).toContain("Check the credentials")
+          expect(error.message).toMatch(/401|unauthorized/i)
+
+          const everything = [
+            ...texts,
+            ...logged,
+            ...events,
+            JSON.stringify(error),
+            error.message,
+            String(error)
+          ].join("\n")
+          expect(everything).not.toContain(password)
+          expect(everything).not.toContain(wrong)
+        }),
+      TIMEOUT
+    )
+  })
+})
