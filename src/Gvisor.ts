@@ -21,11 +21,13 @@
  * @since 0.2.0
  */
 import { execFile } from "node:child_process"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
 import { resolveExecutable } from "./internal/executable.js"
+import { LivenessPolicy } from "./Supervisor.js"
 
 /**
  * The runtime name a sandbox asks the host engine for.
@@ -58,6 +60,22 @@ export const RUNTIME_ARGS = ["--net-raw", "--network=host"] as const
  * @category constants
  */
 export const DAEMON_JSON = `{ "runtimes": { "runsc": { "path": "runsc", "runtimeArgs": ["--net-raw", "--network=host"] } } }`
+
+/**
+ * Liveness of dockerd inside a gVisor sandbox: every 2 s, 10 s per check, 3
+ * failures in a row. Each check is a `docker version` exec through the
+ * engine and runsc; while dockerd inside copies vfs layers (a build, a
+ * container create) on a loaded machine, such an exec took over 2 s three
+ * times in a row, and the default policy stopped a working daemon.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const liveness: LivenessPolicy = new LivenessPolicy({
+  interval: Duration.seconds(2),
+  timeout: Duration.seconds(10),
+  failureThreshold: 3
+})
 
 /**
  * What is wrong with the host engine's runsc.

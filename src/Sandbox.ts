@@ -190,6 +190,8 @@ export interface CreateOptions {
   readonly onEvent?: EventSink | undefined
   /** Grace between SIGTERM and SIGKILL for dockerd inside. Default 10 s. */
   readonly stopGrace?: Duration.DurationInput | undefined
+  /** How dockerd inside is checked after ready. Default: 1 s / 2 s / 3; under runsc `Gvisor.liveness`. */
+  readonly liveness?: Supervisor.LivenessPolicy | undefined
   /**
    * The sandbox's owner and lease (labels on its container; see
    * `SandboxLease`): by default this process, with a 60 s lease renewed
@@ -676,6 +678,7 @@ export const create = Effect.fn("Sandbox.create")(function* (
       Effect.zipRight(
         Supervisor.run(config, {
           readiness: options.readiness ?? fast.withDeadline("60 seconds"),
+          liveness: options.liveness ?? (spec.runtime === "runsc" ? Gvisor.liveness : undefined),
           location: "remote",
           onEvent: emit,
           onReady: (daemon) => SubscriptionRef.set(state, { _tag: "Ready", daemon }),
