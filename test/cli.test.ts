@@ -90,7 +90,15 @@ describe("sandbox-docker (no daemon needed)", () => {
   })
 
   it("a missing dockerd exits 3 with the install hint, as a JSON error event", async () => {
-    const result = await run(["up", "--dockerd", "/nonexistent/dockerd", "--json"])
+    // On paths of its own: whatever runs on the default socket is not its business.
+    const dir = newDir()
+    const result = await run([
+      "up",
+      ...isolatedArgs(dir),
+      "--dockerd",
+      "/nonexistent/dockerd",
+      "--json"
+    ])
     expect(result.code).toBe(3)
     const error = errorEvent(result.events)
     expect(error).toMatchObject({
