@@ -5,10 +5,12 @@
  *   tsx bench/main.ts [--quick] [--runs N] [--crash-runs N] [--hang-runs N]
  *                     [--hang-deadline MS] [--cost-seconds S] [--scale N]
  *                     [--scale-seconds S] [--scale-trials N] [--only SECTION,...]
- *                     [--load-runs N] [--out DIR]
+ *                     [--load-runs N] [--sandbox-runs N] [--pool-claims N]
+ *                     [--out DIR]
  *
  * Sections: ttr (time to ready), crash, hang, cost, scale, load (what
- * loading the library and the CLI costs). Prints the tables
+ * loading the library and the CLI costs), sandbox (the first docker command
+ * in a sandbox beside its limits, and the warm pool's claim). Prints the tables
  * (markdown) and the goals, writes the raw results as JSON and the
  * time-to-ready chart as SVG into bench/results/ (or --out). Every real
  * dockerd is isolated like the tests' (own temp dir with socket, data-root,
@@ -28,6 +30,7 @@ import * as Cost from "./sections/cost.js"
 import * as Crash from "./sections/crash.js"
 import * as Hang from "./sections/hang.js"
 import * as Load from "./sections/load.js"
+import * as SandboxSection from "./sections/sandbox.js"
 import * as Scale from "./sections/scale.js"
 import * as TimeToReady from "./sections/timeToReady.js"
 
@@ -43,6 +46,8 @@ const { values: flags } = parseArgs({
     "scale-seconds": { type: "string" },
     "scale-trials": { type: "string" },
     "load-runs": { type: "string" },
+    "sandbox-runs": { type: "string" },
+    "pool-claims": { type: "string" },
     only: { type: "string" },
     out: { type: "string" }
   }
@@ -61,9 +66,11 @@ const options = {
   scale: number(flags.scale, 100, 100),
   scaleSeconds: number(flags["scale-seconds"], 8, 6),
   scaleTrials: number(flags["scale-trials"], 3, 1),
-  loadRuns: number(flags["load-runs"], 10, 2)
+  loadRuns: number(flags["load-runs"], 10, 2),
+  sandboxRuns: number(flags["sandbox-runs"], 5, 1),
+  poolClaims: number(flags["pool-claims"], 10, 3)
 }
-const sections = new Set((flags.only ?? "ttr,crash,hang,cost,scale,load").split(","))
+const sections = new Set((flags.only ?? "ttr,crash,hang,cost,scale,load,sandbox").split(","))
 const outDir = flags.out ?? fileURLToPath(new URL("./results/", import.meta.url))
 
 process.on("SIGINT", () => {
@@ -104,6 +111,7 @@ let hang: Awaited<ReturnType<typeof Hang.run>> | undefined
 let cost: Awaited<ReturnType<typeof Cost.run>> | undefined
 let scale: Awaited<ReturnType<typeof Scale.run>> | undefined
 let load: Awaited<ReturnType<typeof Load.run>> | undefined
+let sandbox: Awaited<ReturnType<typeof SandboxSection.run>> | undefined
 
 if (sections.has("ttr")) {
   log(`\n1. time to ready: ${options.runs} runs of each policy, each beside the oracle`)
@@ -135,6 +143,12 @@ if (sections.has("scale")) {
 if (sections.has("load")) {
   log(`\n6. loading: ${options.loadRuns} fresh processes per case`)
   load = results.load = await Load.run(options.loadRuns, log)
+}
+if (sections.has("sandbox")) {
+  log(
+    `\n7. sandboxes: ${options.sandboxRuns} rounds (runc; each way in, then the limits), ${options.poolClaims} pool claims`
+  )
+  sandbox = results.sandbox = await SandboxSection.run(options.sandboxRuns, options.poolClaims, log)
 }
 meta.loadAfter = machineLoad().load1
 
@@ -377,6 +391,51 @@ if (load !== undefined) {
     ["what is loaded", "CPU p50 ms", "wall p50 ms (from Node's start)", "RSS p50 MB"],
     load.map((one) => [one.name, ms(one.cpuMs.p50), ms(one.wallMs.p50), fmt(one.rssMb.p50)])
   )
+}
+
+if (sandbox !== undefined) {
+  const s = sandbox.summary
+  lines.push(`### Sandboxes: the first docker command (runc, ${sandbox.rounds} rounds)`, "")
+  const row = (
+    label: string,
+    p: { readonly n: number; readonly p50: number; readonly p90: number }
+  ) => [label, String(p.n), ms(p.p50), ms(p.p90)]
+  table(
+    ["what (ms)", "runs", "p50", "p90"],
+    [
+      ...s.vias.flatMap((v) => [
+        row(`${v.via}: \`Sandbox.create\` returned`, v.created),
+        row(`${v.via}: create → Docker ready inside`, v.ready),
+        row(`${v.via}: first pull`, v.pull),
+        row(`${v.via}: first run`, v.run)
+      ]),
+      row("limit: host engine create + start, no-op", s.hostCreateStart),
+      row("limit: fresh dockerd here → first `/_ping`", s.dockerdPing),
+      row("limit: that dockerd's pull, same registry", s.hostPull),
+      row("pool: claim → `/_ping` answered inside", s.claim)
+    ]
+  )
+  const fastest = s.vias.find((v) => v.via === "host-socket")
+  const limit = s.hostCreateStart.p50 + s.dockerdPing.p50
+  if (fastest !== undefined) {
+    goals.push({
+      goal: "sandbox create → Docker ready ≤ 1.3× (host create+start + dockerd to `/_ping`), p50",
+      measured: `${ms(fastest.ready.p50)} ms = ${fmt(fastest.ready.p50 / limit, 2)}× ${ms(limit)}`,
+      met: within(fastest.ready.p50, 1.3 * limit)
+    })
+    goals.push({
+      goal: "first pull in a sandbox ≤ 1.5× the host engine's pull, p50",
+      measured: `${ms(fastest.pull.p50)} ms = ${fmt(fastest.pull.p50 / s.hostPull.p50, 2)}× ${ms(s.hostPull.p50)}`,
+      met: within(fastest.pull.p50, 1.5 * s.hostPull.p50)
+    })
+  }
+  if (s.claim.n > 0) {
+    goals.push({
+      goal: "pool: claim → Docker answers ≤ 50 ms, p50",
+      measured: `${ms(s.claim.p50)} ms`,
+      met: within(s.claim.p50, 50)
+    })
+  }
 }
 
 if (goals.length > 0) {

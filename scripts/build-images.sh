@@ -24,7 +24,8 @@
 #   DOCKER_HOST           the engine to build into (as for the docker CLI)
 #   DOCKER                the docker CLI (default: docker)
 #   BUSYBOX               a statically linked busybox (default: busybox on PATH)
-#   DEBIAN_MIRROR         default http://deb.debian.org/debian
+#   DEBIAN_MIRROR         default: the URI of this machine's own Debian apt
+#                         source (scripts/apt-source.sh)
 #   SANDBOX_DOCKER_CACHE  cache dir (default ${XDG_CACHE_HOME:-$HOME/.cache}/sandbox-docker)
 #   FORCE=1               rebuild images that are present (the cache is kept)
 #
@@ -40,7 +41,7 @@ readonly INCLUDE=docker.io,docker-compose,ca-certificates,busybox-static
 readonly IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 DOCKER=${DOCKER:-docker}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${DEBIAN_MIRROR:-}
 CACHE=${SANDBOX_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sandbox-docker}
 
 log() { printf '%s build-images: %s\n' "$(date +%T)" "$*" >&2; }
@@ -155,6 +156,12 @@ build_debian_docker() {
     [[ $(id -u) == 0 ]] || die "debootstrap needs root"
     command -v debootstrap >/dev/null ||
       die "debootstrap is not installed (apt-get install -y --no-install-recommends debootstrap)"
+    if [[ -z $MIRROR ]]; then
+      # shellcheck source=apt-source.sh
+      . "$(dirname "${BASH_SOURCE[0]}")/apt-source.sh"
+      MIRROR=$(debian_mirror)
+      [[ -n $MIRROR ]] || die "no Debian source in /etc/apt to take a mirror from; set DEBIAN_MIRROR"
+    fi
     local rootfs
     rootfs=$(mktemp -d "$CACHE/rootfs.XXXXXX")
     CLEANUP+=("$rootfs" "$tarball.partial")

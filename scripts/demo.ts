@@ -1,6 +1,7 @@
 /**
  * `npm run demo`: the seed's scenario end to end (see scripts/seedScenario.ts),
- * printing each phase with its time. Needs root, docker.io, docker-registry,
+ * printing each phase with its time; `--pool` claims the sandbox from a
+ * warm pool (scripts/poolScenario.ts). Needs root, docker.io, docker-registry,
  * debootstrap and busybox-static (bash .ci/run installs them).
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -9,13 +10,17 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Dockerd from "../src/Dockerd.js"
 import { pidsMentioning } from "../src/internal/processTree.js"
+import { poolScenario } from "./poolScenario.js"
 import { seedScenario } from "./seedScenario.js"
 
 const runtime = process.argv.includes("--runsc") ? "runsc" : "runc"
 
 const program = Effect.gen(function* () {
   const started = Date.now()
-  const result = yield* Effect.scoped(seedScenario({ log: (line) => console.log(line), runtime }))
+  const log = (line: string) => console.log(line)
+  const result = process.argv.includes("--pool")
+    ? yield* Effect.scoped(poolScenario({ log }))
+    : yield* Effect.scoped(seedScenario({ log, runtime }))
   const leftovers = yield* pidsMentioning(result.dir)
   console.log(`[${String(Date.now() - started).padStart(6)}ms] host engine and registry stopped`)
   console.log(

@@ -63,7 +63,7 @@ export const networkNamespace = (name: string): Effect.Effect<string, never, Sco
 
 /** The host engine's daemon.json: gVisor's runsc registered as a runtime. */
 const HOST_DAEMON_JSON = {
-  runtimes: { runsc: { path: "runsc", runtimeArgs: ["--platform=ptrace", "--network=host"] } }
+  runtimes: { runsc: { path: "runsc", runtimeArgs: ["--net-raw", "--network=host"] } }
 }
 
 /** A phase runner: runs an effect, records and prints how long it took. */

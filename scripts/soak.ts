@@ -23,19 +23,36 @@
  *
  *   npx tsx scripts/soak.ts --target sandbox --cycles 5
  *
+ * --target killed-up runs `sandbox-docker up` (bin/sandbox-docker.ts under
+ * tsx) on the soak directory each cycle, waits for its ready event and
+ * SIGKILLs it (the OOM killer, a deploy): dockerd and its containerd must
+ * die with it (the time until both are dead is the cycle's "stop" time),
+ * and what the kill left (the data-root dockerd bound onto itself, the
+ * pidfile) is removed as the next start would, through
+ * `DockerHost.recover`; then the usual checks (nothing mentions the soak
+ * directory, nothing mounted under it):
+ *
+ *   npx tsx scripts/soak.ts --target killed-up --cycles 10
+ *
  * Exit 0 when nothing grew beyond its tolerance, 1 otherwise (or when a cycle
  * failed). Runs as root, like the daemon.
  */
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
+import { createInterface } from "node:readline"
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as DockerEngine from "../src/DockerEngine.js"
 import * as Dockerd from "../src/Dockerd.js"
+import * as DockerdConfig from "../src/DockerdConfig.js"
+import * as DockerHost from "../src/DockerHost.js"
+import { isAlive } from "../src/Preflight.js"
 import { mentionsPath } from "../src/internal/processTree.js"
 import * as Sandbox from "../src/Sandbox.js"
 import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "./seedScenario.js"
@@ -48,7 +65,7 @@ const argv = process.argv.slice(2)
 if (argv.includes("--help") || argv.includes("-h")) {
   console.log(
     [
-      "usage: npx tsx scripts/soak.ts [--cycles N] [--every N] [--warmup N] [--fresh-dirs] [--target dockerd|sandbox]",
+      "usage: npx tsx scripts/soak.ts [--cycles N] [--every N] [--warmup N] [--fresh-dirs] [--target dockerd|sandbox|killed-up]",
       "",
       "  --cycles N         start/stop cycles (default 200)",
       "  --every N          sample every N cycles (default cycles/10)",
@@ -57,6 +74,8 @@ if (argv.includes("--help") || argv.includes("-h")) {
       "  --target dockerd   start and stop an isolated dockerd (default)",
       "  --target sandbox   one host environment (host engine, images, registry); per cycle a",
       "                     Docker-enabled sandbox, one `docker run --rm` inside, then removed",
+      "  --target killed-up `sandbox-docker up` SIGKILLed once ready: dockerd and containerd must",
+      "                     die with it; the stop time is the time until both are dead",
       "",
       "Exit 0 when nothing grew beyond its tolerance, 1 otherwise. Needs root."
     ].join("\n")
@@ -85,8 +104,8 @@ const every = Math.max(1, count("every", Math.max(1, Math.round(cycles / 10))))
 const warmup = Math.min(cycles, count("warmup", Math.min(10, Math.floor(cycles / 5))))
 const freshDirs = argv.includes("--fresh-dirs")
 const target = option("target") ?? "dockerd"
-if (target !== "dockerd" && target !== "sandbox") {
-  console.error(`soak: unknown --target ${target}; "dockerd" or "sandbox"`)
+if (target !== "dockerd" && target !== "sandbox" && target !== "killed-up") {
+  console.error(`soak: unknown --target ${target}; "dockerd", "sandbox" or "killed-up"`)
   process.exit(2)
 }
 if (process.getuid?.() !== 0) {
@@ -282,6 +301,67 @@ const cycleDockerd = (dir: string) =>
     return { readyMs: daemon.timeToReadyMs, stopMs }
   })
 
+/** `sandbox-docker up` ended before it was ready. */
+class UpFailed extends Data.TaggedError("UpFailed")<{ readonly message: string }> {}
+
+/** The CLI, run from its source (no build needed). */
+const CLI = new URL("../bin/sandbox-docker.ts", import.meta.url).pathname
+
+/**
+ * One `sandbox-docker up`, SIGKILLed once ready: the time to ready (its
+ * event), and the time from the SIGKILL until dockerd and its containerd
+ * are both dead. Then what the kill left is removed, as the next start
+ * would remove it.
+ */
+const cycleKilledUp = (dir: string) =>
+  Effect.gen(function* () {
+    const input = {
+      socket: `${dir}/docker.sock`,
+      dataRoot: `${dir}/data`,
+      execRoot: `${dir}/exec`,
+      pidfile: `${dir}/docker.pid`,
+      network: "private" as const
+    }
+    const up = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        CLI,
+        "up",
+        `--socket=${input.socket}`,
+        `--data-root=${input.dataRoot}`,
+        `--exec-root=${input.execRoot}`,
+        `--pidfile=${input.pidfile}`,
+        "--network=private",
+        "--json"
+      ],
+      { stdio: ["ignore", "pipe", "ignore"] }
+    )
+    const ready = yield* Effect.async<{ pid: number; elapsedMs: number }, Error>((resume) => {
+      const lines = createInterface({ input: up.stdout! })
+      lines.on("line", (line) => {
+        const event = JSON.parse(line) as { event: string; pid: number; elapsedMs: number }
+        if (event.event === "ready") resume(Effect.succeed(event))
+        if (event.event === "error") resume(Effect.fail(new Error(line)))
+      })
+      up.once("exit", (code) => resume(Effect.fail(new Error(`up exited ${code} before ready`))))
+    }).pipe(Effect.mapError((error) => new UpFailed({ message: error.message })))
+    const containerd = Number(readFileSync(`${input.execRoot}/containerd/containerd.pid`, "utf8"))
+    const killedAt = Date.now()
+    up.kill("SIGKILL")
+    const dead = (pid: number) => Effect.map(isAlive(pid), (alive) => !alive)
+    yield* Effect.repeat(
+      Effect.zipWith(dead(ready.pid), dead(containerd), (a, b) => a && b),
+      { until: (gone) => gone, schedule: Schedule.spaced("10 millis") }
+    )
+    const goneMs = Date.now() - killedAt
+    const host = yield* DockerHost.DockerHost
+    const config = yield* DockerdConfig.decode(input)
+    yield* host.recover(yield* host.settings(config))
+    return { readyMs: ready.elapsedMs, stopMs: goneMs }
+  })
+
 /**
  * One sandbox: created, Docker inside ready, one `docker run --rm` and its
  * exit, removed. The times from create to Docker ready and of the removal, in
@@ -348,7 +428,9 @@ const main = Effect.gen(function* () {
   console.log(
     host === undefined
       ? `soak: ${cycles} start/stop cycles of ${target} in ${soakRoot} (${freshDirs ? "a new dir per cycle" : "one dir reused"}), sample every ${every}, warm-up ${warmup}`
-      : `soak: ${cycles} create/remove cycles of a Docker-enabled sandbox on the host engine in ${host.dir}, sample every ${every}, warm-up ${warmup}`
+      : target === "killed-up"
+        ? `soak: ${cycles} cycles of \`sandbox-docker up\` SIGKILLed once ready, in ${soakRoot}; the stop time is from the SIGKILL until dockerd and containerd are dead`
+        : `soak: ${cycles} create/remove cycles of a Docker-enabled sandbox on the host engine in ${host.dir}, sample every ${every}, warm-up ${warmup}`
   )
   printRow(COLUMNS.map(([, title]) => title))
   const samples: Array<Sample> = []
@@ -378,9 +460,16 @@ const main = Effect.gen(function* () {
 
   for (let cycle = 1; cycle <= cycles; cycle++) {
     const dir = cycleDir(cycle)
-    const outcome = yield* Effect.either(
-      host === undefined ? cycleDockerd(dir) : cycleSandbox(host, ids)
-    )
+    const oneCycle: Effect.Effect<
+      { readonly readyMs: number; readonly stopMs: number },
+      { readonly _tag: string; readonly message: string },
+      Effect.Effect.Context<ReturnType<typeof cycleKilledUp>>
+    > = host !== undefined
+      ? cycleSandbox(host, ids)
+      : target === "killed-up"
+        ? cycleKilledUp(dir)
+        : cycleDockerd(dir)
+    const outcome = yield* Effect.either(oneCycle)
     if (outcome._tag === "Right") {
       ready.push(outcome.right.readyMs)
       stop.push(outcome.right.stopMs)

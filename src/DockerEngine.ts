@@ -10,6 +10,7 @@
  */
 import * as Http from "node:http"
 import type * as Net from "node:net"
+import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -17,6 +18,7 @@ import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 
 /**
  * The Engine client of one socket, as a service.
@@ -60,6 +62,17 @@ export interface DockerEngineClient {
       options?: { readonly body?: unknown }
     ): Effect.Effect<void, EngineError>
   }
+  /**
+   * A call whose answer is a stream of lines (`POST /images/create`'s
+   * progress, one JSON message a line): the lines as they arrive, on a
+   * connection of its own, closed when the stream ends or is interrupted.
+   * An error status fails the stream with `EngineBadAnswer` before any line.
+   */
+  readonly lines: (
+    method: Method,
+    path: string,
+    options?: { readonly body?: unknown }
+  ) => Stream.Stream<string, EngineError>
   /**
    * `POST path` with a JSON body, asking the Engine to upgrade the connection
    * (`Upgrade: tcp`), as `docker exec` and `docker attach` do. The connection
@@ -406,6 +419,7 @@ export const make = (socket: string): Effect.Effect<DockerEngineClient, never, S
       version: send("GET", "/version", undefined, readJson("/version", VersionAnswer)),
       info: send("GET", "/info", undefined, readJson("/info", InfoAnswer)),
       request: request as DockerEngineClient["request"],
+      lines: (method, path, options = {}) => streamLines(socket, method, path, options.body),
       upgrade: (path, body) => upgrade(socket, path, body)
     })
   })
@@ -440,6 +454,10 @@ export interface TestAnswers {
     | undefined
   readonly upgrade?:
     | ((path: string, body: unknown) => Effect.Effect<UpgradedConnection, EngineError, Scope.Scope>)
+    | undefined
+  /** A streamed call's lines (`lines`). */
+  readonly lines?:
+    | ((method: Method, path: string, body: unknown) => Stream.Stream<string, EngineError>)
     | undefined
 }
 
@@ -484,6 +502,10 @@ export const fromAnswers = (socket: string, answers: TestAnswers): DockerEngineC
     version: answers.version ?? Effect.fail(unreachable("/version")),
     info: answers.info ?? Effect.fail(unreachable("/info")),
     request: request as DockerEngineClient["request"],
+    lines: (method, path, options = {}) =>
+      answers.lines === undefined
+        ? Stream.fail(notServed(method, path))
+        : answers.lines(method, path, options.body),
     upgrade: (path, body) =>
       answers.upgrade === undefined
         ? Effect.fail(notServed("POST", path))
@@ -560,6 +582,72 @@ const connectionError = (
         reason: typeof code === "string" ? `${code}: ${message}` : message
       })
 }
+
+/** The lines of a streamed answer; see `DockerEngineClient.lines`. */
+const streamLines = (
+  socket: string,
+  method: Method,
+  path: string,
+  body: unknown
+): Stream.Stream<string, EngineError> =>
+  Stream.async<string, EngineError>((emit) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body)
+    const request = Http.request({
+      socketPath: socket,
+      // A connection of its own: a long answer must not hold a kept-alive one.
+      agent: false,
+      method,
+      path,
+      headers:
+        payload === undefined
+          ? {}
+          : { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(payload) }
+    })
+    request.on("response", (response) => {
+      response.setEncoding("utf8")
+      const status = response.statusCode ?? 0
+      if (status < 200 || status >= 300) {
+        let text = ""
+        response.on("data", (chunk: string) => {
+          if (text.length < MAX_ANSWER_BYTES) text += chunk
+        })
+        response.on(
+          "end",
+          () =>
+            void emit.fail(
+              new EngineBadAnswer({
+                socket,
+                path,
+                status,
+                reason: `HTTP ${status} ${errorText(text)}`
+              })
+            )
+        )
+        return
+      }
+      let rest = ""
+      response.on("data", (chunk: string) => {
+        const parts = (rest + chunk).split("\n")
+        rest = parts.pop() ?? ""
+        const complete = parts.filter((line) => line.trim().length > 0)
+        if (complete.length > 0) void emit.chunk(Chunk.unsafeFromArray(complete))
+      })
+      response.on("end", () => {
+        if (rest.trim().length > 0) void emit.single(rest)
+        void emit.end()
+      })
+      response.on(
+        "error",
+        (error) => void emit.fail(connectionError(socket, path, error, error.message))
+      )
+    })
+    request.on(
+      "error",
+      (error) => void emit.fail(connectionError(socket, path, error, error.message))
+    )
+    request.end(payload)
+    return Effect.sync(() => request.destroy())
+  })
 
 const upgrade = (
   socket: string,

@@ -147,6 +147,12 @@ export interface StartOptions {
   /** Restarts before this start, for the `Ready` event. */
   readonly restarts?: number | undefined
   /**
+   * The readiness and liveness probes, in place of the location's: for a
+   * remote daemon whose socket this machine reaches (a sandbox's, in a
+   * bind-mounted directory), so no probe starts a process inside.
+   */
+  readonly probes?: DockerHost.DaemonProbes | undefined
+  /**
    * A dockerd already running for these paths (by the pidfile, or its
    * command line naming the socket, data-root or exec-root: one a killed
    * supervisor left) is stopped first (SIGTERM, `stopGrace`, SIGKILL, what
@@ -330,7 +336,9 @@ export const versionsOf = (
   location: Location,
   logTail: ReadonlyArray<string> = []
 ) => {
-  if (location === "local") {
+  // Probed over the socket (a local daemon, or a remote one whose socket is
+  // reachable here): the same reading as a local daemon's.
+  if (location === "local" || report.resultOf("docker info") === undefined) {
     const proof = report.resultOf("containerd")
     const info =
       proof instanceof DockerEngine.InfoAnswer
@@ -383,7 +391,7 @@ const awaitWith = (
             )
           : Effect.void
     }).pipe(Effect.mapError((error) => toStartError(error, config.socket)))
-    const versions = versionsOf(report, location, location === "local" ? yield* handle.logTail : [])
+    const versions = versionsOf(report, location, yield* handle.logTail)
     if (local !== undefined && versions.storageDriver === "unknown") {
       versions.storageDriver = yield* local.host.storageDriver(local.ground)
     }
@@ -515,9 +523,10 @@ const startIn = (
         DaemonEvent.Spawned({ pid: handle.pid, argv: shownArgv, elapsedMs: yield* elapsed })
       )
       const probes =
-        local === undefined
+        options.probes ??
+        (local === undefined
           ? yield* remoteProbes(config)
-          : yield* local.host.probes(config, local.ground)
+          : yield* local.host.probes(config, local.ground))
       const daemon = yield* awaitWith(handle, config, location, policy, emit, probes, local)
       if (local !== undefined) yield* local.host.applySocketMode(config)
       yield* emit(

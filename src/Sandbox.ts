@@ -14,30 +14,76 @@
  *
  * @since 0.1.0
  */
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as ContainerProcessManager from "./ContainerProcessManager.js"
+import * as Containerd from "./Containerd.js"
 import type { EventSink } from "./DaemonEvent.js"
 import { describe as describeStatus } from "./ProcessStatus.js"
 import type { DockerDaemon } from "./Dockerd.js"
 import * as DockerHost from "./DockerHost.js"
 import type { DockerdConfigInput } from "./DockerdConfig.js"
 import * as DockerEngine from "./DockerEngine.js"
+import * as Gvisor from "./Gvisor.js"
 import type { StartError, SupervisionError } from "./errors.js"
 import { InvalidConfig } from "./errors.js"
+import * as Probe from "./Probe.js"
 import { type ProcessManagerShape, ProcessManager } from "./ProcessManager.js"
 import { fast, type ReadinessPolicy } from "./ReadinessPolicy.js"
 import * as SandboxDocker from "./SandboxDocker.js"
 import * as SandboxLease from "./SandboxLease.js"
+import * as SandboxSecurity from "./SandboxSecurity.js"
 import * as Supervisor from "./Supervisor.js"
+
+/**
+ * A registry mirror: an `http://` or `https://` URL of a host (and port),
+ * with nothing after it but `/` (what dockerd accepts).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const RegistryMirror = Schema.String.pipe(
+  Schema.filter(
+    (url) =>
+      /^https?:\/\/(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?\/?$/.test(
+        url
+      ) ||
+      `${JSON.stringify(url)} is not a registry mirror: give an http:// or https:// URL of a host and port, like http://10.0.0.2:5000, with no path, user or query`
+  ),
+  Schema.annotations({ identifier: "RegistryMirror" })
+)
+
+/**
+ * A registry reached without verified TLS: `host[:port]` or a CIDR block
+ * such as `10.0.0.0/8` (no scheme).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const InsecureRegistry = Schema.String.pipe(
+  Schema.filter(
+    (entry) =>
+      /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(
+        entry
+      ) ||
+      /^\d{1,3}(?:\.\d{1,3}){3}\/\d{1,2}$/.test(entry) ||
+      `${JSON.stringify(entry)} is not an insecure registry: give host[:port] (like 10.0.0.2:5000) or a CIDR block (like 10.0.0.0/8), without http://`
+  ),
+  Schema.annotations({ identifier: "InsecureRegistry" })
+)
 
 /**
  * What to create.
@@ -78,7 +124,18 @@ export class SandboxSpec extends Schema.Class<SandboxSpec>("SandboxSpec")({
    */
   network: Schema.optionalWith(Schema.Literal("host", "none", "bridge"), {
     default: () => "bridge" as const
-  })
+  }),
+  /**
+   * Registry mirrors for Docker inside (dockerd's `--registry-mirror`), for
+   * example a pull-through cache in front of a public registry: `http://` or
+   * `https://` URLs of a host (and port), nothing after it.
+   */
+  registryMirrors: Schema.optionalWith(Schema.Array(RegistryMirror), { default: () => [] }),
+  /**
+   * Registries Docker inside may reach over plain HTTP or unverified TLS
+   * (dockerd's `--insecure-registry`): `host[:port]` or a CIDR block.
+   */
+  insecureRegistries: Schema.optionalWith(Schema.Array(InsecureRegistry), { default: () => [] })
 }) {}
 
 /**
@@ -140,6 +197,16 @@ export interface CreateOptions {
    * `sandbox gc` remove the sandbox once its owner is gone or its lease ran out.
    */
   readonly lease?: SandboxLease.LeaseOptions | undefined
+  /**
+   * How this machine reaches Docker inside. `host-socket` (the default on
+   * runc): dockerd's socket and exec-root are in a directory of this
+   * machine bind-mounted into the sandbox, so readiness, liveness and pulls
+   * go over that socket and no probe starts a process inside; the
+   * preparation runs as the container starts. `exec` (always on runsc): every
+   * probe is a `docker` command run inside through the Engine's exec API.
+   * Use `exec` for an engine that does not share this machine's file system.
+   */
+  readonly dockerVia?: "host-socket" | "exec" | undefined
 }
 
 /**
@@ -152,6 +219,12 @@ export interface Sandbox {
   readonly id: string
   readonly name: string
   readonly spec: SandboxSpec
+  /**
+   * What its runtime means for the host: `runsc`, a kernel of its own;
+   * `runc`, the host's kernel and, with Docker inside, the routes to the
+   * host that stay open (README, "Security").
+   */
+  readonly isolation: SandboxSecurity.Isolation
   /** The process manager inside the sandbox. */
   readonly processManager: ProcessManagerShape
   /** Starts a process inside the sandbox (`processManager.exec`). */
@@ -160,6 +233,12 @@ export interface Sandbox {
   readonly daemon: Effect.Effect<DockerDaemon, DockerUnavailable>
   /** Docker commands inside the sandbox. */
   readonly docker: SandboxDocker.SandboxDocker
+  /**
+   * Where this machine reaches Docker inside's socket (`dockerVia:
+   * "host-socket"`), for an Engine client of one's own once `daemon` is
+   * ready; `undefined` when Docker inside is reached by exec only.
+   */
+  readonly dockerSocket: string | undefined
   /** Removes the sandbox and everything in it. */
   readonly remove: Effect.Effect<void>
   /** The owner label the sandbox carries. */
@@ -175,7 +254,10 @@ type DockerState =
   | { readonly _tag: "Failed"; readonly error: DockerUnavailable }
 
 const ContainerCreated = Schema.Struct({ Id: Schema.String })
-const ContainerSummary = Schema.Struct({ Name: Schema.String })
+const ContainerSummary = Schema.Struct({
+  Name: Schema.String,
+  HostConfig: Schema.optional(SandboxSecurity.AppliedHostConfig)
+})
 
 /**
  * The configuration of dockerd inside a sandbox, by runtime.
@@ -186,17 +268,29 @@ const ContainerSummary = Schema.Struct({ Name: Schema.String })
 export const innerDockerd = (
   spec: SandboxSpec,
   stopGrace: Duration.Duration
-): DockerdConfigInput =>
-  spec.runtime === "runsc"
-    ? { profile: "gvisor", stopGrace }
+): DockerdConfigInput => {
+  const registries = [
+    ...spec.registryMirrors.map((mirror) => `--registry-mirror=${mirror}`),
+    ...spec.insecureRegistries.map((entry) => `--insecure-registry=${entry}`)
+  ]
+  return spec.runtime === "runsc"
+    ? { profile: "gvisor", extraArgs: registries, stopGrace }
     : {
         // No bridge and no iptables: inner containers use the sandbox's
         // network; the storage driver is chosen by dockerd (overlay2 on the
         // /var/lib/docker volume).
         profile: "default",
-        extraArgs: ["--ip6tables=false", "--bridge=none"],
+        extraArgs: [
+          "--ip6tables=false",
+          "--bridge=none",
+          // On the engine's network namespace, forwarding is the host's
+          // setting, and /proc/sys is read-only in the sandbox.
+          ...(spec.network === "host" ? ["--ip-forward=false"] : []),
+          ...registries
+        ],
         stopGrace
       }
+}
 
 /**
  * The label every sandbox container carries (`sandbox-docker=sandbox`).
@@ -206,34 +300,50 @@ export const innerDockerd = (
  */
 export const SANDBOX_LABEL = SandboxLease.SANDBOX_LABEL
 
-/** The container's create body. */
-const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>) => ({
+/**
+ * Where a sandbox reached over a host directory (`dockerVia: "host-socket"`)
+ * has that directory: dockerd's socket and exec-root (containerd's socket),
+ * and the preparation's marker and log.
+ */
+const INNER_DIR = "/run/sandbox-docker"
+
+/** The inner dockerd's socket and exec-root in that directory. */
+const INNER_SOCKET = "docker.sock"
+const INNER_EXEC_ROOT = "exec"
+
+/** The container's create body; `hostDir` is bind-mounted at INNER_DIR. */
+const createBody = (
+  spec: SandboxSpec,
+  labels: Readonly<Record<string, string>>,
+  hostDir?: string
+) => ({
   Image: spec.image,
-  Entrypoint: ["sleep", "infinity"],
+  Entrypoint:
+    hostDir === undefined ? ["sleep", "infinity"] : ["sh", "-c", ENTRY_SCRIPT, "sh", INNER_DIR],
   Cmd: [],
-  Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+  Env: [
+    ...Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+    // `docker` inside talks to the inner dockerd's socket where it is.
+    ...(hostDir === undefined || "DOCKER_HOST" in spec.env
+      ? []
+      : [`DOCKER_HOST=unix://${INNER_DIR}/${INNER_SOCKET}`])
+  ],
   Labels: { ...labels, [SANDBOX_LABEL]: "sandbox" },
-  ...(spec.dockerEnabled ? { Volumes: { "/var/lib/docker": {} } } : {}),
+  // Under runsc /var/lib/docker stays in the sandbox's root overlay: on a
+  // volume (served by runsc's gofer) lgetxattr of a symlink fails with EBADF,
+  // and dockerd's vfs driver cannot copy a layer ("bad file descriptor").
+  ...(spec.dockerEnabled && spec.runtime !== "runsc" ? { Volumes: { "/var/lib/docker": {} } } : {}),
   HostConfig: {
     // docker-init as PID 1: orphans (killed shims, exec'd processes' children)
     // are reaped, and a stop's SIGTERM reaches the sandbox's process.
     Init: true,
     NetworkMode: spec.network,
     Runtime: spec.runtime,
+    ...(hostDir === undefined ? {} : { Binds: [`${hostDir}:${INNER_DIR}`] }),
     ...(spec.cpu === undefined ? {} : { NanoCpus: Math.round(spec.cpu * 1e9) }),
     ...(spec.memoryMb === undefined ? {} : { Memory: spec.memoryMb * 1024 * 1024 }),
-    ...(spec.dockerEnabled
-      ? {
-          // What Docker inside needs on these machines (--privileged fails
-          // here: the host lacks CAP_SYS_RESOURCE).
-          CapAdd: ["ALL"],
-          CapDrop: ["SYS_RESOURCE"],
-          SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
-          // `--security-opt systempaths=unconfined` on the CLI is this in the API.
-          MaskedPaths: [],
-          ReadonlyPaths: []
-        }
-      : {})
+    // Isolation: cgroup namespace, capabilities, seccomp (SandboxSecurity).
+    ...SandboxSecurity.hostConfig(spec)
   }
 })
 
@@ -242,13 +352,15 @@ const createBody = (spec: SandboxSpec, labels: Readonly<Record<string, string>>)
  * stderr and the rest still run. One exec instead of one per step (a cgroup
  * v1 host has a dozen controllers to remount): each exec through the Engine
  * costs a round of API calls, and under load they added seconds to a
- * sandbox's start. Constant text: no value of the caller's reaches it; its
- * one parameter (`$1`) is `forward` when the sandbox has its own network
- * namespace and so must forward IP.
+ * sandbox's start. Constant text: no value of the caller's reaches it.
+ *
+ * Only the cgroup hierarchies are made writable (the sandbox's own, in its
+ * cgroup namespace: dockerd makes its containers' cgroups there); `/sys`
+ * stays read-only and IP forwarding is a sysctl of the container
+ * (SandboxSecurity.hostConfig).
  */
 const PREPARE_SCRIPT = `
 failed() { echo "preparation step failed: $*" >&2; }
-mount -o remount,rw /sys || failed "mount -o remount,rw /sys"
 if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
   mount -o remount,rw /sys/fs/cgroup || failed "mount -o remount,rw /sys/fs/cgroup"
 else
@@ -262,29 +374,35 @@ else
       failed "mount -t cgroup -o devices devices /sys/fs/cgroup/devices"
   fi
 fi
-if [ "$1" = forward ]; then
-  echo 1 > /proc/sys/net/ipv4/ip_forward || failed "enable ip_forward"
-fi
 `
 
 /**
- * What Docker inside needs before it starts: a writable /sys and cgroup
- * hierarchy, the `devices` controller on cgroup v1, and (when the sandbox
- * has its own network namespace) IP forwarding. Runs as one exec; each
- * step's failure is logged (Debug), not fatal: dockerd then says what it
- * lacks.
+ * The entrypoint of a sandbox reached over a host directory: the
+ * preparation as the container starts (no exec), its complaints in
+ * `prepare.log`, then `prepared`, which the host waits for before it starts
+ * dockerd. `$1` is the directory.
+ */
+const ENTRY_SCRIPT = `exec 2>"$1/prepare.log"
+${PREPARE_SCRIPT}
+: >"$1/prepared"
+exec sleep infinity
+`
+
+/**
+ * What Docker inside needs before it starts: a writable cgroup hierarchy
+ * and the `devices` controller on cgroup v1. Runs as one exec; each step's
+ * failure is logged (Debug), not fatal: dockerd then says what it lacks.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const prepare = Effect.fn("Sandbox.prepare")(function* (
   manager: ProcessManagerShape,
-  spec: SandboxSpec
+  _spec: SandboxSpec
 ) {
-  const forward = spec.network === "host" ? "no-forward" : "forward"
   yield* Effect.scoped(
     Effect.gen(function* () {
-      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT, "sh", forward], {
+      const handle = yield* manager.exec(["sh", "-c", PREPARE_SCRIPT], {
         killGrace: "1 second",
         tailLines: 50
       })
@@ -311,14 +429,18 @@ export const decodeSpec = (
 ): Effect.Effect<SandboxSpec, InvalidConfig> =>
   input instanceof SandboxSpec
     ? Effect.succeed(input)
-    : Schema.decodeUnknown(SandboxSpec)(input).pipe(
-        Effect.mapError(
-          (error) =>
-            new InvalidConfig({
-              field: "sandbox",
-              problem: error.message.split("\n").slice(-1)[0] ?? error.message
-            })
-        )
+    : Schema.decodeUnknown(SandboxSpec, { errors: "first" })(input).pipe(
+        Effect.mapError((error) => {
+          // The first issue, at its path: a union's last line says little.
+          const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+          return new InvalidConfig({
+            field: "sandbox",
+            problem:
+              issue === undefined
+                ? error.message
+                : `${issue.path.length > 0 ? `${issue.path.join(".")}: ` : ""}${issue.message}`
+          })
+        })
       )
 
 /**
@@ -343,13 +465,15 @@ export interface SandboxContainer {
 export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   engine: DockerEngine.DockerEngineClient,
   spec: SandboxSpec,
-  labels: Readonly<Record<string, string>> = {}
+  labels: Readonly<Record<string, string>> = {},
+  hostDir?: string
 ) {
   if (spec.dockerEnabled && spec.network === "host") yield* refuseHostNetworkBeside(engine, spec)
+  if (spec.dockerEnabled && spec.runtime === "runsc") yield* checkRunsc(engine, spec)
   const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
   const created = yield* engine
     .request("POST", `/containers/create${query}`, {
-      body: createBody(spec, labels),
+      body: createBody(spec, labels, hostDir),
       schema: ContainerCreated
     })
     .pipe(
@@ -379,15 +503,47 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
           })
       )
     )
-    return yield* engine
+    const summary = yield* engine
       .request("GET", `/containers/${id}/json`, { schema: ContainerSummary })
       .pipe(
-        Effect.map((summary) => summary.Name.replace(/^\//, "")),
-        Effect.orElseSucceed(() => id.slice(0, 12))
+        Effect.mapError(
+          (error) =>
+            new SandboxCreateFailed({
+              image: spec.image,
+              reason: `could not read the sandbox back: ${error.message}`,
+              hint: "Check the engine's log."
+            })
+        )
       )
+    const notApplied = SandboxSecurity.checkApplied(spec.image, summary.HostConfig)
+    if (notApplied !== undefined) return yield* notApplied
+    return summary.Name.replace(/^\//, "")
   }).pipe(Effect.onError(() => removeContainer(engine, id)))
   return { id, name } satisfies SandboxContainer
 })
+
+/**
+ * Docker inside gVisor needs the engine's runsc registered with
+ * `--network=host --net-raw`, and a runsc release that gives the sandbox
+ * the devices cgroup: checked before anything is created.
+ */
+const checkRunsc = (engine: DockerEngine.DockerEngineClient, spec: SandboxSpec) =>
+  Gvisor.preflight(engine).pipe(
+    Effect.catchTags({
+      EngineUnreachable: (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine."
+        }),
+      EngineBadAnswer: (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: error.message,
+          hint: "Check the engine."
+        })
+    })
+  )
 
 /** What is read of the engine's `bridge` network: the interface behind it. */
 const BridgeNetwork = Schema.Struct({
@@ -466,16 +622,34 @@ export const create = Effect.fn("Sandbox.create")(function* (
     Effect.provide(NodeFileSystem.layer),
     Effect.tapError(() => Scope.close(scope, Exit.void))
   )
-  const { id, name } = yield* createContainer(engine, spec, lease.labels).pipe(
+  // Docker inside reached over a directory of this machine (runc only: a
+  // socket made inside gVisor is not one this machine can connect to).
+  const viaHost = spec.dockerEnabled && spec.runtime === "runc" && options.dockerVia !== "exec"
+  const hostDir = viaHost
+    ? yield* sharedDirectory(spec).pipe(
+        Scope.extend(scope),
+        Effect.tapError(() => Scope.close(scope, Exit.void))
+      )
+    : undefined
+  const { id, name } = yield* createContainer(engine, spec, lease.labels, hostDir).pipe(
+    // Registered first, so it runs last: after Docker inside has stopped.
+    Effect.tap(({ id }) => Scope.addFinalizer(scope, removeContainer(engine, id))),
+    // An interruption (a pool closing while it fills) waits for the engine's
+    // answer, so the container it made is known and removed with the scope.
+    Effect.uninterruptible,
     Effect.tapError(() => Scope.close(scope, Exit.void))
   )
   yield* SandboxLease.keepRenewed(lease).pipe(Scope.extend(scope))
-  // Registered first, so it runs last: after Docker inside has stopped.
-  yield* Scope.addFinalizer(scope, removeContainer(engine, id))
   const manager = yield* ContainerProcessManager.make({
     socket: options.engineSocket,
     containerId: id
   }).pipe(Scope.extend(scope))
+
+  // A client of Docker inside from this machine, over the shared socket.
+  const innerEngine =
+    hostDir === undefined
+      ? undefined
+      : yield* DockerEngine.make(Path.join(hostDir, INNER_SOCKET)).pipe(Scope.extend(scope))
 
   const state = yield* SubscriptionRef.make<DockerState>(
     spec.dockerEnabled
@@ -484,14 +658,28 @@ export const create = Effect.fn("Sandbox.create")(function* (
   )
 
   if (spec.dockerEnabled) {
-    const config = innerDockerd(spec, stopGrace)
-    yield* prepare(manager, spec).pipe(
+    const inner = innerDockerd(spec, stopGrace)
+    const config: DockerdConfigInput =
+      hostDir === undefined
+        ? inner
+        : {
+            ...inner,
+            socket: `${INNER_DIR}/${INNER_SOCKET}`,
+            execRoot: `${INNER_DIR}/${INNER_EXEC_ROOT}`
+          }
+    const probes =
+      innerEngine === undefined
+        ? undefined
+        : yield* hostProbes(hostDir ?? "", innerEngine).pipe(Scope.extend(scope))
+    const starting = hostDir === undefined ? prepare(manager, spec) : awaitPrepared(hostDir)
+    yield* starting.pipe(
       Effect.zipRight(
         Supervisor.run(config, {
           readiness: options.readiness ?? fast.withDeadline("60 seconds"),
           location: "remote",
           onEvent: emit,
-          onReady: (daemon) => SubscriptionRef.set(state, { _tag: "Ready", daemon })
+          onReady: (daemon) => SubscriptionRef.set(state, { _tag: "Ready", daemon }),
+          probes
         })
       ),
       Effect.catchAll((error: StartError | SupervisionError) =>
@@ -501,6 +689,9 @@ export const create = Effect.fn("Sandbox.create")(function* (
       // A remote start asks nothing of this machine's host.
       Effect.provide(DockerHost.layer),
       Effect.annotateLogs({ sandbox: name }),
+      // Interruptible even when created inside an uninterruptible region
+      // (acquireRelease's acquire): its races and timeouts interrupt losers.
+      Effect.interruptible,
       Effect.forkIn(scope)
     )
     // Registered after the daemon's fiber, so it runs before dockerd stops.
@@ -509,26 +700,106 @@ export const create = Effect.fn("Sandbox.create")(function* (
 
   const daemon = awaitDocker(state)
   // DOCKER_USERNAME/DOCKER_PASSWORD in the env: logged in before the first docker command.
-  const ready = yield* SandboxDocker.readyAfterLogin(
-    manager,
-    daemon,
-    SandboxDocker.loginFromEnv(spec.env)
-  ).pipe(Scope.extend(scope))
+  const login = SandboxDocker.loginFromEnv(spec.env)
+  const ready = yield* SandboxDocker.readyAfterLogin(manager, daemon, login).pipe(
+    Scope.extend(scope)
+  )
 
   const sandbox: Sandbox = {
     id,
     name,
     spec,
+    isolation: SandboxSecurity.isolation(spec),
     processManager: manager,
     exec: manager.exec,
     daemon,
-    docker: SandboxDocker.make(manager, ready, { runtime: spec.runtime }),
+    docker: SandboxDocker.make(manager, ready, {
+      runtime: spec.runtime,
+      // Pulls over the inner API, unless the docker CLI inside holds credentials.
+      engine: Option.isNone(login) ? innerEngine : undefined
+    }),
+    dockerSocket: hostDir === undefined ? undefined : Path.join(hostDir, INNER_SOCKET),
     remove: Scope.close(scope, Exit.void),
     owner: lease.owner,
     renew: lease.renew
   }
   return sandbox
 })
+
+/**
+ * A directory of this machine for Docker inside (0700, root's), removed
+ * when the scope closes: after the sandbox container, as it is made first.
+ */
+const sharedDirectory = (spec: SandboxSpec) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    // Short: containerd's socket under it must fit in a socket address.
+    return yield* fs.makeTempDirectoryScoped({ directory: Os.tmpdir(), prefix: "sdx-" })
+  }).pipe(
+    Effect.provide(NodeFileSystem.layer),
+    Effect.mapError(
+      (error) =>
+        new SandboxCreateFailed({
+          image: spec.image,
+          reason: `cannot make a directory for Docker's socket: ${error.message}`,
+          hint: "Check that the temp directory (TMPDIR) is writable."
+        })
+    )
+  )
+
+/**
+ * The probes of Docker inside, from this machine over the shared
+ * directory: the socket appears (watched), `/_ping` answers, then
+ * containerd's version service on containerd's own socket (`/info` when it
+ * is not there). Liveness: `/_ping`, then containerd.
+ */
+const hostProbes = (hostDir: string, engine: DockerEngine.DockerEngineClient) =>
+  Effect.gen(function* () {
+    const socket = engine.socket
+    const containerd = yield* Containerd.make(
+      Path.join(hostDir, INNER_EXEC_ROOT, "containerd", "containerd.sock")
+    )
+    const socketFile = yield* Probe.socketFile(socket).pipe(Effect.provide(NodeFileSystem.layer))
+    return {
+      readiness: Probe.all([
+        socketFile,
+        Probe.enginePing(engine),
+        Probe.containerdVersion(containerd, { fallback: engine })
+      ]),
+      liveness: Probe.all([
+        Probe.enginePing(engine),
+        Probe.containerdVersion(containerd, { fallback: engine })
+      ])
+    } satisfies DockerHost.DaemonProbes
+  })
+
+/**
+ * Waits (at most 20 s) until the entrypoint has prepared the sandbox; what
+ * failed in the preparation is logged (Debug): dockerd then says what it
+ * lacks.
+ */
+const awaitPrepared = (hostDir: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const marker = Path.join(hostDir, "prepared")
+    // A few milliseconds after the start: the host's exec round trips
+    // (container inspect, process manager) usually take longer.
+    yield* fs.exists(marker).pipe(
+      Effect.filterOrFail((exists) => exists),
+      Effect.retry(Schedule.spaced("5 millis")),
+      Effect.timeout("20 seconds")
+    )
+    const complaints = yield* fs.readFileString(Path.join(hostDir, "prepare.log"))
+    if (complaints.trim().length > 0) {
+      yield* Effect.logDebug("preparation steps failed").pipe(
+        Effect.annotateLogs({ output: complaints.trim().split("\n").join(" | ") })
+      )
+    }
+  }).pipe(
+    Effect.provide(NodeFileSystem.layer),
+    Effect.ignore,
+    Effect.withSpan("Sandbox.awaitPrepared")
+  )
 
 /** Waits until Docker inside is ready or has failed. */
 const awaitDocker = (

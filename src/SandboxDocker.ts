@@ -7,13 +7,18 @@
  *
  * @since 0.1.0
  */
-import * as Deferred from "effect/Deferred"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Deferred from "effect/Deferred"
+import * as Fiber from "effect/Fiber"
+import * as PubSub from "effect/PubSub"
+import * as Stream from "effect/Stream"
 import type { DockerDaemon } from "./Dockerd.js"
+import { type DockerEngineClient, EngineBadAnswer } from "./DockerEngine.js"
 import {
   type DockerCommand,
   DockerCommandFailed,
@@ -21,10 +26,15 @@ import {
   InvalidDockerArgument,
   KEY,
   plain,
-  runDocker
+  runDocker,
+  splitLines
 } from "./internal/dockerCommand.js"
-import type { ProcessManagerShape } from "./ProcessManager.js"
+import * as Handle from "./internal/handle.js"
+import { makeOutputBuffer } from "./internal/outputBuffer.js"
+import type { ProcessHandle, ProcessManagerShape } from "./ProcessManager.js"
+import { Exited, type ExitStatus, Signaled } from "./ProcessStatus.js"
 import { redactText } from "./Redaction.js"
+import { NestedNetworkUnsupported } from "./Gvisor.js"
 import type { DockerUnavailable } from "./Sandbox.js"
 import * as SandboxCompose from "./SandboxCompose.js"
 import * as SandboxVolume from "./SandboxVolume.js"
@@ -115,7 +125,11 @@ const isImageReference = (reference: string): boolean => {
  * @category errors
  */
 export type DockerError =
-  DockerUnavailable | DockerLoginFailed | InvalidDockerArgument | DockerCommandFailed
+  | DockerUnavailable
+  | DockerLoginFailed
+  | InvalidDockerArgument
+  | DockerCommandFailed
+  | NestedNetworkUnsupported
 
 const image = (argument: string, value: string) =>
   Effect.zipRight(
@@ -133,16 +147,215 @@ const image = (argument: string, value: string) =>
   )
 
 /**
+ * One progress message of a pull, as the Engine sends it
+ * (`POST /images/create`): a layer's `id` and its `status` ("Pulling fs
+ * layer", "Downloading", "Pull complete", …), with `progressDetail` while
+ * bytes move; messages without an `id` are about the image ("Digest: …",
+ * "Status: …").
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class PullProgress extends Schema.Class<PullProgress>("PullProgress")({
+  status: Schema.String,
+  id: Schema.optional(Schema.String),
+  progress: Schema.optional(Schema.String),
+  progressDetail: Schema.optional(
+    Schema.Struct({
+      current: Schema.optional(Schema.Number),
+      total: Schema.optional(Schema.Number)
+    })
+  )
+}) {}
+
+/** An error message in the pull's stream (sent with status 200). */
+const PullErrorMessage = Schema.Struct({
+  error: Schema.String,
+  errorDetail: Schema.optional(Schema.Struct({ message: Schema.optional(Schema.String) }))
+})
+
+const PullMessage = Schema.parseJson(Schema.Union(PullErrorMessage, PullProgress))
+
+/**
+ * A running pull: a {@link DockerCommand} (its output as the docker CLI
+ * prints it, without progress bars) and its progress as a Stream of
+ * per-layer events, from the beginning, ending with the pull. When it ran
+ * over the Engine API, `argv` is the equivalent command and `process.pid` is
+ * 0: no process runs for it inside the sandbox.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PullCommand extends DockerCommand {
+  readonly progress: Stream.Stream<PullProgress>
+}
+
+/** At most this much of a pull's output is kept for late readers (as for commands). */
+const KEEP_OUTPUT = 8 * 1024 * 1024
+
+/** At most this many progress messages are replayed to a late reader. */
+const MAX_PROGRESS_KEPT = 4096
+
+/** `fromImage` and `tag` of `POST /images/create` for a valid reference. */
+const pullQuery = (reference: string): string => {
+  const at = reference.indexOf("@")
+  const slash = reference.lastIndexOf("/")
+  const colon = reference.lastIndexOf(":")
+  const [name, tag] =
+    at >= 0
+      ? [reference.slice(0, at), reference.slice(at + 1)]
+      : colon > slash
+        ? [reference.slice(0, colon), reference.slice(colon + 1)]
+        : [reference, "latest"]
+  return `fromImage=${encodeURIComponent(name)}&tag=${encodeURIComponent(tag)}`
+}
+
+/** A progress message as the docker CLI prints it off a terminal (none while bytes move). */
+const cliLine = (event: PullProgress): string | undefined =>
+  event.progressDetail?.current !== undefined
+    ? undefined
+    : `${event.id === undefined ? "" : `${event.id}: `}${event.status}\n`
+
+/**
+ * Pulls over the inner Engine API (`POST /images/create`), as a
+ * {@link PullCommand}: the progress decoded with Schema, an error message in
+ * the stream or an error status as exit code 1 with the Engine's words on
+ * stderr (`DockerCommandFailed` from `wait` and `output`).
+ */
+const pullOverApi = <E>(
+  engine: DockerEngineClient,
+  ready: Effect.Effect<DockerDaemon, E>,
+  reference: string,
+  quiet: boolean
+): Effect.Effect<PullCommand, E, Scope.Scope> =>
+  Effect.gen(function* () {
+    yield* ready
+    const argv = ["docker", "pull", ...flag(quiet, "--quiet"), reference] as const
+    const events = yield* PubSub.unbounded<PullProgress | null>({ replay: MAX_PROGRESS_KEPT })
+    const output = yield* makeOutputBuffer(50, KEEP_OUTPUT)
+    const exited = yield* Deferred.make<ExitStatus>()
+    const print = (source: "stdout" | "stderr", text: string) => output.publish({ source, text })
+    const failed = (message: string) =>
+      Effect.zipRight(
+        print("stderr", `Error response from daemon: ${message}\n`),
+        Deferred.succeed(exited, new Exited({ code: 1 }))
+      )
+    const pulling = engine.lines("POST", `/images/create?${pullQuery(reference)}`).pipe(
+      Stream.mapEffect((line) =>
+        Schema.decodeUnknown(PullMessage)(line).pipe(
+          Effect.mapError(
+            (error) =>
+              new EngineBadAnswer({
+                socket: engine.socket,
+                path: "/images/create",
+                reason: `a progress message that does not decode: ${error.message}`
+              })
+          )
+        )
+      ),
+      Stream.runForEach((message) =>
+        "error" in message
+          ? Effect.fail(message.errorDetail?.message ?? message.error)
+          : Effect.zipRight(
+              PubSub.publish(events, message),
+              quiet
+                ? Effect.void
+                : Effect.suspend(() => {
+                    const line = cliLine(message)
+                    return line === undefined ? Effect.void : print("stdout", line)
+                  })
+            )
+      ),
+      Effect.matchEffect({
+        onFailure: (error) => failed(typeof error === "string" ? error : error.reason),
+        onSuccess: () =>
+          Effect.zipRight(
+            print("stdout", `${reference}\n`),
+            Deferred.succeed(exited, new Exited({ code: 0 }))
+          )
+      }),
+      Effect.onInterrupt(() => Deferred.succeed(exited, new Signaled({ signal: "SIGKILL" }))),
+      Effect.ensuring(Effect.zipRight(PubSub.publish(events, null), output.end)),
+      Effect.withSpan("SandboxDocker.pull", { attributes: { image: reference } })
+    )
+    const fiber = yield* Effect.forkScoped(pulling)
+    const handle = Handle.make({
+      pid: 0,
+      argv,
+      exited,
+      output,
+      // No process to signal: any signal ends the pull (the connection is closed).
+      deliver: (signal) =>
+        Deferred.succeed(exited, new Signaled({ signal })).pipe(
+          Effect.zipRight(Fiber.interrupt(fiber)),
+          Effect.as(true)
+        )
+    })
+    const command = commandOf(argv, handle)
+    return {
+      ...command,
+      progress: Stream.fromPubSub(events).pipe(
+        Stream.takeWhile((event): event is PullProgress => event !== null)
+      )
+    } satisfies PullCommand
+  })
+
+/** A {@link DockerCommand} of a handle (as `runInSandbox` builds one for a process). */
+const commandOf = (argv: ReadonlyArray<string>, handle: ProcessHandle): DockerCommand => {
+  const failed = Effect.gen(function* () {
+    const status = yield* handle.awaitExit
+    return new DockerCommandFailed({
+      argv,
+      ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
+      stderrTail: yield* handle.logTail
+    })
+  })
+  const exitCode = Effect.map(handle.awaitExit, (status) =>
+    status._tag === "Exited" ? status.code : 128
+  )
+  const wait = Effect.flatMap(exitCode, (code) =>
+    code === 0 ? Effect.void : Effect.flatMap(failed, Effect.fail)
+  )
+  const output = Effect.gen(function* () {
+    const chunks = Chunk.toReadonlyArray(yield* Stream.runCollect(handle.output))
+    const code = yield* exitCode
+    if (code !== 0) return yield* Effect.flatMap(failed, Effect.fail)
+    const of = (source: string) =>
+      chunks
+        .filter((chunk) => chunk.source === source)
+        .map((chunk) => chunk.text)
+        .join("")
+    return { exitCode: code, stdout: of("stdout"), stderr: of("stderr") }
+  })
+  const outputLines = splitLines(handle.output)
+  return {
+    argv,
+    process: handle,
+    exitCode,
+    wait,
+    lines: Stream.map(outputLines, (line) => line.line),
+    outputLines,
+    output
+  }
+}
+
+/**
  * The Docker commands of one sandbox.
  *
  * @since 0.1.0
  * @category models
  */
 export interface SandboxDocker {
+  /**
+   * Pulls an image: over the inner Engine API when this machine reaches
+   * Docker inside (with its progress as a Stream), else `docker pull`
+   * inside. After a `login` it is always `docker pull` inside, which has the
+   * credentials.
+   */
   readonly pull: (
     image: string,
     options?: { readonly quiet?: boolean }
-  ) => Effect.Effect<DockerCommand, DockerError, Scope.Scope>
+  ) => Effect.Effect<PullCommand, DockerError, Scope.Scope>
   readonly run: (
     image: string,
     command?: ReadonlyArray<string>,
@@ -232,6 +445,12 @@ export type Runtime = "runc" | "runsc"
 export interface MakeOptions {
   /** The sandbox's runtime. Default `runc`. */
   readonly runtime?: Runtime | undefined
+  /**
+   * A client of Docker inside from this machine: pulls then go over its
+   * API. Leave it out when the docker CLI inside holds credentials (a login
+   * from the sandbox's environment).
+   */
+  readonly engine?: DockerEngineClient | undefined
 }
 
 /**
@@ -245,24 +464,39 @@ export const make = (
   ready: Effect.Effect<DockerDaemon, DockerUnavailable | DockerLoginFailed>,
   makeOptions: MakeOptions = {}
 ): SandboxDocker => {
-  const docker = (args: ReadonlyArray<string>, stdin?: Redacted.Redacted<string>) =>
-    runDocker(manager, ready, args, { stdin })
+  // Credentials a `login` stored are the docker CLI's, inside: pulls after
+  // one go through the CLI.
+  let loggedIn = false
+  const docker = (args: ReadonlyArray<string>, stdin?: Redacted.Redacted<string>) => {
+    if (args[0] === "login") loggedIn = true
+    return runDocker(manager, ready, args, { stdin })
+  }
   const runtime = makeOptions.runtime ?? "runc"
+  const engine = makeOptions.engine
   return {
     runtime,
     compose: SandboxCompose.make(manager, ready, runtime),
     volume: SandboxVolume.make(manager, ready),
     pull: (ref, options = {}) =>
       Effect.flatMap(image("image", ref), (valid) =>
-        docker(["pull", ...flag(options.quiet, "--quiet"), valid])
+        engine === undefined || loggedIn
+          ? Effect.map(docker(["pull", ...flag(options.quiet, "--quiet"), valid]), (command) => ({
+              ...command,
+              // The CLI's progress is text; no per-layer events.
+              progress: Stream.empty
+            }))
+          : pullOverApi(engine, ready, valid, options.quiet ?? false)
       ),
     run: (ref, command = [], options = {}) =>
       Effect.gen(function* () {
         const valid = yield* image("image", ref)
+        const network = yield* plain("network", options.network ?? "host")
+        if (runtime === "runsc" && network !== "host")
+          return yield* new NestedNetworkUnsupported({ network })
         const args = [
           "run",
           "--network",
-          yield* plain("network", options.network ?? "host"),
+          network,
           "--pid",
           yield* plain("pid", options.pid ?? "host")
         ]

@@ -231,6 +231,8 @@ export interface RunOptions {
   readonly onReady?: ((daemon: Dockerd.DockerDaemon) => Effect.Effect<void>) | undefined
   /** Kept up to date with the daemon's state; its `changes` are a Stream of them. */
   readonly state?: SubscriptionRef.SubscriptionRef<DaemonState> | undefined
+  /** Probes in place of the location's (see `Dockerd.StartOptions.probes`). */
+  readonly probes?: Dockerd.StartOptions["probes"]
   /**
    * Stop a dockerd already running for the same paths before the first
    * start (see `Dockerd.StartOptions.replace`).
@@ -304,6 +306,7 @@ export const run = (
         location: options.location,
         onEvent: options.onEvent,
         restarts,
+        probes: options.probes,
         replace: options.replace
       })
       yield* Ref.set(readyOnce, true)

@@ -23,6 +23,8 @@ export * as DockerdSettings from "./DockerdSettings.js"
 export * as DockerEngine from "./DockerEngine.js"
 /** @since 0.1.0 */
 export * from "./errors.js"
+/** @since 0.2.0 */
+export * as Gvisor from "./Gvisor.js"
 /** @since 0.1.0 */
 export * as LocalProcessManager from "./LocalProcessManager.js"
 /** @since 0.1.0 */
@@ -48,6 +50,10 @@ export * as Sandbox from "./Sandbox.js"
 /** @since 0.1.0 */
 export * as SandboxDocker from "./SandboxDocker.js"
 /** @since 0.1.0 */
+export * as SandboxPool from "./SandboxPool.js"
+/** @since 0.1.0 */
 export * as SandboxCompose from "./SandboxCompose.js"
 /** @since 0.1.0 */
 export * as SandboxVolume from "./SandboxVolume.js"
+/** @since 0.1.0 */
+export * as SandboxSecurity from "./SandboxSecurity.js"

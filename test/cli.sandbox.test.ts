@@ -238,7 +238,9 @@ describe.skipIf(!real)("sandbox-docker sandbox against a host engine", () => {
     expect(viaSeparator.events.at(-1)).toMatchObject({
       event: "error",
       error: "InvalidDockerArgument",
-      value: "--all-tags"
+      argument: expect.any(String),
+      value: "--all-tags",
+      problem: expect.any(String)
     })
     const failed = await cli([
       "sandbox",
@@ -250,7 +252,13 @@ describe.skipIf(!real)("sandbox-docker sandbox against a host engine", () => {
       "--json"
     ])
     expect(failed.code).toBe(7)
-    expect(failed.events.at(-1)).toMatchObject({ event: "error", error: "DockerCommandFailed" })
+    expect(failed.events.at(-1)).toMatchObject({
+      event: "error",
+      error: "DockerCommandFailed",
+      argv: expect.arrayContaining(["docker", "rmi", "127.0.0.1:5000/demo/nope:1"]),
+      exitCode: 1,
+      stderrTail: expect.arrayContaining([expect.stringContaining("127.0.0.1:5000/demo/nope:1")])
+    })
   }, 120_000)
 
   it("rm: nothing of the sandbox is left; removing it again exits 2", async () => {
@@ -268,7 +276,12 @@ describe.skipIf(!real)("sandbox-docker sandbox against a host engine", () => {
     expect(await Effect.runPromise(pidsMentioning(id))).toEqual([])
     const again = await cli(["sandbox", "rm", engine(), name, "--json"])
     expect(again.code).toBe(2)
-    expect(again.events.at(-1)).toMatchObject({ event: "error", error: "SandboxNotFound" })
+    expect(again.events.at(-1)).toMatchObject({
+      event: "error",
+      error: "SandboxNotFound",
+      sandbox: name,
+      reason: expect.any(String)
+    })
   }, 120_000)
 
   it("create --docker of an image without Docker: DockerNotInstalled, exit 3, nothing left", async () => {

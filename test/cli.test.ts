@@ -73,13 +73,19 @@ describe("sandbox-docker (no daemon needed)", () => {
     noStackTrace(output)
   })
 
-  it("bad input with --json: exit 2 and an InvalidArguments event naming the option", async () => {
+  it("bad input with --json: exit 2 and an InvalidArguments or InvalidUsage event naming the problem", async () => {
     const result = await run(["up", "--deadline=soon", "--json"])
     expect(result.code).toBe(2)
     expect(errorEvent(result.events)).toMatchObject({
       error: "InvalidArguments",
       option: "deadline",
       problem: expect.any(String)
+    })
+    const unknown = await run(["up", "--no-such-option", "--json"])
+    expect(unknown.code).toBe(2)
+    expect(errorEvent(unknown.events)).toMatchObject({
+      error: "InvalidUsage",
+      problem: expect.stringContaining("no-such-option")
     })
   })
 

@@ -141,6 +141,22 @@ describe.skipIf(!TestDaemon.runsRealDaemon)(
   }
 )
 
+describe("containerd where nobody serves", () => {
+  it.scopedLive("no socket there is ContainerdUnreachable, naming the address and the errno", () =>
+    Effect.gen(function* () {
+      const address = "/nonexistent-sandbox-docker/containerd.sock"
+      const client = yield* Containerd.make(address)
+      expect(yield* client.warm).toBe(false)
+      expect(yield* Effect.flip(client.version)).toMatchObject({
+        _tag: "ContainerdUnreachable",
+        address,
+        code: "ENOENT",
+        reason: expect.any(String)
+      })
+    })
+  )
+})
+
 describe("reading a version answer", () => {
   /** A gRPC frame around protobuf bytes. */
   const frame = (...bytes: Array<number>) => {

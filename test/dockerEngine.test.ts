@@ -12,6 +12,7 @@ import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Schema from "effect/Schema"
 import * as DockerEngine from "../src/DockerEngine.js"
 
 /** What the server saw: its connections and the requests it holds unanswered. */
@@ -34,6 +35,9 @@ const serve = Effect.acquireRelease(
         response.setHeader("Api-Version", "1.50")
         response.setHeader("Server", "Docker/28.2.2 (linux)")
         response.end("OK")
+      } else if (request.url === "/garbage") {
+        response.setHeader("Content-Type", "application/json")
+        response.end("{ not json")
       } else if (request.url === "/held") {
         waiting.shift()?.(request.socket)
       } else {
@@ -119,11 +123,42 @@ describe("DockerEngine over a unix socket", () => {
     })
   )
 
-  it.scopedLive("no socket there is EngineUnreachable", () =>
+  it.scopedLive("no socket there is EngineUnreachable, naming the socket and the errno", () =>
     Effect.gen(function* () {
       const client = yield* DockerEngine.make("/nonexistent-sandbox-docker/docker.sock")
       const error = yield* Effect.flip(client.info)
-      expect(error).toMatchObject({ _tag: "EngineUnreachable", code: "ENOENT" })
+      expect(error).toMatchObject({
+        _tag: "EngineUnreachable",
+        socket: "/nonexistent-sandbox-docker/docker.sock",
+        code: "ENOENT",
+        reason: expect.any(String)
+      })
     })
+  )
+
+  it.scopedLive(
+    "an error status, or an answer that does not decode, is EngineBadAnswer with the path (and the status)",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* serve
+        const client = yield* DockerEngine.make(server.socket)
+        const status = yield* Effect.flip(client.info)
+        expect(status).toMatchObject({
+          _tag: "EngineBadAnswer",
+          socket: server.socket,
+          path: "/info",
+          status: 404,
+          reason: expect.stringContaining("page not found: /info")
+        })
+        const garbage = yield* Effect.flip(
+          client.request("GET", "/garbage", { schema: Schema.Struct({ Id: Schema.String }) })
+        )
+        expect(garbage).toMatchObject({
+          _tag: "EngineBadAnswer",
+          socket: server.socket,
+          path: "/garbage"
+        })
+        expect(garbage).not.toHaveProperty("status")
+      })
   )
 })

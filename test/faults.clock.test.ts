@@ -3,8 +3,8 @@
  * with a real daemon, or not deterministically: a scripted dockerd prints the
  * real log lines of the failure under TestClock, through the same
  * `Dockerd.start` a sandbox uses (location `remote`: the probe is `docker
- * info` run through the process manager). Also: each row's typed error and
- * its CLI exit code.
+ * info` run through the process manager): each row's typed error, and every
+ * diagnosis the library knows. (The exit codes are the CLI's: its tests run it.)
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Clock from "effect/Clock"
@@ -14,7 +14,6 @@ import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as TestClock from "effect/TestClock"
-import { forError } from "../src/cli/ExitCode.js"
 import { diagnose } from "../src/Diagnosis.js"
 import * as Dockerd from "../src/Dockerd.js"
 import * as DockerHost from "../src/DockerHost.js"
@@ -225,35 +224,101 @@ describe("faults a real daemon cannot show here (TestProcessManager + TestClock)
   )
 })
 
-describe("diagnosis of the real log lines of the fault matrix", () => {
-  it.each([
-    ["unable to parse logging level: nope", "bad-config"],
-    [
-      "unable to configure the Docker daemon with file /tmp/sdt-x/bad.json: invalid character '\\n' in literal true (expecting 'e')",
-      "bad-config"
-    ],
-    [
-      "failed to start daemon: Error initializing network controller: error obtaining controller instance: failed to create NAT chain DOCKER: Iptables not found",
-      "iptables"
-    ],
-    [
-      "failed to start daemon: error initializing graphdriver: prerequisites for driver not satisfied (wrong filesystem?)",
-      "graph-driver"
-    ],
-    [
-      "failed to start containerd: failed to encode general config: write /tmp/x/exec/containerd/containerd.toml: no space left on device",
-      "disk-full"
-    ],
-    ["chmod /tmp/x/data: read-only file system", "read-only-filesystem"],
-    [
-      "failed to load listeners: can't create unix socket /tmp/x/sock/docker.sock: read-only file system",
-      "socket-unavailable"
-    ],
-    ['Cannot open network namespace "nope": No such file or directory', "netns-missing"],
-    ["failed to start containerd: timeout waiting for containerd to start", "containerd-timeout"]
-  ])("%s -> %s", (line, cause) => {
-    expect(diagnose([info("Starting up"), line])?.cause).toBe(cause)
-  })
+/**
+ * Every cause `Diagnosis` knows, each from a line dockerd prints for it (from
+ * real runs, or its source where this machine cannot make it), and a word of
+ * the hint that says what to do.
+ */
+const EVERY_CAUSE: ReadonlyArray<readonly [cause: string, line: string, hint: string]> = [
+  ["unknown-flag", "unknown flag: --no-such-flag", "dockerd --help"],
+  [
+    "pidfile-in-use",
+    "failed to start daemon: pid file found, ensure docker is not running or delete /run/sandbox/docker.pid",
+    "--pidfile"
+  ],
+  [
+    "devices-cgroup-missing",
+    "failed to start daemon: Devices cgroup isn't mounted",
+    "mount -t cgroup -o devices"
+  ],
+  [
+    "containerd-timeout",
+    "failed to start containerd: timeout waiting for containerd to start",
+    "--exec-root"
+  ],
+  [
+    "iptables",
+    "failed to start daemon: Error initializing network controller: error obtaining controller instance: failed to create NAT chain DOCKER: Iptables not found",
+    "--iptables=false"
+  ],
+  [
+    "socket-is-directory",
+    "failed to load listeners: can't create unix socket /run/sandbox/docker.sock: is a directory",
+    "Remove the directory"
+  ],
+  [
+    "socket-unavailable",
+    "failed to load listeners: can't create unix socket /tmp/x/sock/docker.sock: read-only file system",
+    "writable"
+  ],
+  [
+    "graph-driver",
+    "failed to start daemon: error initializing graphdriver: prerequisites for driver not satisfied (wrong filesystem?)",
+    "--storage-driver=vfs"
+  ],
+  [
+    "disk-full",
+    "failed to start containerd: failed to encode general config: write /tmp/x/exec/containerd/containerd.toml: no space left on device",
+    "Free space"
+  ],
+  ["read-only-filesystem", "chmod /tmp/x/data: read-only file system", "writable filesystem"],
+  [
+    "permission-denied",
+    "failed to start daemon: mkdir /var/lib/docker/overlay2: permission denied",
+    "Run dockerd as root"
+  ],
+  [
+    "bad-config",
+    "unable to configure the Docker daemon with file /tmp/sdt-x/bad.json: invalid character '\\n' in literal true (expecting 'e')",
+    "daemon.json"
+  ],
+  [
+    "netns-missing",
+    'Cannot open network namespace "nope": No such file or directory',
+    "ip netns add"
+  ],
+  [
+    "address-in-use",
+    "failed to load listeners: listen tcp 127.0.0.1:2375: bind: address already in use",
+    "choose another --socket"
+  ]
+]
+
+describe("every diagnosis, from its dockerd line, through Dockerd.start (TestClock)", () => {
+  it.effect.each(EVERY_CAUSE)(
+    "%s: DaemonCrashed at the exit, with the cause, its summary, its hint and the line",
+    ([cause, line, hint]) =>
+      Effect.gen(function* () {
+        const { outcome, at, running } = yield* startScripted(
+          crashing([info("Starting up"), line], "500 millis")
+        )
+        expect(at).toBe(500)
+        const error = Either.flip(outcome).pipe(Either.getOrThrow)
+        expect(error).toMatchObject({
+          _tag: "DaemonCrashed",
+          exitCode: 1,
+          elapsedMs: 500,
+          diagnosis: { cause, line }
+        })
+        if (error._tag !== "DaemonCrashed") return
+        expect(error.diagnosis?.summary.length).toBeGreaterThan(0)
+        expect(error.diagnosis?.hint).toContain(hint)
+        // The message a person reads has the summary and the hint.
+        expect(error.message).toContain(error.diagnosis?.summary)
+        expect(error.logTail.at(-1)).toBe(line)
+        expect(running).toEqual([])
+      })
+  )
 
   it("warnings alone never give a diagnosis other than a full or read-only filesystem", () => {
     expect(diagnose([warning("Your kernel does not support cgroup blkio weight")])).toBeUndefined()
@@ -263,23 +328,5 @@ describe("diagnosis of the real log lines of the fault matrix", () => {
     expect(diagnose([warning("x", "mkdir /d: read-only file system"), "exit"])?.cause).toBe(
       "read-only-filesystem"
     )
-  })
-})
-
-describe("exit codes of the fault matrix's typed errors", () => {
-  it.each([
-    ["InvalidConfig", 2],
-    ["PidfileInUse", 2],
-    ["SocketPathIsDirectory", 2],
-    ["SocketInUse", 2],
-    ["DirectoryNotWritable", 2],
-    ["DockerNotInstalled", 3],
-    ["DaemonCrashed", 4],
-    ["SpawnFailed", 4],
-    ["DaemonNotReady", 5],
-    ["DaemonDied", 6],
-    ["DaemonUnhealthy", 6]
-  ])("%s exits %i", (tag, code) => {
-    expect(forError(tag)).toBe(code)
   })
 })

@@ -177,7 +177,11 @@ describe("LocalProcessManager with real processes", () => {
         const error = yield* Effect.flip(
           exec(["sh", "-c", "true", tag], { cwd: "/no/such/working/dir" })
         )
-        expect(error._tag).toBe("SpawnFailed")
+        expect(error).toMatchObject({
+          _tag: "SpawnFailed",
+          argv: ["sh", "-c", "true", tag],
+          reason: expect.stringMatching(/.+/)
+        })
       })
     )
   )

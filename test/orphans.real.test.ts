@@ -228,6 +228,20 @@ describe("the local ProcessManager", () => {
       }
     }
   )
+
+  it("on Linux without setpriv, an exec that must die with its parent fails with SpawnFailed naming util-linux", async () => {
+    const parent = spawn(
+      process.execPath,
+      ["--import", "tsx", "test/fixtures/dies-with-parent.ts", "true"],
+      { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, PATH: "/nonexistent" } }
+    )
+    const line = await new Promise<string>((resolve) =>
+      createInterface({ input: parent.stdout! }).once("line", resolve)
+    )
+    const error = JSON.parse(line) as { _tag: string; message: string }
+    expect(error._tag).toBe("SpawnFailed")
+    expect(error.message).toMatch(/setpriv is not installed.*apt-get install util-linux/)
+  })
 })
 
 describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
@@ -261,6 +275,39 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
     expect(await Effect.runPromise(pidsMentioning(dir))).toEqual([])
     expect(await mountsUnder(dir)).toEqual([])
     expect(existsSync(`${dir}/docker.pid`)).toBe(false)
+  })
+
+  it("a container running when `up` is SIGKILLed: its shim and processes live on, and the next `up` kills them and undoes their mounts before it starts", async () => {
+    const dir = newDir()
+    const socket = `${dir}/docker.sock`
+    const first = cli(["up", ...upArgs(dir)])
+    const ready = await first.waitFor("ready")
+    await importBusybox(socket)
+    const created = await engine(socket, "POST", "/containers/create", {
+      Image: BUSYBOX_IMAGE,
+      Cmd: ["sleep", "3600"],
+      HostConfig: { NetworkMode: "none" }
+    })
+    await engine(socket, "POST", `/containers/${created.json.Id}/start`)
+    const inspected = await engine(socket, "GET", `/containers/${created.json.Id}/json`)
+    const container = inspected.json.State.Pid as number
+
+    first.child.kill("SIGKILL")
+    await until(() => dead(ready.pid as number))
+    const left = await Effect.runPromise(leftoversOf(`${dir}/exec`, []))
+    expect(left.all).toContain(container)
+    expect(left.daemonSide.length).toBeGreaterThan(0)
+    const mounts = await Effect.runPromise(leftoverMounts(`${dir}/data`, `${dir}/exec`))
+    expect(mounts.some((m) => m.point.startsWith(`${dir}/data/overlay2/`))).toBe(true)
+
+    const second = cli(["up", ...upArgs(dir)])
+    await second.waitFor("ready")
+    expect(await dead(container)).toBe(true)
+    for (const pid of left.all) expect(await dead(pid)).toBe(true)
+    second.child.kill("SIGTERM")
+    expect(await second.exit).toEqual({ code: 0, signal: null })
+    expect(await Effect.runPromise(pidsMentioning(dir))).toEqual([])
+    expect(await mountsUnder(dir)).toEqual([])
   })
 
   it("a dockerd left running: `up` exits 2 with DaemonAlreadyRunning naming --replace and leaves it alone; `up --replace` stops it and starts", async () => {

@@ -5,7 +5,8 @@
  * removes the sandboxes whose owner is gone or whose lease ran out, and
  * nothing else.
  */
-import { spawn } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
+import { promisify } from "node:util"
 import { describe, expect, layer } from "@effect/vitest"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
@@ -30,6 +31,7 @@ import {
 import { hasDockerd } from "./support/isolated.js"
 
 const real = hasDockerd()
+const run = promisify(execFile)
 
 class Host extends Context.Tag("test/OwnersHost")<Host, HostEnvironment>() {}
 
@@ -314,6 +316,55 @@ describe.skipIf(!real)("sandboxes have owners and an init", () => {
           expect(yield* exists(engine, `/containers/${kept.id}/json`)).toBe(true)
           expect(yield* exists(engine, `/containers/${plain}/json`)).toBe(true)
           yield* kept.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "reap: a sandbox the engine will not remove is SandboxReapFailed in its entry, and the others still go",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const engine = yield* DockerEngine.make(host.socket)
+          const child = yield* ownerProcess
+          const owner = yield* SandboxLease.processOwner(child.pid)
+          const spec = yield* Sandbox.decodeSpec({ image: BUSYBOX_IMAGE, network: "host" })
+          const stuck = yield* Sandbox.createContainer(
+            engine,
+            spec,
+            SandboxLease.ownerLabels(owner)
+          )
+          const other = yield* Sandbox.createContainer(
+            engine,
+            spec,
+            SandboxLease.ownerLabels(owner)
+          )
+          // A file the engine cannot delete in the sandbox's writable layer.
+          const upper = (yield* engine.request("GET", `/containers/${stuck.id}/json`, {
+            schema: Schema.Struct({
+              GraphDriver: Schema.Struct({
+                Data: Schema.Struct({ UpperDir: Schema.String })
+              })
+            })
+          })).GraphDriver.Data.UpperDir
+          const pinned = `${upper}/pinned`
+          yield* Effect.acquireRelease(
+            Effect.promise(() => run("sh", ["-c", 'touch "$1" && chattr +i "$1"', "sh", pinned])),
+            () =>
+              Effect.promise(() => run("chattr", ["-i", pinned])).pipe(
+                Effect.zipRight(Sandbox.removeContainer(engine, stuck.id))
+              )
+          )
+          yield* killed(child)
+          const done = yield* Sandbox.reap({ engineSocket: host.socket })
+          const entry = done.find((j) => j.id === stuck.id)
+          expect(entry).toMatchObject({
+            removed: false,
+            error: { _tag: "SandboxReapFailed", sandbox: stuck.name, id: stuck.id }
+          })
+          expect(entry?.error?.message).toContain("sandbox gc again")
+          expect(done.find((j) => j.id === other.id)).toMatchObject({ removed: true })
+          expect(yield* exists(engine, `/containers/${other.id}/json`)).toBe(false)
         }),
       TIMEOUT
     )

@@ -153,7 +153,7 @@ describe("spans", () => {
   )
 
   it.effect(
-    "supervision: its span is the caller's child and the parent of its checks and warnings",
+    "supervision: its span is the caller's child and the parent of its checks, sinks and logs",
     () =>
       Effect.gen(function* () {
         const trace = yield* recording

@@ -90,6 +90,8 @@ export const forError = (tag: string): number => {
     case "SandboxCreateFailed":
     case "SandboxReapFailed":
     case "LeaseRenewFailed":
+    case "IsolationNotApplied":
+    case "RunscUnsuitable":
     case "EngineUnreachable":
     case "EngineBadAnswer":
       return ExitCode.engineFailed

@@ -19,6 +19,7 @@ import * as DockerEngine from "../../DockerEngine.js"
 import type { ReadinessPolicy } from "../../ReadinessPolicy.js"
 import * as Sandbox from "../../Sandbox.js"
 import * as SandboxLease from "../../SandboxLease.js"
+import * as SandboxSecurity from "../../SandboxSecurity.js"
 import * as Detached from "../detachedDockerd.js"
 import * as Shared from "../options.js"
 import * as Planned from "../planned.js"
@@ -235,6 +236,7 @@ export const execute = (createPlan: SandboxCreatePlan) =>
       onNone: () => SandboxLease.ownerLabels(owner),
       onSome: (taken) => taken.labels
     })
+    const isolation = SandboxSecurity.isolation(spec)
     const { id, name } = yield* Sandbox.createContainer(engine, spec, {
       ...ownership,
       [Detached.DOCKER_LABEL]: String(spec.dockerEnabled)
@@ -249,9 +251,10 @@ export const execute = (createPlan: SandboxCreatePlan) =>
         network: spec.network,
         owner,
         ...Option.match(lease, { onNone: () => ({}), onSome: (taken) => ({ lease: taken.path }) }),
+        isolation: Schema.encodeSync(SandboxSecurity.Isolation)(isolation),
         elapsedMs: elapsedMs()
       },
-      `created sandbox ${name} (${id.slice(0, 12)}) from ${spec.image} (${spec.runtime}, network ${spec.network})`
+      `created sandbox ${name} (${id.slice(0, 12)}) from ${spec.image} (${spec.runtime}, network ${spec.network}); isolation: ${isolation.summary}${isolation.openRoutes.length === 0 ? "" : ` (open: ${isolation.openRoutes.join(", ")})`}`
     )
     if (spec.dockerEnabled) {
       yield* Effect.gen(function* () {

@@ -1,0 +1,250 @@
+/**
+ * Docker inside gVisor: what the host engine's `runsc` runtime must be for
+ * a Docker-enabled sandbox to work, checked before the sandbox is created,
+ * and the one thing Docker inside cannot do there.
+ *
+ * The host engine's `daemon.json` must hold (see {@link DAEMON_JSON}):
+ *
+ * ```json
+ * { "runtimes": { "runsc": { "path": "runsc", "runtimeArgs": ["--net-raw", "--network=host"] } } }
+ * ```
+ *
+ * - `--network=host`: without it runsc refuses every container, even
+ *   `--network none` ("cannot run with network enabled in root network
+ *   namespace").
+ * - `--net-raw`: without it runsc takes CAP_NET_RAW from every process, so
+ *   raw sockets (ping) fail in the containers Docker inside runs.
+ * - runsc 20240729 or newer: older releases (Debian 12's 20221219) do not
+ *   give the sandbox the cgroup v1 `devices` controller, and dockerd inside
+ *   exits ("Devices cgroup isn't mounted").
+ *
+ * @since 0.2.0
+ */
+import { execFile } from "node:child_process"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type { DockerEngineClient, EngineError } from "./DockerEngine.js"
+import { resolveExecutable } from "./internal/executable.js"
+
+/**
+ * The runtime name a sandbox asks the host engine for.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const RUNTIME = "runsc"
+
+/**
+ * The oldest runsc release known to run Docker inside (a date, `YYYYMMDD`).
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const MIN_RELEASE = 20240729
+
+/**
+ * The arguments the engine must pass to runsc.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const RUNTIME_ARGS = ["--net-raw", "--network=host"] as const
+
+/**
+ * What the host engine's `daemon.json` must hold (then reload it: SIGHUP).
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const DAEMON_JSON = `{ "runtimes": { "runsc": { "path": "runsc", "runtimeArgs": ["--net-raw", "--network=host"] } } }`
+
+/**
+ * What is wrong with the host engine's runsc.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const Problem = Schema.Literal("not-registered", "network-not-host", "no-net-raw", "too-old")
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type Problem = typeof Problem.Type
+
+const FIX: Record<Problem, string> = {
+  "not-registered": `Register runsc with the host engine: put ${DAEMON_JSON} in its daemon.json and reload it (SIGHUP)`,
+  "network-not-host": `Give runsc --network=host in the engine's daemon.json (${DAEMON_JSON}) and reload it (SIGHUP)`,
+  "no-net-raw": `Give runsc --net-raw in the engine's daemon.json (${DAEMON_JSON}) and reload it (SIGHUP)`,
+  "too-old": `Install runsc ${MIN_RELEASE} or newer (on Debian 12: apt-get install -t bookworm-backports runsc)`
+}
+
+/**
+ * The host engine's runsc cannot run Docker inside a sandbox; `fix` says
+ * what to change.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class RunscUnsuitable extends Schema.TaggedError<RunscUnsuitable>()("RunscUnsuitable", {
+  problem: Problem,
+  /** What went wrong, as seen. */
+  reason: Schema.String,
+  /** The runtime's path as the engine has it registered. */
+  path: Schema.optional(Schema.String),
+  runtimeArgs: Schema.Array(Schema.String),
+  /** `runsc --version`'s first line, when runsc could be run here. */
+  version: Schema.optional(Schema.String),
+  fix: Schema.String
+}) {
+  override get message(): string {
+    return `the host engine's runsc cannot run Docker inside a sandbox: ${this.reason}. ${this.fix}.`
+  }
+}
+
+/**
+ * A container inside a gVisor sandbox asked for a network namespace of its
+ * own. Under runsc with `--network=host` a network namespace made inside
+ * the sandbox has no network stack: runc's init asks it for its links over
+ * netlink and gets EPROTONOSUPPORT ("error during container init: protocol
+ * not supported"). Inner containers use `--network host`.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class NestedNetworkUnsupported extends Schema.TaggedError<NestedNetworkUnsupported>()(
+  "NestedNetworkUnsupported",
+  { network: Schema.String }
+) {
+  override get message(): string {
+    return `a container with --network ${this.network} cannot start inside a gVisor sandbox: a network namespace made inside runsc (--network=host) has no network stack, and runc's init fails with "protocol not supported". Use network "host" (the default).`
+  }
+}
+
+/**
+ * The registration of a runtime in `GET /info`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const Registration = Schema.Struct({
+  path: Schema.optional(Schema.String),
+  runtimeArgs: Schema.optional(Schema.NullOr(Schema.Array(Schema.String)))
+})
+
+const InfoRuntimes = Schema.Struct({
+  Runtimes: Schema.optional(Schema.Record({ key: Schema.String, value: Registration }))
+})
+
+/**
+ * What runsc's arguments set, read the way runsc reads its flags (`-x`,
+ * `--x`, `--x=v`, `--x v`; a boolean flag without a value is true). Later
+ * flags win.
+ *
+ * @since 0.2.0
+ * @category checks
+ */
+export const readArgs = (
+  args: ReadonlyArray<string>
+): { readonly network: string | undefined; readonly netRaw: boolean } => {
+  let network: string | undefined
+  let netRaw = false
+  for (let i = 0; i < args.length; i++) {
+    const match = /^--?([a-z0-9-]+)(?:=(.*))?$/.exec(args[i] ?? "")
+    if (match === null) continue
+    const [, name, value] = match
+    if (name === "network") network = value ?? args[++i]
+    if (name === "net-raw") netRaw = value === undefined || value === "true" || value === "1"
+  }
+  return { network, netRaw }
+}
+
+/**
+ * The release date in a `runsc --version` line (`runsc version
+ * release-20240729.0`, Debian's `0.0~20240729.0`).
+ *
+ * @since 0.2.0
+ * @category checks
+ */
+export const releaseOf = (version: string): number | undefined => {
+  const match = /(?:^|[^0-9])(20\d{6})(?:\.\d+)?(?:[^0-9]|$)/.exec(version)
+  return match?.[1] === undefined ? undefined : Number(match[1])
+}
+
+/**
+ * Checks a registration (and the version, when known) against what Docker
+ * inside needs.
+ *
+ * @since 0.2.0
+ * @category checks
+ */
+export const check = (
+  registration: typeof Registration.Type | undefined,
+  version?: string
+): Option.Option<RunscUnsuitable> => {
+  const runtimeArgs = registration?.runtimeArgs ?? []
+  const fail = (problem: Problem, reason: string) =>
+    Option.some(
+      new RunscUnsuitable({
+        problem,
+        reason,
+        ...(registration?.path === undefined ? {} : { path: registration.path }),
+        runtimeArgs,
+        ...(version === undefined ? {} : { version }),
+        fix: FIX[problem]
+      })
+    )
+  if (registration === undefined)
+    return fail("not-registered", `the engine has no runtime named ${RUNTIME}`)
+  const args = readArgs(runtimeArgs)
+  if (args.network !== "host")
+    return fail(
+      "network-not-host",
+      `its runtimeArgs (${runtimeArgs.join(" ") || "none"}) do not hold --network=host, so runsc refuses every container ("cannot run with network enabled in root network namespace")`
+    )
+  if (!args.netRaw)
+    return fail(
+      "no-net-raw",
+      `its runtimeArgs (${runtimeArgs.join(" ")}) do not hold --net-raw, so raw sockets (ping) fail in the containers inside`
+    )
+  const release = version === undefined ? undefined : releaseOf(version)
+  if (release !== undefined && release < MIN_RELEASE)
+    return fail(
+      "too-old",
+      `${version} is older than ${MIN_RELEASE}: it gives no cgroup v1 devices controller and dockerd inside exits ("Devices cgroup isn't mounted")`
+    )
+  return Option.none()
+}
+
+/** `runsc --version`'s first line, or undefined when it cannot run here. */
+const versionOf = (path: string): Effect.Effect<string | undefined> =>
+  resolveExecutable(path, process.env.PATH).pipe(
+    Effect.flatMap((binary) =>
+      Effect.async<string | undefined>((resume) => {
+        const child = execFile(binary, ["--version"], { timeout: 10_000 }, (error, stdout) =>
+          resume(Effect.succeed(error ? undefined : stdout.split("\n")[0]?.trim()))
+        )
+        return Effect.sync(() => child.kill("SIGKILL"))
+      })
+    ),
+    Effect.orElseSucceed(() => undefined)
+  )
+
+/**
+ * Reads the host engine's runsc registration (`GET /info`, `Runtimes`) and,
+ * when the registered binary is on this machine, its version; fails with
+ * {@link RunscUnsuitable} naming the fix when Docker inside cannot work.
+ *
+ * @since 0.2.0
+ * @category checks
+ */
+export const preflight = Effect.fn("Gvisor.preflight")(function* (engine: DockerEngineClient) {
+  const info = yield* engine.request("GET", "/info", { schema: InfoRuntimes })
+  const registration = info.Runtimes?.[RUNTIME]
+  const version = registration?.path === undefined ? undefined : yield* versionOf(registration.path)
+  const problem = check(registration, version)
+  if (Option.isSome(problem)) return yield* problem.value
+  yield* Effect.annotateCurrentSpan({ runscVersion: version ?? "unknown" })
+  return { registration, version }
+}) satisfies (engine: DockerEngineClient) => Effect.Effect<unknown, RunscUnsuitable | EngineError>

@@ -1,0 +1,223 @@
+/**
+ * Docker inside a runc sandbox reached over a directory of this machine
+ * (`dockerVia: "host-socket"`, the default): readiness and liveness over the
+ * bind-mounted socket with no process started inside, pulls over the inner
+ * Engine API, registry mirrors, and the spec's validation of them. The host
+ * engine, images and registry are set up once for the file.
+ */
+import { existsSync } from "node:fs"
+import { describe, expect, it, layer } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as Dockerd from "../src/Dockerd.js"
+import * as DockerEngine from "../src/DockerEngine.js"
+import * as Probe from "../src/Probe.js"
+import * as Sandbox from "../src/Sandbox.js"
+import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "../scripts/seedScenario.js"
+import { hasDockerd } from "./support/isolated.js"
+
+const real = hasDockerd()
+
+class Host extends Context.Tag("test/FastHost")<Host, HostEnvironment>() {}
+
+const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(Layer.provideMerge(Dockerd.layerNode))
+
+// The first run on a fresh machine builds the Debian image with debootstrap (~3 min).
+const TIMEOUT = Duration.toMillis(Duration.minutes(10))
+
+const RegistryConfig = Schema.Struct({
+  RegistryConfig: Schema.Struct({
+    Mirrors: Schema.NullOr(Schema.Array(Schema.String)),
+    InsecureRegistryCIDRs: Schema.NullOr(Schema.Array(Schema.String)),
+    IndexConfigs: Schema.Record({ key: Schema.String, value: Schema.Unknown })
+  })
+})
+
+describe("a sandbox spec's registry mirrors and insecure registries", () => {
+  it.scoped.each([
+    [{ registryMirrors: ["ftp://10.0.0.2:5000"] }, "is not a registry mirror"],
+    [{ registryMirrors: ["http://10.0.0.2:5000/v2/"] }, "with no path, user or query"],
+    [{ registryMirrors: ["--registry-mirror=http://x"] }, "is not a registry mirror"],
+    [{ insecureRegistries: ["http://10.0.0.2:5000"] }, "without http://"],
+    [{ insecureRegistries: ["10.0.0.0/8 --debug"] }, "is not an insecure registry"]
+  ] as const)("%j is InvalidConfig before anything is created: %s", ([fields, says]) =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(
+        Sandbox.create(
+          { image: SANDBOX_IMAGE, dockerEnabled: true, ...fields },
+          // Nothing listens here: the spec is refused before the engine is asked.
+          { engineSocket: "/nonexistent/engine.sock" }
+        )
+      )
+      expect(error._tag).toBe("InvalidConfig")
+      expect(error).toMatchObject({ field: "sandbox" })
+      expect(error.message).toContain(says)
+    })
+  )
+
+  it.scoped(
+    "no directory for Docker's socket (TMPDIR not there): SandboxCreateFailed saying so, before the engine is asked",
+    () =>
+      Effect.gen(function* () {
+        const saved = process.env.TMPDIR
+        process.env.TMPDIR = "/nonexistent/sandbox-docker-tmp"
+        const error = yield* Effect.flip(
+          Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true },
+            { engineSocket: "/nonexistent/engine.sock" }
+          )
+        ).pipe(
+          Effect.ensuring(
+            Effect.sync(() =>
+              saved === undefined ? delete process.env.TMPDIR : (process.env.TMPDIR = saved)
+            )
+          )
+        )
+        expect(error._tag).toBe("SandboxCreateFailed")
+        expect(error.message).toContain("cannot make a directory for Docker's socket")
+        expect(error.message).toContain("TMPDIR")
+      })
+  )
+
+  it.effect("valid ones become the inner dockerd's flags, in order", () =>
+    Effect.gen(function* () {
+      const spec = yield* Sandbox.decodeSpec({
+        image: SANDBOX_IMAGE,
+        registryMirrors: ["http://10.0.0.2:5000", "https://[fd00::1]:443/"],
+        insecureRegistries: ["10.0.0.2:5000", "10.0.0.0/8", "registry.internal"]
+      })
+      const config = Sandbox.innerDockerd(spec, Duration.seconds(1))
+      expect(config.extraArgs?.slice(-5)).toEqual([
+        "--registry-mirror=http://10.0.0.2:5000",
+        "--registry-mirror=https://[fd00::1]:443/",
+        "--insecure-registry=10.0.0.2:5000",
+        "--insecure-registry=10.0.0.0/8",
+        "--insecure-registry=registry.internal"
+      ])
+    })
+  )
+})
+
+describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host socket", () => {
+  layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
+    it.scoped(
+      "ready by socket, /_ping and containerd probed from this machine (no `docker info` exec); the directory goes with the sandbox",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          const socket = sandbox.dockerSocket
+          expect(socket).toMatch(/\/docker\.sock$/)
+          const daemon = yield* sandbox.daemon
+          expect(Probe.names(daemon.liveness)).toEqual(["ping", "containerd"])
+          expect(daemon.report.results.map((result) => result.probe)).toEqual([
+            "socket",
+            "ping",
+            "containerd"
+          ])
+          // containerd answered on its own socket, in the shared exec-root.
+          expect(daemon.report.resultOf("containerd")).toHaveProperty("version")
+          expect(daemon.serverVersion).toMatch(/^\d+\.\d+/)
+          // From this machine, over the shared socket.
+          const engine = yield* DockerEngine.make(socket ?? "")
+          const info = yield* engine.info
+          expect(info.ServerVersion).toBe(daemon.serverVersion)
+          // Inside, `docker` finds the same daemon through DOCKER_HOST.
+          const version = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const handle = yield* sandbox.exec([
+                "docker",
+                "version",
+                "--format",
+                "{{.Server.Version}}"
+              ])
+              yield* handle.awaitExit
+              return yield* handle.logTail
+            })
+          )
+          expect(version).toEqual([daemon.serverVersion])
+          yield* sandbox.remove
+          expect(existsSync(socket ?? "/")).toBe(false)
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "pull goes over the inner Engine API: per-layer progress events, the image is there, a missing one is DockerCommandFailed",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          const pull = yield* sandbox.docker.pull(host.image)
+          const events = Chunk.toReadonlyArray(yield* Stream.runCollect(pull.progress))
+          yield* pull.wait
+          expect(pull.argv).toEqual(["docker", "pull", host.image])
+          // One layer: its id and a "Pull complete", then the digest line.
+          const layers = events.filter((event) => event.id !== undefined && event.id.length === 12)
+          expect(layers.some((event) => event.status === "Pull complete")).toBe(true)
+          expect(events.some((event) => event.status.startsWith("Digest: sha256:"))).toBe(true)
+          const output = yield* pull.output
+          expect(output.stdout).toContain("Pull complete")
+          const engine = yield* DockerEngine.make(sandbox.dockerSocket ?? "")
+          yield* engine.request("GET", `/images/${encodeURIComponent(host.image)}/json`)
+
+          const missing = yield* sandbox.docker.pull("127.0.0.1:5000/demo/nothing-here:1")
+          const error = yield* Effect.flip(missing.wait)
+          expect(error._tag).toBe("DockerCommandFailed")
+          expect(error.exitCode).toBe(1)
+          expect(error.stderrTail.join("\n")).toMatch(/not found|manifest unknown/i)
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "registryMirrors: the inner dockerd lists the mirror and pulls a short name through it (the local registry)",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* Sandbox.create(
+            {
+              image: SANDBOX_IMAGE,
+              dockerEnabled: true,
+              network: "host",
+              registryMirrors: ["http://127.0.0.1:5000"],
+              insecureRegistries: ["127.0.0.1:5000"]
+            },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          yield* sandbox.daemon
+          const engine = yield* DockerEngine.make(sandbox.dockerSocket ?? "")
+          const info = yield* engine.request("GET", "/info", { schema: RegistryConfig })
+          expect(info.RegistryConfig.Mirrors).toEqual(["http://127.0.0.1:5000/"])
+          expect(Object.keys(info.RegistryConfig.IndexConfigs)).toContain("127.0.0.1:5000")
+          // `demo/busybox:1` names the default registry: only the mirror has it
+          // (this machine reaches no public registry from the engine's namespace).
+          const pull = yield* sandbox.docker.pull("demo/busybox:1")
+          yield* pull.wait
+          const run = yield* sandbox.docker.run(
+            "demo/busybox:1",
+            ["/bin/busybox", "echo", "via the mirror"],
+            {
+              remove: true
+            }
+          )
+          const output = yield* run.output
+          expect(output.stdout.trim()).toBe("via the mirror")
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+  })
+})
