@@ -16,7 +16,9 @@
  * reading the file as docker-compose normalises it (`docker-compose config`,
  * as JSON, decoded by Schema); a file that asks for networks of its own
  * (`networks`, `links`, another `network_mode`) fails with
- * {@link ComposeNetworkUnsupported} before anything is created.
+ * {@link ComposeNetworkUnsupported} before anything is created. On either
+ * runtime, `up` and `build` give build steps the sandbox's network the same
+ * way (`build.network: host`), as `build` does: there is no bridge for them.
  *
  * @since 0.1.0
  */
@@ -239,7 +241,8 @@ json.dump(yaml.safe_load(done.stdout), sys.stdout)`
 const NormalisedService = Schema.Struct({
   network_mode: Schema.optional(Schema.String),
   networks: Schema.optional(Schema.Unknown),
-  links: Schema.optional(Schema.Unknown)
+  links: Schema.optional(Schema.Unknown),
+  build: Schema.optional(Schema.Struct({ network: Schema.optional(Schema.String) }))
 })
 const NormalisedConfig = Schema.parseJson(
   Schema.Struct({
@@ -303,19 +306,34 @@ export const networkSettingRefused = (
 }
 
 /**
- * The override giving every service `network_mode: host`, as JSON (which
- * YAML reads as it is), in the file's own version.
+ * The override file for a runtime, as JSON (which YAML reads as it is), in
+ * the file's own version, or none when nothing is to change. Build steps
+ * (`RUN`) get the sandbox's network (`build.network: host`, unless the file
+ * names one), as `build`'s do: Docker inside has no bridge for them. Under
+ * `runsc` every service also gets `network_mode: host`.
  *
  * @since 0.1.0
  * @category gvisor
  */
-export const hostNetworkOverride = (config: NormalisedConfig): string =>
-  JSON.stringify({
-    ...(config.version === undefined ? {} : { version: config.version }),
-    services: Object.fromEntries(
-      Object.keys(config.services).map((service) => [service, { network_mode: "host" }])
-    )
-  }) + "\n"
+export const overrideFor = (config: NormalisedConfig, runtime: Runtime): string | undefined => {
+  const services = Object.entries(config.services).flatMap(([service, settings]) => {
+    const build =
+      settings.build !== undefined && settings.build.network === undefined
+        ? { build: { network: "host" } }
+        : {}
+    const network = runtime === "runsc" ? { network_mode: "host" } : {}
+    return Object.keys(build).length + Object.keys(network).length === 0
+      ? []
+      : [[service, { ...network, ...build }] as const]
+  })
+  if (services.length === 0) return undefined
+  return (
+    JSON.stringify({
+      ...(config.version === undefined ? {} : { version: config.version }),
+      services: Object.fromEntries(services)
+    }) + "\n"
+  )
+}
 
 /**
  * The compose commands of a sandbox.
@@ -391,7 +409,7 @@ export const make = (
    * The project's files in the sandbox, checked: the given one (text
    * written to a temp directory) and, under gVisor, the override.
    */
-  const projectFiles = (options: ProjectOptions) =>
+  const projectFiles = (options: ProjectOptions, builds: boolean) =>
     Effect.gen(function* () {
       const project = yield* checked(
         ProjectName,
@@ -427,14 +445,20 @@ export const make = (
       } else {
         files.push(file.path)
       }
-      if (runtime === "runsc") {
+      // Under runsc every command needs the override; on runc only those that may build.
+      if (runtime === "runsc" || builds) {
         const config = yield* normalised(project, files, projectDirectory)
-        const refused = networkSettingRefused(project, config)
-        if (refused !== undefined) return yield* refused
-        dir ??= yield* tempDir("", "")
-        const override = `${dir}/${OVERRIDE_NAME}`
-        yield* shortCommand(["sh", "-c", WRITE_SCRIPT, "sh", override], hostNetworkOverride(config))
-        files.push(override)
+        if (runtime === "runsc") {
+          const refused = networkSettingRefused(project, config)
+          if (refused !== undefined) return yield* refused
+        }
+        const text = overrideFor(config, runtime)
+        if (text !== undefined) {
+          dir ??= yield* tempDir("", "")
+          const override = `${dir}/${OVERRIDE_NAME}`
+          yield* shortCommand(["sh", "-c", WRITE_SCRIPT, "sh", override], text)
+          files.push(override)
+        }
       }
       return projectArgs(project, files, projectDirectory)
     })
@@ -495,7 +519,7 @@ export const make = (
   ): Effect.Effect<DockerCommand, ComposeError, Scope.Scope> =>
     Effect.gen(function* () {
       const verbArgs = yield* args
-      const global = yield* projectFiles(options)
+      const global = yield* projectFiles(options, verb === "up" || verb === "build")
       return yield* runInSandbox(manager, ready, () => [COMPOSE, ...global, verb, ...verbArgs], {
         env: composeEnv,
         spawnError: notInstalled,

@@ -378,6 +378,11 @@ export interface SandboxDocker {
     readonly buildArgs?: Readonly<Record<string, string>>
     readonly noCache?: boolean
     readonly quiet?: boolean
+    /**
+     * The network of the `RUN` steps. Default `host`, as `run`'s: Docker
+     * inside has no bridge, so a step on any other network has none.
+     */
+    readonly network?: string
   }) => Effect.Effect<DockerCommand, DockerError, Scope.Scope>
   readonly ps: (options?: {
     readonly all?: boolean
@@ -518,6 +523,7 @@ export const make = (
     build: (options) =>
       Effect.gen(function* () {
         const args = ["build", "--tag", yield* image("tag", options.tag)]
+        args.push("--network", yield* plain("network", options.network ?? "host"))
         if (options.dockerfile !== undefined)
           args.push("--file", yield* plain("dockerfile", options.dockerfile))
         for (const [key, value] of Object.entries(options.buildArgs ?? {})) {

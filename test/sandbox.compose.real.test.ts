@@ -286,14 +286,15 @@ services:
     )
 
     it.scoped(
-      "build and compose build: their lines stream while they run, and the images are there after",
+      "build (RUN steps on the sandbox's network) and compose build: their lines stream while they run, and the images are there after",
       () =>
         Effect.gen(function* () {
           const host = yield* Host
           const sandbox = yield* dockerSandbox(host)
           const dockerfile = [
             `FROM ${host.image}`,
-            "RUN echo step-marker && sleep 3",
+            // The sandbox's network (host, by default): the registry on 127.0.0.1 answers.
+            "RUN wget -q -O- http://127.0.0.1:5000/v2/_catalog && echo step-marker && sleep 3",
             'CMD ["echo", "built image runs"]',
             ""
           ].join("\n")
@@ -315,6 +316,9 @@ services:
           // The RUN step's line came while the build still ran (it sleeps 3 s after it).
           expect(built.marker.running).toBe(true)
           expect(built.lines).toContain("Successfully tagged app:1")
+          expect(built.lines.some((line) => line.includes('"repositories":["demo/busybox"]'))).toBe(
+            true
+          )
 
           const composeFile = `
 services:

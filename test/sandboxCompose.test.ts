@@ -48,17 +48,35 @@ describe("compose under gVisor: what is refused", () => {
     expect(error?.setting).toContain("version 1")
   })
 
-  it("the override keeps the file's version and gives every service network_mode host", () => {
+  it("the runsc override keeps the file's version and gives every service network_mode host", () => {
     const override = JSON.parse(
-      SandboxCompose.hostNetworkOverride(services({ web: { image: "x" }, client: {} }))
+      SandboxCompose.overrideFor(services({ web: {}, client: {} }), "runsc") ?? ""
     )
     expect(override).toEqual({
       version: "3.9",
       services: { web: { network_mode: "host" }, client: { network_mode: "host" } }
     })
-    expect(JSON.parse(SandboxCompose.hostNetworkOverride({ services: { a: {} } }))).toEqual({
-      services: { a: { network_mode: "host" } }
+  })
+
+  it("build steps get the host network on either runtime, unless the file names one; on runc nothing else changes", () => {
+    const config = services({
+      app: { build: {} },
+      own: { build: { network: "none" } },
+      web: {}
     })
+    expect(JSON.parse(SandboxCompose.overrideFor(config, "runc") ?? "")).toEqual({
+      version: "3.9",
+      services: { app: { build: { network: "host" } } }
+    })
+    expect(JSON.parse(SandboxCompose.overrideFor(config, "runsc") ?? "").services).toEqual({
+      app: { network_mode: "host", build: { network: "host" } },
+      own: { network_mode: "host" },
+      web: { network_mode: "host" }
+    })
+    expect(SandboxCompose.overrideFor(services({ web: {} }), "runc")).toBeUndefined()
+    expect(SandboxCompose.overrideFor({ services: { a: {} } }, "runsc")).toBe(
+      '{"services":{"a":{"network_mode":"host"}}}\n'
+    )
   })
 })
 
