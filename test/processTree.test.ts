@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { leftoversOf, mentionsPath } from "../src/internal/processTree.js"
+import { findDaemon, leftoversOf, mentionsPath } from "../src/internal/processTree.js"
 
 const run = promisify(execFile)
 const processTree = fileURLToPath(new URL("../src/internal/processTree.ts", import.meta.url))
@@ -74,5 +74,65 @@ describe("a daemon's leftovers", () => {
         expect(JSON.parse(stdout)).toEqual({ mentioning: [], left: { daemonSide: [], all: [] } })
       }),
     30_000
+  )
+})
+
+describe("finding a dockerd already running for these paths", () => {
+  // A process named `dockerd` (prctl PR_SET_NAME) whose command line names
+  // the data-root, in this mount namespace or in a new one (as a sandbox's
+  // inner dockerd is).
+  const standIn = (dataRoot: string, ownMounts: boolean) => {
+    const python = [
+      "python3",
+      "-c",
+      "import ctypes, time; ctypes.CDLL(None).prctl(15, b'dockerd', 0, 0, 0); print('named', flush=True); time.sleep(60)",
+      `--data-root=${dataRoot}`
+    ]
+    const child = spawn(
+      ownMounts ? "unshare" : python[0]!,
+      ownMounts ? ["--mount", ...python] : python.slice(1),
+      {
+        stdio: ["ignore", "pipe", "ignore"]
+      }
+    )
+    const named = new Promise<void>((resolve) => child.stdout.once("data", () => resolve()))
+    return { child, named }
+  }
+
+  it.live(
+    "a dockerd in this mount namespace naming the data-root is found; one in another mount namespace is not",
+    () =>
+      Effect.gen(function* () {
+        const dataRoot = "/tmp/sdt-find-daemon-data"
+        const here = standIn(dataRoot, false)
+        const elsewhere = standIn(`${dataRoot}-elsewhere`, true)
+        try {
+          yield* Effect.promise(() => Promise.all([here.named, elsewhere.named]))
+          expect(
+            yield* findDaemon({
+              pidfile: undefined,
+              socket: undefined,
+              execRoot: undefined,
+              dataRoot
+            })
+          ).toEqual({
+            _tag: "Dockerd",
+            pid: here.child.pid,
+            foundBy: "data-root"
+          })
+          // Same paths, another mount namespace: not the daemon these paths name.
+          expect(
+            yield* findDaemon({
+              pidfile: undefined,
+              socket: undefined,
+              execRoot: undefined,
+              dataRoot: `${dataRoot}-elsewhere`
+            })
+          ).toEqual({ _tag: "None" })
+        } finally {
+          here.child.kill("SIGKILL")
+          elsewhere.child.kill("SIGKILL")
+        }
+      })
   )
 })

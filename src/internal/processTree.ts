@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { readdir, readFile } from "node:fs/promises"
+import { readdir, readFile, readlink } from "node:fs/promises"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -311,10 +311,16 @@ export const findDaemon = (paths: DaemonPaths): Effect.Effect<DaemonLookup> =>
     paths.pidfile === undefined ? Effect.succeed(undefined) : readPidfile(paths.pidfile),
     (recorded) =>
       Effect.promise(async (): Promise<DaemonLookup> => {
+        // Paths name files only within a mount namespace: a sandbox's inner
+        // dockerd on the default paths is not the one these paths name.
+        const ownMounts = await mountNamespace("self")
+        const sameMounts = async (pid: number) => (await mountNamespace(pid)) === ownMounts
         if (recorded !== undefined && recorded !== process.pid) {
           const found = await liveProcess(recorded)
           if (found !== undefined) {
-            return found.comm === "dockerd" && namedIn(found.args, paths) !== undefined
+            return found.comm === "dockerd" &&
+              namedIn(found.args, paths) !== undefined &&
+              (await sameMounts(recorded))
               ? { _tag: "Dockerd", pid: recorded, foundBy: "pidfile" }
               : { _tag: "Other", pid: recorded }
           }
@@ -333,11 +339,16 @@ export const findDaemon = (paths: DaemonPaths): Effect.Effect<DaemonLookup> =>
           if (pid === undefined) continue
           const found = await liveProcess(pid)
           const by = found === undefined ? undefined : namedIn(found.args, paths)
-          if (by !== undefined && by !== "pidfile") return { _tag: "Dockerd", pid, foundBy: by }
+          if (by !== undefined && by !== "pidfile" && (await sameMounts(pid)))
+            return { _tag: "Dockerd", pid, foundBy: by }
         }
         return { _tag: "None" }
       })
   )
+
+/** A process's mount namespace (`mnt:[inode]`), or "" when it cannot be read. */
+const mountNamespace = (pid: number | "self"): Promise<string> =>
+  readlink(`/proc/${pid}/ns/mnt`).catch(() => "")
 
 /** A line of `/proc/self/mountinfo`: the fields a leftover is told by. */
 interface MountLine {
