@@ -43,12 +43,9 @@ const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(Layer.provideMerge(D
 
 /** A Docker-enabled sandbox on runsc, removed when the test's scope closes. */
 const gvisorSandbox = Effect.flatMap(Host, (host) =>
-  Effect.acquireRelease(
-    Sandbox.create(
-      { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
-      { engineSocket: host.socket, stopGrace: "5 seconds" }
-    ),
-    (sandbox) => sandbox.remove
+  Sandbox.create(
+    { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
+    { engineSocket: host.socket, stopGrace: "5 seconds" }
   )
 )
 
