@@ -74,7 +74,7 @@ describe.skipIf(!real)("sandbox-docker sandbox docker: compose, volume, build, l
   afterAll(async () => {
     if (scope !== undefined) await runtime.runPromise(Scope.close(scope, Exit.void))
     await runtime.dispose()
-  }, 120_000)
+  }, 300_000)
 
   const name = `sdc-${process.pid}`
   const engine = () => `--engine=${host.socket}`
@@ -183,7 +183,7 @@ volumes:
       error: "VolumeNotFound",
       volume: "cli-data"
     })
-  }, 120_000)
+  }, 300_000)
 
   it("build --tag --json: the build's lines as line events, up to Successfully tagged", async () => {
     const written = await cli([
@@ -202,7 +202,7 @@ volumes:
     const lines = lineEvents(build)
     expect(lines).toContain("cli-step-marker")
     expect(lines).toContain("Successfully tagged cli-app:1")
-  }, 180_000)
+  }, 300_000)
 
   it("refused arguments exit 2 before anything runs", async () => {
     const cases: ReadonlyArray<ReadonlyArray<string>> = [
@@ -219,7 +219,7 @@ volumes:
     }
     const usage = await docker(["compose", "down", "--project", "ok", "--file", "/x.yml", "web"])
     expect(usage.code).toBe(2)
-  }, 120_000)
+  }, 300_000)
 
   it("a wrong DOCKER_PASSWORD: docker commands exit 7 with DockerLoginFailed, the password nowhere in the output", async () => {
     const wrong = "wrong-cli-Pw-9931"
@@ -260,5 +260,5 @@ volumes:
     expect(removed.code).toBe(0)
     const again = await cli(["sandbox", "rm", engine(), name])
     expect(again.code).toBe(2)
-  }, 120_000)
+  }, 300_000)
 })
