@@ -20,7 +20,7 @@
  *
  * @since 0.2.0
  */
-import { execFile } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -240,12 +240,17 @@ const versionOf = (path: string): Effect.Effect<string | undefined> =>
   resolveExecutable(path, process.env.PATH).pipe(
     Effect.flatMap((binary) =>
       Effect.async<string | undefined>((resume) => {
-        const child = execFile(binary, ["--version"], { timeout: 10_000 }, (error, stdout) =>
-          resume(Effect.succeed(error ? undefined : stdout.split("\n")[0]?.trim()))
+        const child = spawn(binary, ["--version"], { stdio: ["ignore", "pipe", "ignore"] })
+        let stdout = ""
+        child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
+        child.once("error", () => resume(Effect.succeed(undefined)))
+        child.once("close", (code) =>
+          resume(Effect.succeed(code === 0 ? stdout.split("\n")[0]?.trim() : undefined))
         )
         return Effect.sync(() => child.kill("SIGKILL"))
       })
     ),
+    Effect.timeout("10 seconds"),
     Effect.orElseSucceed(() => undefined)
   )
 

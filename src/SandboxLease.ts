@@ -430,6 +430,9 @@ export const keepRenewed = (lease: Lease): Effect.Effect<void, never, Scope.Scop
       Schedule.spaced(Duration.divide(lease.ttl, 3).pipe(Option.getOrElse(() => lease.ttl)))
     ),
     Effect.delay(Duration.divide(lease.ttl, 3).pipe(Option.getOrElse(() => lease.ttl))),
+    // Interruptible even when the sandbox is made in an uninterruptible
+    // region (an acquireRelease's acquire): its scope's close must end it.
+    Effect.interruptible,
     Effect.forkScoped,
     Effect.asVoid
   )
