@@ -7,7 +7,6 @@
  *
  * @since 0.1.0
  */
-import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -20,18 +19,18 @@ import * as Stream from "effect/Stream"
 import type { DockerDaemon } from "./Dockerd.js"
 import { type DockerEngineClient, EngineBadAnswer } from "./DockerEngine.js"
 import {
+  commandOf,
   type DockerCommand,
   DockerCommandFailed,
   flag,
   InvalidDockerArgument,
   KEY,
   plain,
-  runDocker,
-  splitLines
+  runDocker
 } from "./internal/dockerCommand.js"
 import * as Handle from "./internal/handle.js"
 import { makeOutputBuffer } from "./internal/outputBuffer.js"
-import type { ProcessHandle, ProcessManagerShape } from "./ProcessManager.js"
+import type { ProcessManagerShape } from "./ProcessManager.js"
 import { Exited, type ExitStatus, Signaled } from "./ProcessStatus.js"
 import { redactText } from "./Redaction.js"
 import { NestedNetworkUnsupported } from "./Gvisor.js"
@@ -299,45 +298,6 @@ const pullOverApi = <E>(
       )
     } satisfies PullCommand
   })
-
-/** A {@link DockerCommand} of a handle (as `runInSandbox` builds one for a process). */
-const commandOf = (argv: ReadonlyArray<string>, handle: ProcessHandle): DockerCommand => {
-  const failed = Effect.gen(function* () {
-    const status = yield* handle.awaitExit
-    return new DockerCommandFailed({
-      argv,
-      ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
-      stderrTail: yield* handle.logTail
-    })
-  })
-  const exitCode = Effect.map(handle.awaitExit, (status) =>
-    status._tag === "Exited" ? status.code : 128
-  )
-  const wait = Effect.flatMap(exitCode, (code) =>
-    code === 0 ? Effect.void : Effect.flatMap(failed, Effect.fail)
-  )
-  const output = Effect.gen(function* () {
-    const chunks = Chunk.toReadonlyArray(yield* Stream.runCollect(handle.output))
-    const code = yield* exitCode
-    if (code !== 0) return yield* Effect.flatMap(failed, Effect.fail)
-    const of = (source: string) =>
-      chunks
-        .filter((chunk) => chunk.source === source)
-        .map((chunk) => chunk.text)
-        .join("")
-    return { exitCode: code, stdout: of("stdout"), stderr: of("stderr") }
-  })
-  const outputLines = splitLines(handle.output)
-  return {
-    argv,
-    process: handle,
-    exitCode,
-    wait,
-    lines: Stream.map(outputLines, (line) => line.line),
-    outputLines,
-    output
-  }
-}
 
 /**
  * The Docker commands of one sandbox.

@@ -233,46 +233,58 @@ export const runInSandbox = <E, S = DockerCommandFailed>(
             : new DockerCommandFailed({ argv, stderrTail: [redactText(error.message, secrets)] })
         )
       )
-    const failed = Effect.gen(function* () {
-      const status = yield* handle.awaitExit
-      return new DockerCommandFailed({
-        argv,
-        ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
-        stderrTail: yield* handle.logTail
-      })
-    })
-    const exitCode = Effect.map(handle.awaitExit, (status) =>
-      status._tag === "Exited" ? status.code : 128
-    )
-    const wait = Effect.flatMap(exitCode, (code) =>
-      code === 0 ? Effect.void : Effect.flatMap(failed, Effect.fail)
-    )
-    const output = Effect.gen(function* () {
-      const chunks = Chunk.toReadonlyArray(yield* Stream.runCollect(handle.output))
-      const code = yield* exitCode
-      if (code !== 0) return yield* Effect.flatMap(failed, Effect.fail)
-      const of = (source: string) =>
-        chunks
-          .filter((chunk) => chunk.source === source)
-          .map((chunk) => chunk.text)
-          .join("")
-      return { exitCode: code, stdout: of("stdout"), stderr: of("stderr") }
-    })
-    const outputLines = splitLines(handle.output)
-    return {
-      argv,
-      process: handle,
-      exitCode,
-      wait,
-      lines: Stream.map(outputLines, (line) => line.line),
-      outputLines,
-      output
-    } satisfies DockerCommand
+    return commandOf(argv, handle)
   }).pipe(
     Effect.withSpan(options.span?.name ?? "SandboxDocker.run", {
       attributes: options.span?.attributes ?? {}
     })
   )
+
+/**
+ * A {@link DockerCommand} of a started process: its exit code, its failure
+ * with the log tail, its output collected or as lines. `argv` is what errors
+ * show (secrets already redacted).
+ *
+ * @since 0.2.0
+ * @category running
+ */
+export const commandOf = (argv: ReadonlyArray<string>, handle: ProcessHandle): DockerCommand => {
+  const failed = Effect.gen(function* () {
+    const status = yield* handle.awaitExit
+    return new DockerCommandFailed({
+      argv,
+      ...(status._tag === "Exited" ? { exitCode: status.code } : { signal: status.signal }),
+      stderrTail: yield* handle.logTail
+    })
+  })
+  const exitCode = Effect.map(handle.awaitExit, (status) =>
+    status._tag === "Exited" ? status.code : 128
+  )
+  const wait = Effect.flatMap(exitCode, (code) =>
+    code === 0 ? Effect.void : Effect.flatMap(failed, Effect.fail)
+  )
+  const output = Effect.gen(function* () {
+    const chunks = Chunk.toReadonlyArray(yield* Stream.runCollect(handle.output))
+    const code = yield* exitCode
+    if (code !== 0) return yield* Effect.flatMap(failed, Effect.fail)
+    const of = (source: string) =>
+      chunks
+        .filter((chunk) => chunk.source === source)
+        .map((chunk) => chunk.text)
+        .join("")
+    return { exitCode: code, stdout: of("stdout"), stderr: of("stderr") }
+  })
+  const outputLines = splitLines(handle.output)
+  return {
+    argv,
+    process: handle,
+    exitCode,
+    wait,
+    lines: Stream.map(outputLines, (line) => line.line),
+    outputLines,
+    output
+  }
+}
 
 /**
  * Runs `docker ARGS` in the sandbox once Docker is ready, against the
