@@ -321,7 +321,9 @@ const createBody = (
 ) => ({
   Image: spec.image,
   Entrypoint:
-    hostDir === undefined ? ["sleep", "infinity"] : ["sh", "-c", ENTRY_SCRIPT, "sh", INNER_DIR],
+    hostDir === undefined
+      ? ["sleep", "infinity"]
+      : ["sh", "-c", ENTRY_SCRIPT, "sh", INNER_DIR, PREPARE_SCRIPT],
   Cmd: [],
   Env: [
     ...Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
@@ -382,10 +384,10 @@ fi
  * The entrypoint of a sandbox reached over a host directory: the
  * preparation as the container starts (no exec), its complaints in
  * `prepare.log`, then `prepared`, which the host waits for before it starts
- * dockerd. `$1` is the directory.
+ * dockerd. `$1` is the directory, `$2` the preparation (a constant).
  */
 const ENTRY_SCRIPT = `exec 2>"$1/prepare.log"
-${PREPARE_SCRIPT}
+sh -c "$2"
 : >"$1/prepared"
 exec sleep infinity
 `
