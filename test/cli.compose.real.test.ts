@@ -5,8 +5,7 @@
  * `hostEnvironment`, set up once for the file), exit codes and `--json`
  * events. Each command is its own process.
  */
-import { execFileSync, spawn } from "node:child_process"
-import { existsSync } from "node:fs"
+import { spawn } from "node:child_process"
 import * as Exit from "effect/Exit"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Scope from "effect/Scope"
@@ -51,10 +50,6 @@ const cli = (args: ReadonlyArray<string>, stdin = ""): Promise<Result> =>
 
 const lineEvents = (result: Result) =>
   result.events.filter((event) => event.event === "line").map((event) => String(event.line))
-
-beforeAll(() => {
-  if (!existsSync(BIN)) execFileSync("npm", ["run", "build"], { stdio: "inherit" })
-})
 
 describe.skipIf(!real)("sandbox-docker sandbox docker: compose, volume, build, login", () => {
   const runtime = ManagedRuntime.make(Dockerd.layerNode)

@@ -5,8 +5,7 @@
  * `hostEnvironment`, set up once for the file). Lease files go to the host
  * environment's directory (`XDG_RUNTIME_DIR`).
  */
-import { execFile, execFileSync, spawn } from "node:child_process"
-import { existsSync } from "node:fs"
+import { execFile, spawn } from "node:child_process"
 import { promisify } from "node:util"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -61,11 +60,6 @@ const cli = (
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
     child.on("close", (code) => resolve({ code, stdout, stderr, events: parseEvents(stdout) }))
   })
-
-beforeAll(() => {
-  if (!existsSync(BIN))
-    execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" })
-})
 
 describe("sandbox gc, ls, renew (no engine needed)", () => {
   it("each has --help with the exit codes", async () => {

@@ -9,7 +9,7 @@
  * with live-restore, a crash, the restart and the stop leave the running
  * containers alone.
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import { request } from "node:http"
 import { createInterface } from "node:readline"
@@ -18,7 +18,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import { afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import * as Dockerd from "../src/Dockerd.js"
 import * as DockerdConfig from "../src/DockerdConfig.js"
 import { isAlive } from "../src/Preflight.js"
@@ -37,10 +37,6 @@ const BIN = "dist/bin/sandbox-docker.js"
 const real = hasDockerd()
 const root = process.getuid?.() === 0
 const dirs: Array<string> = []
-
-beforeAll(() => {
-  if (!existsSync(BIN)) execFileSync("npm", ["run", "build"], { stdio: "inherit" })
-})
 
 /**
  * Whatever a test left, removed whatever happened: processes naming its
