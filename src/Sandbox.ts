@@ -190,7 +190,7 @@ export interface CreateOptions {
   readonly onEvent?: EventSink | undefined
   /** Grace between SIGTERM and SIGKILL for dockerd inside. Default 10 s. */
   readonly stopGrace?: Duration.DurationInput | undefined
-  /** How dockerd inside is checked after ready. Default: 1 s / 2 s / 3; under runsc `Gvisor.liveness`. */
+  /** How dockerd inside is checked after ready. Default: 1 s / 2 s / 3; under runsc by exec `Gvisor.liveness`. */
   readonly liveness?: Supervisor.LivenessPolicy | undefined
   /**
    * The sandbox's owner and lease (labels on its container; see
@@ -200,13 +200,16 @@ export interface CreateOptions {
    */
   readonly lease?: SandboxLease.LeaseOptions | undefined
   /**
-   * How this machine reaches Docker inside. `host-socket` (the default on
-   * runc): dockerd's socket and exec-root are in a directory of this
-   * machine bind-mounted into the sandbox, so readiness, liveness and pulls
-   * go over that socket and no probe starts a process inside; the
-   * preparation runs as the container starts. `exec` (always on runsc): every
-   * probe is a `docker` command run inside through the Engine's exec API.
-   * Use `exec` for an engine that does not share this machine's file system.
+   * How this machine reaches Docker inside. `host-socket` (the default):
+   * dockerd's socket and exec-root are in a directory of this machine
+   * bind-mounted into the sandbox, so readiness, liveness and pulls go over
+   * that socket and no probe starts a process inside; the preparation runs
+   * as the container starts. On runsc it needs the engine's runsc
+   * registered with `--host-uds=create`: without it the default is `exec`,
+   * and asking for `host-socket` fails with `RunscUnsuitable` (`no-host-uds`).
+   * `exec`: every probe is a `docker` command run inside through the
+   * Engine's exec API. Use `exec` for an engine that does not share this
+   * machine's file system.
    */
   readonly dockerVia?: "host-socket" | "exec" | undefined
 }
@@ -470,10 +473,13 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   engine: DockerEngine.DockerEngineClient,
   spec: SandboxSpec,
   labels: Readonly<Record<string, string>> = {},
-  hostDir?: string
+  hostDir?: string,
+  /** The runsc preflight, when the caller has already run it. */
+  runscChecked?: Gvisor.Preflight
 ) {
   if (spec.dockerEnabled && spec.network === "host") yield* refuseHostNetworkBeside(engine, spec)
-  if (spec.dockerEnabled && spec.runtime === "runsc") yield* checkRunsc(engine, spec)
+  if (spec.dockerEnabled && spec.runtime === "runsc" && runscChecked === undefined)
+    yield* checkRunsc(engine, spec, { hostSocket: hostDir !== undefined })
   const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
   const created = yield* engine
     .request("POST", `/containers/create${query}`, {
@@ -529,10 +535,15 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
 /**
  * Docker inside gVisor needs the engine's runsc registered with
  * `--network=host --net-raw`, and a runsc release that gives the sandbox
- * the devices cgroup: checked before anything is created.
+ * the devices cgroup; reached over a host socket, also `--host-uds=create`:
+ * checked before anything is created.
  */
-const checkRunsc = (engine: DockerEngine.DockerEngineClient, spec: SandboxSpec) =>
-  Gvisor.preflight(engine).pipe(
+const checkRunsc = (
+  engine: DockerEngine.DockerEngineClient,
+  spec: SandboxSpec,
+  needs: { readonly hostSocket?: boolean }
+) =>
+  Gvisor.preflight(engine, needs).pipe(
     Effect.catchTags({
       EngineUnreachable: (error) =>
         new SandboxCreateFailed({
@@ -626,16 +637,26 @@ export const create = Effect.fn("Sandbox.create")(function* (
     Effect.provide(NodeFileSystem.layer),
     Effect.tapError(() => Scope.close(scope, Exit.void))
   )
-  // Docker inside reached over a directory of this machine (runc only: a
-  // socket made inside gVisor is not one this machine can connect to).
-  const viaHost = spec.dockerEnabled && spec.runtime === "runc" && options.dockerVia !== "exec"
+  // Docker inside reached over a directory of this machine: on runc, and on
+  // runsc registered with --host-uds=create (its sockets made inside are
+  // then the host's); asked for explicitly, that registration is required.
+  const runsc =
+    spec.dockerEnabled && spec.runtime === "runsc"
+      ? yield* checkRunsc(engine, spec, { hostSocket: options.dockerVia === "host-socket" }).pipe(
+          Effect.tapError(() => Scope.close(scope, Exit.void))
+        )
+      : undefined
+  const viaHost =
+    spec.dockerEnabled &&
+    options.dockerVia !== "exec" &&
+    (runsc?.hostSocket ?? spec.runtime === "runc")
   const hostDir = viaHost
     ? yield* sharedDirectory(spec).pipe(
         Scope.extend(scope),
         Effect.tapError(() => Scope.close(scope, Exit.void))
       )
     : undefined
-  const { id, name } = yield* createContainer(engine, spec, lease.labels, hostDir).pipe(
+  const { id, name } = yield* createContainer(engine, spec, lease.labels, hostDir, runsc).pipe(
     // Registered first, so it runs last: after Docker inside has stopped.
     Effect.tap(({ id }) => Scope.addFinalizer(scope, removeContainer(engine, id))),
     // An interruption (a pool closing while it fills) waits for the engine's
@@ -680,7 +701,11 @@ export const create = Effect.fn("Sandbox.create")(function* (
       Effect.zipRight(
         Supervisor.run(config, {
           readiness: options.readiness ?? fast.withDeadline("60 seconds"),
-          liveness: options.liveness ?? (spec.runtime === "runsc" ? Gvisor.liveness : undefined),
+          // Patient under runsc only by exec: over the host socket /_ping stays
+          // fast while dockerd inside copies vfs layers (docs/sandboxes.md).
+          liveness:
+            options.liveness ??
+            (spec.runtime === "runsc" && hostDir === undefined ? Gvisor.liveness : undefined),
           location: "remote",
           onEvent: emit,
           onReady: (daemon) => SubscriptionRef.set(state, { _tag: "Ready", daemon }),
