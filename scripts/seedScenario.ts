@@ -16,6 +16,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Dockerd from "../src/Dockerd.js"
+import * as Gvisor from "../src/Gvisor.js"
 import { pidsMentioning } from "../src/internal/processTree.js"
 import * as Probe from "../src/Probe.js"
 import { ProcessManager } from "../src/ProcessManager.js"
@@ -61,9 +62,13 @@ export const networkNamespace = (name: string): Effect.Effect<string, never, Sco
     () => Effect.promise(() => run("ip", ["netns", "delete", name]).catch(() => undefined))
   )
 
-/** The host engine's daemon.json: gVisor's runsc registered as a runtime. */
+/**
+ * The host engine's daemon.json: gVisor's runsc registered as a runtime, as
+ * `Gvisor.DAEMON_JSON` recommends (`--host-uds=create`: Docker inside
+ * reached over a host socket).
+ */
 const HOST_DAEMON_JSON = {
-  runtimes: { runsc: { path: "runsc", runtimeArgs: ["--net-raw", "--network=host"] } }
+  runtimes: { runsc: { path: "runsc", runtimeArgs: [...Gvisor.RUNTIME_ARGS] } }
 }
 
 /** A phase runner: runs an effect, records and prints how long it took. */

@@ -12,7 +12,11 @@
  * One sandbox per runtime in {@link RUNTIMES}, on a host engine of the
  * test's own (scripts/seedScenario.ts `hostEnvironment`).
  */
+import { execFile } from "node:child_process"
 import { existsSync, readFileSync, readlinkSync } from "node:fs"
+import * as Net from "node:net"
+import * as Path from "node:path"
+import { promisify } from "node:util"
 import { describe, expect, layer } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -28,6 +32,7 @@ import * as SandboxSecurity from "../src/SandboxSecurity.js"
 import { hasDockerd } from "./support/isolated.js"
 
 const real = hasDockerd()
+const run = promisify(execFile)
 
 /**
  * The runtimes the suite runs on. Adding one is adding it here: every
@@ -110,6 +115,29 @@ const HostLive = Layer.scoped(
     return { ...host, engineId: ID, markPid: mark.pid }
   }).pipe(Effect.orDie)
 ).pipe(Layer.provideMerge(Dockerd.layerNode))
+
+/** Where a sandbox reached over a host socket has the shared directory. */
+const SHARED_INSIDE = "/run/sandbox-docker-shared"
+
+/**
+ * A unix socket of this machine at `path` that forwards each connection to
+ * `target`, closed with the scope; `accepted` counts the connections.
+ */
+const forwardTo = (path: string, target: string) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly server: Net.Server; readonly accepted: () => number }>((resume) => {
+      let accepted = 0
+      const server = Net.createServer((client) => {
+        accepted++
+        const upstream = Net.connect(target)
+        client.pipe(upstream).pipe(client)
+        client.on("error", () => upstream.destroy())
+        upstream.on("error", () => client.destroy())
+      })
+      server.listen(path, () => resume(Effect.succeed({ server, accepted: () => accepted })))
+    }),
+    ({ server }) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+  )
 
 // The first run on a fresh machine builds the Debian image (~3 min).
 const TIMEOUT = Duration.toMillis(Duration.minutes(10))
@@ -226,6 +254,60 @@ describe.skipIf(!real)("escaping sandboxes", () => {
                 expect(sandbox.isolation.openRoutes.includes(route)).toBe(open)
                 if (open && hostLacks(route)) expect(found.outcome, found.detail).toBe("absent")
                 else expect(reachesHost, `${found.outcome}: ${found.detail}`).toBe(open)
+              })
+          )
+        }
+
+        if (runtime === "runsc") {
+          it.scoped(
+            "runsc (--host-uds=create): a host socket put in the shared directory, forwarding to the host engine, is refused to the sandbox, while this machine reaches the sockets made inside",
+            () =>
+              Effect.gen(function* () {
+                const { sandbox } = yield* Probed
+                const host = yield* Host
+                const socket = sandbox.dockerSocket
+                if (socket === undefined) {
+                  return expect.fail("the runsc sandbox is not reached over a host socket")
+                }
+                // The host engine, behind a socket of this machine that the sandbox sees.
+                const bait = Path.join(Path.dirname(socket), "host-engine.sock")
+                const forwarder = yield* forwardTo(bait, host.socket)
+                const engineId = `{{.ID}}`
+                const byHost = yield* Effect.promise(() =>
+                  run("docker", ["-H", `unix://${bait}`, "info", "--format", engineId])
+                )
+                // The forwarder reaches the host engine from here.
+                expect(byHost.stdout.trim()).toBe(host.engineId)
+                const accepted = forwarder.accepted()
+                const inside = `${SHARED_INSIDE}/host-engine.sock`
+                const tried = yield* execIn(sandbox, [
+                  "sh",
+                  "-c",
+                  `test -S "$1" && echo "seen as a socket"; timeout 20 docker -H "unix://$1" info --format '${engineId}' 2>&1; echo "exit $?"`,
+                  "sh",
+                  inside
+                ])
+                // Seen, but not connectable: the refusal is runsc's, not a missing file.
+                expect(tried.lines).toContain("seen as a socket")
+                expect(tried.lines.join("\n")).not.toContain(host.engineId)
+                expect(tried.lines.at(-1)).not.toBe("exit 0")
+                expect(forwarder.accepted()).toBe(accepted)
+                // The socket Docker inside made answers inside and here.
+                const own = yield* execIn(sandbox, [
+                  "docker",
+                  "-H",
+                  `unix://${SHARED_INSIDE}/docker.sock`,
+                  "info",
+                  "--format",
+                  engineId
+                ])
+                expect(own.status).toMatchObject({ _tag: "Exited", code: 0 })
+                const inner = yield* DockerEngine.make(socket)
+                const innerInfo = yield* inner.request("GET", "/info", {
+                  schema: Schema.Struct({ ID: Schema.String })
+                })
+                expect(own.lines).toEqual([innerInfo.ID])
+                expect(innerInfo.ID).not.toBe(host.engineId)
               })
           )
         }

@@ -6,15 +6,20 @@
  * their own.
  */
 import { execFile, execFileSync } from "node:child_process"
+import { lstatSync } from "node:fs"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
+import * as Path from "node:path"
 import { promisify } from "node:util"
 import { describe, expect, it, layer } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as Containerd from "../src/Containerd.js"
 import * as Dockerd from "../src/Dockerd.js"
 import * as DockerEngine from "../src/DockerEngine.js"
 import { pidsMentioning } from "../src/internal/processTree.js"
@@ -26,6 +31,7 @@ import { isolatedConfig } from "./support/isolated.js"
 import { withDir } from "./support/withDir.js"
 
 const run = promisify(execFile)
+const BUILD_IMAGES = new URL("../scripts/build-images.sh", import.meta.url).pathname
 
 const hasRunsc = (): boolean => {
   try {
@@ -41,13 +47,19 @@ class Host extends Context.Tag("test/Host")<Host, HostEnvironment>() {}
 
 const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(Layer.provideMerge(Dockerd.layerNode))
 
-/** A Docker-enabled sandbox on runsc, removed when the test's scope closes. */
-const gvisorSandbox = Effect.flatMap(Host, (host) =>
-  Sandbox.create(
-    { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
-    { engineSocket: host.socket, stopGrace: "5 seconds" }
+/**
+ * A Docker-enabled sandbox on runsc, removed when the test's scope closes;
+ * the engine registers runsc with `--host-uds=create`, so by default it is
+ * reached over a host socket.
+ */
+const gvisorSandboxVia = (dockerVia?: Sandbox.CreateOptions["dockerVia"]) =>
+  Effect.flatMap(Host, (host) =>
+    Sandbox.create(
+      { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
+      { engineSocket: host.socket, stopGrace: "5 seconds", dockerVia }
+    )
   )
-)
+const gvisorSandbox = gvisorSandboxVia()
 
 // The first run on a fresh machine builds the Debian image with debootstrap (~3 min).
 const TIMEOUT = Duration.toMillis(Duration.minutes(10))
@@ -55,6 +67,8 @@ const TIMEOUT = Duration.toMillis(Duration.minutes(10))
 const ContainerInspect = Schema.Struct({
   HostConfig: Schema.Struct({ Runtime: Schema.String })
 })
+
+const EngineInfo = Schema.Struct({ ID: Schema.String, Driver: Schema.String })
 
 /** Runs a command in the sandbox and gives its output lines. */
 const execLines = (sandbox: Sandbox.Sandbox, argv: readonly [string, ...Array<string>]) =>
@@ -88,7 +102,7 @@ const stdoutOf = <E, R>(command: Effect.Effect<SandboxDocker.DockerCommand, E, R
 describe.skipIf(!hasRunsc())("Docker inside gVisor (runsc)", () => {
   layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
     it.scoped(
-      "create, ready, pull, run: on runsc (gVisor's kernel answers inside) Docker is ready on vfs, pulls from the local registry and runs a container",
+      "create, ready, pull, run over a host socket (--host-uds=create): on runsc (gVisor's kernel answers inside) Docker is ready on vfs, its socket and containerd's answer this machine, the pull goes over the inner Engine API and a container runs",
       () =>
         Effect.gen(function* () {
           const host = yield* Host
@@ -104,7 +118,28 @@ describe.skipIf(!hasRunsc())("Docker inside gVisor (runsc)", () => {
           expect(daemon.serverVersion).toMatch(/^\d+\.\d+/)
           expect(daemon.storageDriver).toBe("vfs")
           expect(daemon.config.profile).toBe("gvisor")
-          yield* Effect.flatMap(sandbox.docker.pull(host.image), (pull) => pull.wait)
+          // A socket made inside gVisor, answering here: Docker inside's.
+          const socket = sandbox.dockerSocket
+          if (socket === undefined)
+            return expect.fail("a runsc sandbox with --host-uds=create has no dockerSocket")
+          expect(lstatSync(socket).isSocket()).toBe(true)
+          const inner = yield* DockerEngine.make(socket)
+          const innerInfo = yield* inner.request("GET", "/info", { schema: EngineInfo })
+          const hostInfo = yield* engine.request("GET", "/info", { schema: EngineInfo })
+          expect(innerInfo.ID).not.toBe(hostInfo.ID)
+          expect(innerInfo.Driver).toBe("vfs")
+          // containerd's socket, in the exec-root beside it, answers too.
+          const containerd = yield* Containerd.make(
+            Path.join(Path.dirname(socket), "exec", "containerd", "containerd.sock")
+          )
+          expect((yield* containerd.version).version).toMatch(/^\d+\.\d+/)
+          // The pull over the inner Engine API: per-layer events, no process inside.
+          const pull = yield* sandbox.docker.pull(host.image)
+          const events = Chunk.toReadonlyArray(yield* Stream.runCollect(pull.progress))
+          yield* pull.wait
+          expect(pull.process.pid).toBe(0)
+          expect(events.some((event) => event.status === "Pull complete")).toBe(true)
+          yield* inner.request("GET", `/images/${encodeURIComponent(host.image)}/json`)
           const output = yield* Effect.flatMap(
             sandbox.docker.run(host.image, ["/bin/busybox", "echo", "hello from gVisor"], {
               remove: true
@@ -112,6 +147,28 @@ describe.skipIf(!hasRunsc())("Docker inside gVisor (runsc)", () => {
             (container) => container.output
           )
           expect(output.stdout.trim()).toBe("hello from gVisor")
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "dockerVia exec on runsc: no host socket (dockerSocket undefined); Docker inside is ready by exec probes, pulls by docker pull inside and runs a container",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* gvisorSandboxVia("exec")
+          expect(sandbox.dockerSocket).toBeUndefined()
+          const daemon = yield* sandbox.daemon
+          expect(daemon.storageDriver).toBe("vfs")
+          const pull = yield* sandbox.docker.pull(host.image)
+          yield* pull.wait
+          // docker pull, a process inside.
+          expect(pull.process.pid).toBeGreaterThan(0)
+          const output = yield* Effect.flatMap(
+            sandbox.docker.run(host.image, ["/bin/busybox", "echo", "by exec"], { remove: true }),
+            (container) => container.output
+          )
+          expect(output.stdout.trim()).toBe("by exec")
         }),
       TIMEOUT
     )
@@ -176,24 +233,26 @@ describe.skipIf(!hasRunsc())("Docker inside gVisor (runsc)", () => {
       TIMEOUT
     )
 
-    it.scoped(
-      "the inner dockerd killed after ready: sandbox.daemon and docker commands fail with DaemonDied (exit 137: SIGKILL from outside the process manager)",
-      () =>
-        Effect.gen(function* () {
-          const sandbox = yield* gvisorSandbox
-          const daemon = yield* sandbox.daemon
-          yield* execLines(sandbox, ["sh", "-c", "kill -KILL $(cat /var/run/docker.pid)"])
-          // The supervisor sees the exit and settles the sandbox's Docker state.
-          const error = yield* Effect.flip(sandbox.daemon).pipe(
-            Effect.retry({ schedule: Schedule.spaced("200 millis") }),
-            Effect.timeout("60 seconds")
-          )
-          expect(error).toMatchObject({ _tag: "DaemonDied", pid: daemon.pid, exitCode: 137 })
-          const ps = yield* Effect.flip(Effect.scoped(sandbox.docker.ps()))
-          expect(ps._tag).toBe("DaemonDied")
-        }),
-      TIMEOUT
-    )
+    for (const dockerVia of ["host-socket", "exec"] as const)
+      it.scoped(
+        `${dockerVia}: the inner dockerd killed after ready: sandbox.daemon and docker commands fail with DaemonDied (exit 137: SIGKILL from outside the process manager)`,
+        () =>
+          Effect.gen(function* () {
+            const sandbox = yield* gvisorSandboxVia(dockerVia)
+            expect(sandbox.dockerSocket === undefined).toBe(dockerVia === "exec")
+            const daemon = yield* sandbox.daemon
+            yield* execLines(sandbox, ["sh", "-c", "kill -KILL $(cat /var/run/docker.pid)"])
+            // The supervisor sees the exit and settles the sandbox's Docker state.
+            const error = yield* Effect.flip(sandbox.daemon).pipe(
+              Effect.retry({ schedule: Schedule.spaced("200 millis") }),
+              Effect.timeout("60 seconds")
+            )
+            expect(error).toMatchObject({ _tag: "DaemonDied", pid: daemon.pid, exitCode: 137 })
+            const ps = yield* Effect.flip(Effect.scoped(sandbox.docker.ps()))
+            expect(ps._tag).toBe("DaemonDied")
+          }),
+        TIMEOUT
+      )
 
     it.scoped(
       "the inner dockerd crashing at start under runsc (a bad daemon.json in the image): DaemonCrashed, diagnosis bad-config",
@@ -254,7 +313,10 @@ describe.skipIf(!hasRunsc())(
   "the host engine's runsc, checked before a gVisor sandbox is created",
   () => {
     /** An engine of its own with `runtimes` in its daemon.json, and what creating a gVisor sandbox on it gives. */
-    const createOn = (runtimes: (dir: string) => unknown) =>
+    const createOn = (
+      runtimes: (dir: string) => unknown,
+      dockerVia?: Sandbox.CreateOptions["dockerVia"]
+    ) =>
       withDir((dir) =>
         Effect.gen(function* () {
           yield* Effect.promise(() =>
@@ -273,7 +335,7 @@ describe.skipIf(!hasRunsc())(
           const error = yield* Effect.flip(
             Sandbox.create(
               { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
-              { engineSocket: socket }
+              { engineSocket: socket, dockerVia }
             )
           )
           const engine = yield* DockerEngine.make(socket)
@@ -285,7 +347,7 @@ describe.skipIf(!hasRunsc())(
       )
 
     it.live(
-      "runsc not registered, without --network=host, without --net-raw, or too old: RunscUnsuitable naming the fix; nothing created",
+      "runsc not registered, without --network=host, without --net-raw, too old, or without --host-uds=create when a host socket is asked for: RunscUnsuitable naming the fix; nothing created",
       () =>
         Effect.gen(function* () {
           const runsc = (path: string, runtimeArgs: ReadonlyArray<string>) => ({
@@ -294,6 +356,7 @@ describe.skipIf(!hasRunsc())(
           const cases: ReadonlyArray<{
             readonly runtimes: (dir: string) => unknown
             readonly problem: Gvisor.Problem
+            readonly dockerVia?: Sandbox.CreateOptions["dockerVia"]
           }> = [
             { runtimes: () => ({}), problem: "not-registered" },
             { runtimes: () => runsc("runsc", ["--net-raw"]), problem: "network-not-host" },
@@ -302,17 +365,70 @@ describe.skipIf(!hasRunsc())(
             {
               runtimes: (dir) => runsc(`${dir}/old-runsc`, Gvisor.RUNTIME_ARGS),
               problem: "too-old"
+            },
+            {
+              runtimes: () => runsc("runsc", ["--net-raw", "--network=host", "--host-uds=open"]),
+              problem: "no-host-uds",
+              dockerVia: "host-socket"
             }
           ]
-          for (const { problem, runtimes } of cases) {
-            const { containers, error } = yield* createOn(runtimes)
+          for (const { dockerVia, problem, runtimes } of cases) {
+            const { containers, error } = yield* createOn(runtimes, dockerVia)
             expect(error).toMatchObject({ _tag: "RunscUnsuitable", problem })
             expect(error.message).toContain(
               problem === "too-old" ? "bookworm-backports" : "daemon.json"
             )
+            if (problem === "no-host-uds") {
+              expect(error).toMatchObject({
+                runtimeArgs: ["--net-raw", "--network=host", "--host-uds=open"]
+              })
+              expect(error.message).toContain("--host-uds=create")
+              expect(error.message).toContain('dockerVia: "exec"')
+            }
             expect(containers).toEqual([])
           }
         }),
+      TIMEOUT
+    )
+
+    it.live(
+      "runsc registered without --host-uds: a sandbox asking for no way in is reached by exec (dockerSocket undefined) and Docker inside is ready",
+      () =>
+        withDir((dir) =>
+          Effect.gen(function* () {
+            yield* Effect.promise(() =>
+              writeFile(
+                `${dir}/daemon.json`,
+                JSON.stringify({
+                  runtimes: {
+                    runsc: { path: "runsc", runtimeArgs: ["--net-raw", "--network=host"] }
+                  }
+                })
+              )
+            )
+            const config = isolatedConfig(dir, {
+              extraArgs: ["--bridge=none", "--ip6tables=false", `--config-file=${dir}/daemon.json`]
+            })
+            const engine = yield* Dockerd.start(config)
+            yield* Effect.promise(() =>
+              run("bash", [BUILD_IMAGES, "debian-docker"], {
+                env: { ...process.env, DOCKER_HOST: `unix://${engine.socket}` },
+                maxBuffer: 1 << 24
+              })
+            )
+            yield* Effect.scoped(
+              Effect.gen(function* () {
+                const sandbox = yield* Sandbox.create(
+                  { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
+                  { engineSocket: engine.socket, stopGrace: "5 seconds" }
+                )
+                expect(sandbox.dockerSocket).toBeUndefined()
+                const daemon = yield* sandbox.daemon
+                expect(daemon.storageDriver).toBe("vfs")
+              })
+            )
+          })
+        ),
       TIMEOUT
     )
   }
