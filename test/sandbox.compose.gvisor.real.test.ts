@@ -37,13 +37,18 @@ const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(Layer.provideMerge(D
 // The first run on a fresh machine builds the Debian image with debootstrap.
 const TIMEOUT = Duration.toMillis(Duration.minutes(10))
 
-/** A Docker-enabled sandbox on runsc, on the engine's network (where the registry listens). */
-const gvisorSandbox = Effect.flatMap(Host, (host) =>
-  Sandbox.create(
-    { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
-    { engineSocket: host.socket, stopGrace: "5 seconds" }
+/**
+ * A Docker-enabled sandbox on runsc, on the engine's network (where the
+ * registry listens), reached the default way or the one given.
+ */
+const sandboxVia = (dockerVia?: "host-socket" | "exec") =>
+  Effect.flatMap(Host, (host) =>
+    Sandbox.create(
+      { image: SANDBOX_IMAGE, runtime: "runsc", dockerEnabled: true, network: "host" },
+      { engineSocket: host.socket, stopGrace: "5 seconds", dockerVia }
+    )
   )
-)
+const gvisorSandbox = sandboxVia()
 
 /** Runs a shell script in the sandbox to its end: exit code and output lines. */
 const shell = (sandbox: Sandbox.Sandbox, script: string) =>
@@ -95,63 +100,65 @@ volumes:
 
 describe.skipIf(!hasRunsc())("compose and volumes in a gVisor (runsc) sandbox", () => {
   layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
-    it.scoped(
-      "a two-service compose file from the local registry comes up on runsc with network_mode host, one service reaches the other on localhost, its logs stream live, and down --volumes leaves no container, network or volume",
-      () =>
-        Effect.gen(function* () {
-          const host = yield* Host
-          const sandbox = yield* gvisorSandbox
-          // gVisor's own kernel answers inside (runc's host kernel never prints this).
-          expect((yield* shell(sandbox, "dmesg")).lines.join("\n")).toContain("gVisor")
-          const compose = sandbox.docker.compose
-          const project = { file: { text: twoServices(host.image) }, project: "demo" }
+    // Either way in to Docker inside (the engine's socket through a host directory, or exec).
+    for (const via of ["host-socket", "exec"] as const)
+      it.scoped(
+        `a two-service compose file from the local registry comes up on runsc (Docker reached by ${via}) with network_mode host, one service reaches the other on localhost, its logs stream live, and down --volumes leaves no container, network or volume`,
+        () =>
+          Effect.gen(function* () {
+            const host = yield* Host
+            const sandbox = yield* sandboxVia(via)
+            // gVisor's own kernel answers inside (runc's host kernel never prints this).
+            expect((yield* shell(sandbox, "dmesg")).lines.join("\n")).toContain("gVisor")
+            const compose = sandbox.docker.compose
+            const project = { file: { text: twoServices(host.image) }, project: "demo" }
 
-          const up = yield* Effect.scoped(
-            Effect.flatMap(compose.up(project), (command) =>
-              Effect.zip(Stream.runCollect(command.lines), command.wait)
+            const up = yield* Effect.scoped(
+              Effect.flatMap(compose.up(project), (command) =>
+                Effect.zip(Stream.runCollect(command.lines), command.wait)
+              )
             )
-          )
-          const upLines = [...up[0]]
-          expect(upLines.some((line) => /Creating demo_web_1/.test(line))).toBe(true)
-          expect(upLines.some((line) => /Creating demo_client_1/.test(line))).toBe(true)
+            const upLines = [...up[0]]
+            expect(upLines.some((line) => /Creating demo_web_1/.test(line))).toBe(true)
+            expect(upLines.some((line) => /Creating demo_client_1/.test(line))).toBe(true)
 
-          const seen = yield* Effect.scoped(
-            Effect.flatMap(
-              compose.logs({ ...project, follow: true, services: ["client"] }),
-              (logs) => firstLineWith(logs, "client got: hello-from-web")
+            const seen = yield* Effect.scoped(
+              Effect.flatMap(
+                compose.logs({ ...project, follow: true, services: ["client"] }),
+                (logs) => firstLineWith(logs, "client got: hello-from-web")
+              )
             )
-          )
-          expect(seen.running).toBe(true)
-          expect(seen.line).toMatch(/^client_1\s+\| client got: hello-from-web$/)
+            expect(seen.running).toBe(true)
+            expect(seen.line).toMatch(/^client_1\s+\| client got: hello-from-web$/)
 
-          const ps = yield* dockerLines(compose.ps(project))
-          expect(ps.some((line) => /^demo_web_1\s.*\sUp/.test(line))).toBe(true)
-          expect(ps.some((line) => /^demo_client_1\s.*\sUp/.test(line))).toBe(true)
-          // The override: both services on the sandbox's network, no network made for the project.
-          const modes = yield* shell(
-            sandbox,
-            "docker inspect --format '{{.HostConfig.NetworkMode}}' demo_web_1 demo_client_1"
-          )
-          expect(modes.lines).toEqual(["host", "host"])
-          const networks = yield* shell(sandbox, "docker network ls --format '{{.Name}}'")
-          expect([...networks.lines].sort()).toEqual(["host", "none"])
-          const volumes = yield* sandbox.docker.volume.ls()
-          expect(volumes.map((volume) => volume.Name)).toEqual(["demo_data"])
+            const ps = yield* dockerLines(compose.ps(project))
+            expect(ps.some((line) => /^demo_web_1\s.*\sUp/.test(line))).toBe(true)
+            expect(ps.some((line) => /^demo_client_1\s.*\sUp/.test(line))).toBe(true)
+            // The override: both services on the sandbox's network, no network made for the project.
+            const modes = yield* shell(
+              sandbox,
+              "docker inspect --format '{{.HostConfig.NetworkMode}}' demo_web_1 demo_client_1"
+            )
+            expect(modes.lines).toEqual(["host", "host"])
+            const networks = yield* shell(sandbox, "docker network ls --format '{{.Name}}'")
+            expect([...networks.lines].sort()).toEqual(["host", "none"])
+            const volumes = yield* sandbox.docker.volume.ls()
+            expect(volumes.map((volume) => volume.Name)).toEqual(["demo_data"])
 
-          yield* Effect.scoped(
-            Effect.flatMap(compose.down({ ...project, volumes: true }), (down) => down.wait)
-          )
-          const after = yield* shell(
-            sandbox,
-            "docker ps --all --quiet; docker network ls --format '{{.Name}}'; docker volume ls --quiet"
-          )
-          expect(after.code).toBe(0)
-          expect([...after.lines].sort()).toEqual(["host", "none"])
-          const temps = yield* shell(sandbox, "ls /tmp | grep sandbox-docker-compose || true")
-          expect(temps.lines).toEqual([])
-        }),
-      TIMEOUT
-    )
+            yield* Effect.scoped(
+              Effect.flatMap(compose.down({ ...project, volumes: true }), (down) => down.wait)
+            )
+            const after = yield* shell(
+              sandbox,
+              "docker ps --all --quiet; docker network ls --format '{{.Name}}'; docker volume ls --quiet"
+            )
+            expect(after.code).toBe(0)
+            expect([...after.lines].sort()).toEqual(["host", "none"])
+            const temps = yield* shell(sandbox, "ls /tmp | grep sandbox-docker-compose || true")
+            expect(temps.lines).toEqual([])
+          }),
+        TIMEOUT
+      )
 
     it.scoped(
       "on runsc a named volume survives its container's removal, refuses rm while in use, and goes with volume rm",
