@@ -24,7 +24,6 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -35,9 +34,10 @@ import type { EventSink } from "./DaemonEvent.js"
 import { describe as describeStatus } from "./ProcessStatus.js"
 import type { DockerDaemon } from "./Dockerd.js"
 import * as DockerHost from "./DockerHost.js"
-import type { DockerdConfigInput } from "./DockerdConfig.js"
+import * as DockerdConfig from "./DockerdConfig.js"
 import * as DockerEngine from "./DockerEngine.js"
 import * as Gvisor from "./Gvisor.js"
+import * as EntrypointProcess from "./internal/entrypointProcess.js"
 import type { StartError, SupervisionError } from "./errors.js"
 import { InvalidConfig } from "./errors.js"
 import * as Probe from "./Probe.js"
@@ -273,7 +273,7 @@ const ContainerSummary = Schema.Struct({
 export const innerDockerd = (
   spec: SandboxSpec,
   stopGrace: Duration.Duration
-): DockerdConfigInput => {
+): DockerdConfig.DockerdConfigInput => {
   const registries = [
     ...spec.registryMirrors.map((mirror) => `--registry-mirror=${mirror}`),
     ...spec.insecureRegistries.map((entry) => `--insecure-registry=${entry}`)
@@ -316,17 +316,21 @@ const INNER_DIR = "/run/sandbox-docker-shared"
 const INNER_SOCKET = "docker.sock"
 const INNER_EXEC_ROOT = "exec"
 
-/** The container's create body; `hostDir` is bind-mounted at INNER_DIR. */
+/**
+ * The container's create body; `hostDir` is bind-mounted at INNER_DIR, and
+ * the entrypoint prepares the sandbox and starts `dockerd` (an argv) there.
+ */
 const createBody = (
   spec: SandboxSpec,
   labels: Readonly<Record<string, string>>,
-  hostDir?: string
+  hostDir?: string,
+  dockerd: ReadonlyArray<string> = []
 ) => ({
   Image: spec.image,
   Entrypoint:
     hostDir === undefined
       ? ["sleep", "infinity"]
-      : ["sh", "-c", ENTRY_SCRIPT, "sh", INNER_DIR, PREPARE_SCRIPT],
+      : EntrypointProcess.entrypoint(INNER_DIR, PREPARE_SCRIPT, dockerd),
   Cmd: [],
   Env: [
     ...Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
@@ -381,18 +385,6 @@ else
       failed "mount -t cgroup -o devices devices /sys/fs/cgroup/devices"
   fi
 fi
-`
-
-/**
- * The entrypoint of a sandbox reached over a host directory: the
- * preparation as the container starts (no exec), its complaints in
- * `prepare.log`, then `prepared`, which the host waits for before it starts
- * dockerd. `$1` is the directory, `$2` the preparation (a constant).
- */
-const ENTRY_SCRIPT = `exec 2>"$1/prepare.log"
-sh -c "$2"
-: >"$1/prepared"
-exec sleep infinity
 `
 
 /**
@@ -462,9 +454,29 @@ export interface SandboxContainer {
 }
 
 /**
- * Creates and starts the sandbox container on the host engine (nothing
- * inside is prepared or started). The container is removed again (with its
- * volumes) if it cannot be started. `labels` are added to the container's.
+ * What {@link createContainer} prepares inside.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ContainerInside {
+  /**
+   * A directory of this machine, bind-mounted at
+   * `/run/sandbox-docker-shared`: the entrypoint prepares the sandbox as it
+   * starts (its complaints in `prepare.log` there).
+   */
+  readonly hostDir?: string | undefined
+  /** With `hostDir`: the dockerd argv the entrypoint then starts. */
+  readonly dockerd?: ReadonlyArray<string> | undefined
+  /** The runsc preflight, when the caller has already run it. */
+  readonly runscChecked?: Gvisor.Preflight | undefined
+}
+
+/**
+ * Creates and starts the sandbox container on the host engine. The
+ * container is removed again (with its volumes) if it cannot be started.
+ * `labels` are added to the container's. Without `inside.hostDir` nothing
+ * inside is prepared or started.
  *
  * @since 0.1.0
  * @category constructors
@@ -473,17 +485,16 @@ export const createContainer = Effect.fn("Sandbox.createContainer")(function* (
   engine: DockerEngine.DockerEngineClient,
   spec: SandboxSpec,
   labels: Readonly<Record<string, string>> = {},
-  hostDir?: string,
-  /** The runsc preflight, when the caller has already run it. */
-  runscChecked?: Gvisor.Preflight
+  inside: ContainerInside = {}
 ) {
+  const { dockerd, hostDir, runscChecked } = inside
   if (spec.dockerEnabled && spec.network === "host") yield* refuseHostNetworkBeside(engine, spec)
   if (spec.dockerEnabled && spec.runtime === "runsc" && runscChecked === undefined)
     yield* checkRunsc(engine, spec, { hostSocket: hostDir !== undefined })
   const query = spec.name === undefined ? "" : `?name=${encodeURIComponent(spec.name)}`
   const created = yield* engine
     .request("POST", `/containers/create${query}`, {
-      body: createBody(spec, labels, hostDir),
+      body: createBody(spec, labels, hostDir, dockerd),
       schema: ContainerCreated
     })
     .pipe(
@@ -656,7 +667,25 @@ export const create = Effect.fn("Sandbox.create")(function* (
         Effect.tapError(() => Scope.close(scope, Exit.void))
       )
     : undefined
-  const { id, name } = yield* createContainer(engine, spec, lease.labels, hostDir, runsc).pipe(
+  // Docker inside's configuration; reached over the directory, its dockerd
+  // is started by the container's entrypoint (no exec round trip first).
+  const dockerd = spec.dockerEnabled
+    ? yield* DockerdConfig.decode(
+        hostDir === undefined
+          ? innerDockerd(spec, stopGrace)
+          : {
+              ...innerDockerd(spec, stopGrace),
+              socket: `${INNER_DIR}/${INNER_SOCKET}`,
+              execRoot: `${INNER_DIR}/${INNER_EXEC_ROOT}`
+            }
+      ).pipe(Effect.tapError(() => Scope.close(scope, Exit.void)))
+    : undefined
+  const dockerdArgv = dockerd === undefined ? undefined : DockerdConfig.argv(dockerd)
+  const { id, name } = yield* createContainer(engine, spec, lease.labels, {
+    hostDir,
+    dockerd: dockerdArgv,
+    runscChecked: runsc
+  }).pipe(
     // Registered first, so it runs last: after Docker inside has stopped.
     Effect.tap(({ id }) => Scope.addFinalizer(scope, removeContainer(engine, id))),
     // An interruption (a pool closing while it fills) waits for the engine's
@@ -682,24 +711,25 @@ export const create = Effect.fn("Sandbox.create")(function* (
       : { _tag: "Failed", error: new DockerNotEnabled({ sandbox: name }) }
   )
 
-  if (spec.dockerEnabled) {
-    const inner = innerDockerd(spec, stopGrace)
-    const config: DockerdConfigInput =
-      hostDir === undefined
-        ? inner
-        : {
-            ...inner,
-            socket: `${INNER_DIR}/${INNER_SOCKET}`,
-            execRoot: `${INNER_DIR}/${INNER_EXEC_ROOT}`
-          }
+  if (dockerd !== undefined && dockerdArgv !== undefined) {
     const probes =
       innerEngine === undefined
         ? undefined
         : yield* hostProbes(hostDir ?? "", innerEngine).pipe(Scope.extend(scope))
-    const starting = hostDir === undefined ? prepare(manager, spec) : awaitPrepared(hostDir)
+    // The entrypoint's dockerd is adopted by the first start; restarts exec.
+    const starter =
+      hostDir === undefined
+        ? manager
+        : yield* EntrypointProcess.adoptingFirst(manager, dockerdArgv, (execOptions) =>
+            EntrypointProcess.adopt(
+              { dir: hostDir, argv: dockerdArgv, containerId: id, engine, manager },
+              execOptions
+            ).pipe(Effect.provide(NodeFileSystem.layer))
+          )
+    const starting = hostDir === undefined ? prepare(manager, spec) : Effect.void
     yield* starting.pipe(
       Effect.zipRight(
-        Supervisor.run(config, {
+        Supervisor.run(dockerd, {
           readiness: options.readiness ?? fast.withDeadline("60 seconds"),
           // Patient under runsc only by exec: over the host socket /_ping stays
           // fast while dockerd inside copies vfs layers (docs/sandboxes.md).
@@ -715,7 +745,7 @@ export const create = Effect.fn("Sandbox.create")(function* (
       Effect.catchAll((error: StartError | SupervisionError) =>
         SubscriptionRef.set(state, { _tag: "Failed", error })
       ),
-      Effect.provideService(ProcessManager, manager),
+      Effect.provideService(ProcessManager, starter),
       // A remote start asks nothing of this machine's host.
       Effect.provide(DockerHost.layer),
       Effect.annotateLogs({ sandbox: name }),
@@ -802,34 +832,6 @@ const hostProbes = (hostDir: string, engine: DockerEngine.DockerEngineClient) =>
       ])
     } satisfies DockerHost.DaemonProbes
   })
-
-/**
- * Waits (at most 20 s) until the entrypoint has prepared the sandbox; what
- * failed in the preparation is logged (Debug): dockerd then says what it
- * lacks.
- */
-const awaitPrepared = (hostDir: string) =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const marker = Path.join(hostDir, "prepared")
-    // A few milliseconds after the start: the host's exec round trips
-    // (container inspect, process manager) usually take longer.
-    yield* fs.exists(marker).pipe(
-      Effect.filterOrFail((exists) => exists),
-      Effect.retry(Schedule.spaced("5 millis")),
-      Effect.timeout("20 seconds")
-    )
-    const complaints = yield* fs.readFileString(Path.join(hostDir, "prepare.log"))
-    if (complaints.trim().length > 0) {
-      yield* Effect.logDebug("preparation steps failed").pipe(
-        Effect.annotateLogs({ output: complaints.trim().split("\n").join(" | ") })
-      )
-    }
-  }).pipe(
-    Effect.provide(NodeFileSystem.layer),
-    Effect.ignore,
-    Effect.withSpan("Sandbox.awaitPrepared")
-  )
 
 /** Waits until Docker inside is ready or has failed. */
 const awaitDocker = (

@@ -12,6 +12,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Dockerd from "../src/Dockerd.js"
@@ -29,6 +30,19 @@ const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(Layer.provideMerge(D
 
 // The first run on a fresh machine builds the Debian image with debootstrap (~3 min).
 const TIMEOUT = Duration.toMillis(Duration.minutes(10))
+
+/** What is read of an Engine event. */
+const EngineEvent = Schema.Struct({ Action: Schema.String })
+
+/** Runs `argv` in the sandbox; its output lines once it has ended. */
+const execLines = (sandbox: Sandbox.Sandbox, argv: readonly [string, ...Array<string>]) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const handle = yield* sandbox.exec(argv)
+      yield* handle.awaitExit
+      return yield* handle.logTail
+    })
+  )
 
 const RegistryConfig = Schema.Struct({
   RegistryConfig: Schema.Struct({
@@ -146,6 +160,66 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
           expect(version).toEqual([daemon.serverVersion])
           yield* sandbox.remove
           expect(existsSync(socket ?? "/")).toBe(false)
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "dockerd starts with the container: no exec runs in the sandbox until Docker is ready (the engine's events list none; an exec after it is listed)",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const engine = yield* DockerEngine.make(host.socket)
+          const since = Math.floor(Date.now() / 1000) - 1
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          const daemon = yield* sandbox.daemon
+          const execsUntilNow = Effect.gen(function* () {
+            const until = Math.ceil(Date.now() / 1000) + 1
+            const filters = encodeURIComponent(JSON.stringify({ container: [sandbox.id] }))
+            const lines = yield* Stream.runCollect(
+              engine.lines("GET", `/events?since=${since}&until=${until}&filters=${filters}`)
+            )
+            return Chunk.toReadonlyArray(lines)
+              .map((line) => Schema.decodeUnknownSync(EngineEvent)(JSON.parse(line)))
+              .filter((event) => event.Action.startsWith("exec_create"))
+          })
+          expect(yield* execsUntilNow).toEqual([])
+          // The process is the entrypoint's: its pid is the one it wrote.
+          const pid = yield* execLines(sandbox, ["cat", "/run/sandbox-docker-shared/dockerd.pid"])
+          expect(pid).toEqual([String(daemon.pid)])
+          // The same look sees an exec once one has run.
+          expect((yield* execsUntilNow).length).toBeGreaterThan(0)
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "the entrypoint's dockerd killed after ready: sandbox.daemon and docker commands fail with DaemonDied (SIGKILL), its last log lines in the error",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          const daemon = yield* sandbox.daemon
+          yield* execLines(sandbox, ["sh", "-c", `kill -KILL ${daemon.pid}`])
+          const error = yield* Effect.flip(sandbox.daemon).pipe(
+            Effect.retry({ schedule: Schedule.spaced("200 millis") }),
+            Effect.timeout("60 seconds")
+          )
+          expect(error).toMatchObject({ _tag: "DaemonDied", pid: daemon.pid, signal: "SIGKILL" })
+          // dockerd's output, read from its log in the shared directory.
+          expect(error._tag === "DaemonDied" && error.logTail.join("\n")).toContain(
+            "API listen on /run/sandbox-docker-shared/docker.sock"
+          )
+          const ps = yield* Effect.flip(Effect.scoped(sandbox.docker.ps()))
+          expect(ps._tag).toBe("DaemonDied")
+          yield* sandbox.remove
         }),
       TIMEOUT
     )
