@@ -6,7 +6,7 @@
  * their own.
  */
 import { execFile, execFileSync } from "node:child_process"
-import { lstatSync } from "node:fs"
+import { existsSync, lstatSync } from "node:fs"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import * as Path from "node:path"
 import { promisify } from "node:util"
@@ -296,15 +296,18 @@ describe.skipIf(!hasRunsc())("Docker inside gVisor (runsc)", () => {
     )
 
     it.scoped(
-      "remove: the sandbox's container and every process of it (runsc sandbox, gofer, shim, dockerd) are gone",
+      "remove: the sandbox's container, every process of it (runsc sandbox, gofer, shim, dockerd) and its host directory (the sockets made inside) are gone",
       () =>
         Effect.gen(function* () {
           const host = yield* Host
           const sandbox = yield* gvisorSandbox
           yield* sandbox.daemon
+          const shared = Path.dirname(sandbox.dockerSocket ?? "")
+          expect(existsSync(Path.join(shared, "docker.sock"))).toBe(true)
           expect(yield* pidsMentioning(sandbox.id)).not.toEqual([])
           yield* sandbox.remove
           expect(yield* pidsMentioning(sandbox.id)).toEqual([])
+          expect(existsSync(shared)).toBe(false)
           const engine = yield* DockerEngine.make(host.socket)
           const left = yield* engine.request("GET", "/containers/json?all=true", {
             schema: Schema.Array(Schema.Struct({ Id: Schema.String }))
