@@ -16,7 +16,8 @@
  * reading the file as docker-compose normalises it (`docker-compose config`,
  * as JSON, decoded by Schema); a file that asks for networks of its own
  * (`networks`, `links`, another `network_mode`) fails with
- * {@link ComposeNetworkUnsupported} before anything is created. On either
+ * {@link ComposeNetworkUnsupported} before anything is created. A version 1
+ * file (services at the top level) gets a version 1 override (`net: host`). On either
  * runtime, `up` and `build` give build steps the sandbox's network the same
  * way (`build.network: host`), as `build` does: there is no bridge for them.
  *
@@ -105,12 +106,15 @@ export class ComposeNetworkUnsupported extends Schema.TaggedError<ComposeNetwork
     /** The service that asks, or none for the file's top-level `networks`. */
     service: Schema.optional(Schema.String),
     /** What it asks for, as written in the file. */
-    setting: Schema.String
+    setting: Schema.String,
+    /** What to change, when it is more than removing the setting. */
+    fix: Schema.optional(Schema.String)
   }
 ) {
   override get message(): string {
     const who = this.service === undefined ? "the file" : `service ${this.service}`
-    return `compose project ${this.project}: ${who} asks for ${this.setting}, but under gVisor (runsc) Docker inside the sandbox has no network of its own to give (no bridge, no iptables): every service runs with network_mode: host, set by an override file, and reaches the others on localhost. Remove ${this.setting} from the file, or use a runc sandbox.`
+    const fix = this.fix ?? `Remove ${this.setting} from the file, or use a runc sandbox.`
+    return `compose project ${this.project}: ${who} asks for ${this.setting}, but under gVisor (runsc) Docker inside the sandbox has no network of its own to give (no bridge, no iptables): every service runs with network_mode: host, set by an override file, and reaches the others on localhost. ${fix}`
   }
 }
 
@@ -264,9 +268,20 @@ const NormalisedConfig = Schema.parseJson(
  */
 export type NormalisedConfig = typeof NormalisedConfig.Type
 
+/** A file in the version 1 format (services at the top level, no `version` key). */
+const isVersion1 = (config: NormalisedConfig): boolean =>
+  config.version !== undefined && /^1(\.|$)/.test(config.version)
+
+/** What to do with a version 1 file whose builds need the sandbox's network. */
+const TO_VERSION_2 =
+  'Make it a version 2 file: add `version: "2"` at its top and move the services under a `services:` key; its build steps then get the sandbox\'s network (build.network: host).'
+
 /**
  * What under gVisor cannot be given: the first setting found, in the order
- * of the file's services (by name).
+ * of the file's services (by name). A version 1 file's services all get
+ * `network_mode: bridge` from docker-compose (its default, not a request),
+ * which the override replaces; a `build` there is refused, since that
+ * format cannot give build steps a network.
  *
  * @since 0.1.0
  * @category gvisor
@@ -275,12 +290,7 @@ export const networkSettingRefused = (
   project: string,
   config: NormalisedConfig
 ): ComposeNetworkUnsupported | undefined => {
-  if (config.version !== undefined && /^1(\.|$)/.test(config.version)) {
-    return new ComposeNetworkUnsupported({
-      project,
-      setting: "the version 1 file format (its services always get a bridge network)"
-    })
-  }
+  const version1 = isVersion1(config)
   const networks = Object.keys(config.networks ?? {})
   if (networks.length > 0) {
     return new ComposeNetworkUnsupported({
@@ -295,11 +305,19 @@ export const networkSettingRefused = (
       return new ComposeNetworkUnsupported({ project, service, setting: "networks" })
     if (settings.links !== undefined)
       return new ComposeNetworkUnsupported({ project, service, setting: "links" })
-    if (settings.network_mode !== undefined && settings.network_mode !== "host")
+    const mode = settings.network_mode
+    if (mode !== undefined && mode !== "host" && !(version1 && mode === "bridge"))
       return new ComposeNetworkUnsupported({
         project,
         service,
-        setting: `network_mode: ${settings.network_mode}`
+        setting: `network_mode: ${mode}`
+      })
+    if (version1 && settings.build !== undefined)
+      return new ComposeNetworkUnsupported({
+        project,
+        service,
+        setting: "build in the version 1 format (no way to give its build steps a network)",
+        fix: TO_VERSION_2
       })
   }
   return undefined
@@ -310,12 +328,21 @@ export const networkSettingRefused = (
  * the file's own version, or none when nothing is to change. Build steps
  * (`RUN`) get the sandbox's network (`build.network: host`, unless the file
  * names one), as `build`'s do: Docker inside has no bridge for them. Under
- * `runsc` every service also gets `network_mode: host`.
+ * `runsc` every service also gets `network_mode: host`. A version 1 file
+ * gets a version 1 override (docker-compose refuses to mix versions): under
+ * `runsc` `net: host` for every service, on runc nothing (that format has
+ * no build network, and its builds need none there).
  *
  * @since 0.1.0
  * @category gvisor
  */
 export const overrideFor = (config: NormalisedConfig, runtime: Runtime): string | undefined => {
+  if (isVersion1(config)) {
+    const names = Object.keys(config.services)
+    return runtime !== "runsc" || names.length === 0
+      ? undefined
+      : JSON.stringify(Object.fromEntries(names.map((name) => [name, { net: "host" }]))) + "\n"
+  }
   const services = Object.entries(config.services).flatMap(([service, settings]) => {
     const build =
       settings.build !== undefined && settings.build.network === undefined

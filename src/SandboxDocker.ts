@@ -622,10 +622,79 @@ export const loginFromEnv = (
 }
 
 /**
+ * Run as `python3 -c STORED_SCRIPT`: the docker CLI's config file in the
+ * sandbox (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`) with
+ * each `auths` entry emptied, so no credential leaves the sandbox; `{}`
+ * when there is no file. python3 is in the image for docker-compose.
+ */
+const STORED_SCRIPT = `import json, os
+home = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+try:
+    with open(os.path.join(home, "config.json")) as file:
+        config = json.load(file)
+except FileNotFoundError:
+    config = {}
+print(json.dumps({"auths": {key: {} for key in (config.get("auths") or {})}}))`
+
+/** What is read of the docker CLI's config: the registries it holds credentials for. */
+const StoredAuths = Schema.parseJson(
+  Schema.Struct({
+    auths: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.Unknown }), {
+      default: () => ({})
+    })
+  })
+)
+
+/** Docker Hub's names, as the docker CLI may key its credentials. */
+const HUB = ["index.docker.io", "docker.io", "registry-1.docker.io"]
+
+/** A registry address or config key as a host (`https://h:5000/v1/` → `h:5000`), as docker compares them. */
+const registryHost = (address: string): string =>
+  address.replace(/^https?:\/\//, "").split("/")[0] ?? address
+
+/**
+ * Whether the docker CLI inside the sandbox already holds credentials for
+ * the registry (Docker Hub when absent): an `auths` entry in its config.
+ * Anything unreadable (no python3, a config that is not JSON) counts as no:
+ * the login then runs, as it would have.
+ *
+ * @since 0.1.0
+ * @category login
+ */
+export const hasStoredLogin = (
+  manager: ProcessManagerShape,
+  registry: string | undefined
+): Effect.Effect<boolean> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const handle = yield* manager.exec(["python3", "-c", STORED_SCRIPT], {
+        tailLines: 5,
+        keepOutput: 1024 * 1024,
+        killGrace: "1 second"
+      })
+      const stdout = yield* Stream.runFold(handle.output, "", (text, chunk) =>
+        chunk.source === "stdout" ? text + chunk.text : text
+      )
+      const status = yield* handle.awaitExit
+      if (status._tag !== "Exited" || status.code !== 0) return false
+      const stored = yield* Schema.decodeUnknown(StoredAuths)(stdout)
+      const wanted = registry === undefined ? HUB : [registryHost(registry)]
+      return Object.keys(stored.auths).some((key) => wanted.includes(registryHost(key)))
+    })
+  ).pipe(
+    Effect.timeout("20 seconds"),
+    Effect.orElseSucceed(() => false),
+    Effect.withSpan("SandboxDocker.hasStoredLogin")
+  )
+
+/**
  * `ready`, followed once by the login when `login` is given: the login runs
  * (on a fiber of the current scope) as soon as Docker is ready, and every
  * Docker command waits for it. Its failure is {@link DockerLoginFailed}, its
- * password never in argv, output, logs or the error.
+ * password never in argv, output, logs or the error. With `unlessStored`,
+ * the login is skipped when the docker CLI inside already holds credentials
+ * for the registry ({@link hasStoredLogin}): for a caller that attaches to
+ * the same sandbox again and again, such as the CLI.
  *
  * @since 0.1.0
  * @category login
@@ -633,15 +702,27 @@ export const loginFromEnv = (
 export const readyAfterLogin = <E>(
   manager: ProcessManagerShape,
   ready: Effect.Effect<DockerDaemon, E>,
-  login: Option.Option<RegistryLogin>
+  login: Option.Option<RegistryLogin>,
+  options: { readonly unlessStored?: boolean } = {}
 ): Effect.Effect<Effect.Effect<DockerDaemon, E | DockerLoginFailed>, never, Scope.Scope> =>
   Option.match(login, {
     onNone: () => Effect.succeed(ready),
     onSome: (credentials) =>
       Effect.gen(function* () {
         const done = yield* Deferred.make<DockerDaemon, E | DockerLoginFailed>()
+        const loginOnce = Effect.gen(function* () {
+          if (
+            options.unlessStored === true &&
+            (yield* hasStoredLogin(manager, credentials.registry))
+          ) {
+            return yield* Effect.logDebug(
+              "login skipped: the docker CLI inside holds credentials"
+            ).pipe(Effect.annotateLogs({ registry: credentials.registry ?? "Docker Hub" }))
+          }
+          yield* loginNow(manager, ready, credentials)
+        })
         yield* ready.pipe(
-          Effect.tap(() => loginNow(manager, ready, credentials)),
+          Effect.tap(() => loginOnce),
           Effect.intoDeferred(done),
           Effect.forkScoped
         )

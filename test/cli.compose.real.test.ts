@@ -5,7 +5,6 @@
  * `hostEnvironment`, set up once for the file), exit codes and `--json`
  * events. Each command is its own process.
  */
-import { spawn } from "node:child_process"
 import * as Exit from "effect/Exit"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Scope from "effect/Scope"
@@ -13,40 +12,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Dockerd from "../src/Dockerd.js"
 import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "../scripts/seedScenario.js"
 import { authRegistry } from "./support/authRegistry.js"
+import { type Result, run } from "./support/cli.js"
 import { hasDockerd } from "./support/isolated.js"
 
-const BIN = "dist/bin/sandbox-docker.js"
 const real = hasDockerd()
 
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-  readonly events: ReadonlyArray<Record<string, unknown>>
-}
-
-const cli = (args: ReadonlyArray<string>, stdin = ""): Promise<Result> =>
-  new Promise((resolve) => {
-    const child = spawn("node", [BIN, ...args], { stdio: ["pipe", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
-    child.stdin.end(stdin)
-    child.on("close", (code) => {
-      const events = stdout.split("\n").flatMap((line) => {
-        try {
-          const parsed: unknown = JSON.parse(line)
-          return typeof parsed === "object" && parsed !== null
-            ? [parsed as Record<string, unknown>]
-            : []
-        } catch {
-          return []
-        }
-      })
-      resolve({ code, stdout, stderr, events })
-    })
-  })
+/** Runs the CLI to its end, `stdin` (a compose file for `--file -`) on its standard input. */
+const cli = (args: ReadonlyArray<string>, stdin?: string): Promise<Result> =>
+  run(args, stdin === undefined ? {} : { stdin })
 
 const lineEvents = (result: Result) =>
   result.events.filter((event) => event.event === "line").map((event) => String(event.line))
@@ -115,6 +88,41 @@ volumes:
     const after = await inside("cat /root/.docker/config.json")
     expect(after.stdout).toContain(`"${registry}"`)
     expect(list.stdout + list.stderr).not.toContain(password)
+  }, 300_000)
+
+  it("a later docker command does not log in again while the docker CLI inside holds the registry's credentials; after a logout the next one logs in again", async () => {
+    // A docker CLI inside that notes each invocation's arguments (the password goes on stdin).
+    const wrapped = await inside(
+      [
+        "cat > /usr/local/bin/docker <<'EOF'",
+        "#!/bin/sh",
+        'printf "%s\\n" "$*" >> /tmp/docker-calls',
+        'exec /usr/bin/docker "$@"',
+        "EOF",
+        "chmod +x /usr/local/bin/docker"
+      ].join("\n")
+    )
+    expect(wrapped.code, wrapped.stderr).toBe(0)
+    const calls = async () =>
+      (await inside("cat /tmp/docker-calls; rm -f /tmp/docker-calls")).stdout
+    for (const args of [["ps"], ["volume", "ls", "--json"]]) {
+      const result = await docker(args)
+      expect(result.code, result.stdout + result.stderr).toBe(0)
+      const seen = await calls()
+      // The command ran through the wrapper, and no login with it.
+      expect(seen).toContain(args[0])
+      expect(seen).not.toMatch(/ login /)
+    }
+    const logout = await inside(`/usr/bin/docker logout ${registry}`)
+    expect(logout.code, logout.stderr).toBe(0)
+    const again = await docker(["ps"])
+    expect(again.code, again.stdout + again.stderr).toBe(0)
+    const seen = await calls()
+    expect(seen).toContain(` login --username tester --password-stdin ${registry}`)
+    expect(seen).not.toContain(password)
+    expect((await inside("cat /root/.docker/config.json")).stdout).toContain(`"${registry}"`)
+    expect(again.stdout + again.stderr).not.toContain(password)
+    expect((await inside("rm /usr/local/bin/docker")).code).toBe(0)
   }, 300_000)
 
   it("compose up --file - --json: its lines as line events; the services reach each other; down --volumes leaves no container, network or volume", async () => {

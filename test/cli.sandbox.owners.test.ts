@@ -5,7 +5,7 @@
  * `hostEnvironment`, set up once for the file). Lease files go to the host
  * environment's directory (`XDG_RUNTIME_DIR`).
  */
-import { execFile, spawn } from "node:child_process"
+import { execFile } from "node:child_process"
 import { promisify } from "node:util"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -20,46 +20,18 @@ import {
   hostEnvironment,
   SANDBOX_IMAGE
 } from "../scripts/seedScenario.js"
+import { type Result, run as runCli } from "./support/cli.js"
 import { hasDockerd } from "./support/isolated.js"
 
-const BIN = "dist/bin/sandbox-docker.js"
 const real = hasDockerd()
 const run = promisify(execFile)
-
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-  readonly events: ReadonlyArray<Record<string, unknown>>
-}
-
-const parseEvents = (stdout: string) =>
-  stdout.split("\n").flatMap((line) => {
-    try {
-      const parsed: unknown = JSON.parse(line)
-      return typeof parsed === "object" && parsed !== null
-        ? [parsed as Record<string, unknown>]
-        : []
-    } catch {
-      return []
-    }
-  })
 
 /** Runs the CLI; `via` is a command line that runs it as its child (`sh -c '…; true'`). */
 const cli = (
   args: ReadonlyArray<string>,
   env: NodeJS.ProcessEnv = process.env,
-  via: ReadonlyArray<string> = []
-): Promise<Result> =>
-  new Promise((resolve) => {
-    const [command, ...rest] = [...via, "node", BIN, ...args]
-    const child = spawn(command ?? "node", rest, { stdio: ["ignore", "pipe", "pipe"], env })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
-    child.on("close", (code) => resolve({ code, stdout, stderr, events: parseEvents(stdout) }))
-  })
+  via?: ReadonlyArray<string>
+): Promise<Result> => runCli(args, { env, ...(via === undefined ? {} : { via }) })
 
 describe("sandbox gc, ls, renew (no engine needed)", () => {
   it("each has --help with the exit codes", async () => {

@@ -9,7 +9,7 @@
  * with live-restore, a crash, the restart and the stop leave the running
  * containers alone.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
 import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import { request } from "node:http"
 import { createInterface } from "node:readline"
@@ -29,11 +29,11 @@ import {
   pidsMentioning
 } from "../src/internal/processTree.js"
 import * as Supervisor from "../src/Supervisor.js"
+import { run, start } from "./support/cli.js"
 import { hasDockerd, removeDir, tempDir } from "./support/isolated.js"
 import { BUILD_IMAGES, BUSYBOX_IMAGE } from "./support/testDaemon.js"
 
-const run = promisify(execFile)
-const BIN = "dist/bin/sandbox-docker.js"
+const exec = promisify(execFile)
 const real = hasDockerd()
 const root = process.getuid?.() === 0
 const dirs: Array<string> = []
@@ -52,7 +52,7 @@ const sweep = async (dir: string) => {
   }
   await until(async () => (await Effect.runPromise(pidsMentioning(dir))).length === 0)
   for (const entry of await mountsUnder(dir)) {
-    await run("umount", ["--lazy", entry]).catch(() => undefined)
+    await exec("umount", ["--lazy", entry]).catch(() => undefined)
   }
   removeDir(dir)
 }
@@ -106,56 +106,13 @@ const upArgs = (dir: string) => [
   "--json"
 ]
 
-type Event = Record<string, unknown>
-
-interface Running {
-  readonly child: ChildProcess
-  readonly events: Array<Event>
-  readonly waitFor: (name: string) => Promise<Event>
-  readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
-
-/** The built CLI, its JSON events as they come. */
-const cli = (args: ReadonlyArray<string>): Running => {
-  const child = spawn("node", [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-  const events: Array<Event> = []
-  const said: Array<string> = []
-  const waiters: Array<{ name: string; resolve: (e: Event) => void }> = []
-  createInterface({ input: child.stdout! }).on("line", (line) => {
-    said.push(line)
-    try {
-      const event = JSON.parse(line) as Event
-      events.push(event)
-      for (const waiter of waiters.filter((w) => w.name === event.event)) {
-        waiters.splice(waiters.indexOf(waiter), 1)
-        waiter.resolve(event)
-      }
-    } catch {
-      // not JSON
-    }
-  })
-  createInterface({ input: child.stderr! }).on("line", (line) => said.push(line))
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => resolve({ code, signal }))
-  )
+/** The built CLI, its JSON events as they come; `waitFor` takes an event's name. */
+const cli = (args: ReadonlyArray<string>) => {
+  const running = start(args)
   return {
-    child,
-    events,
-    exit,
-    waitFor: (name) =>
-      new Promise((resolve, reject) => {
-        const found = events.find((e) => e.event === name)
-        if (found) return resolve(found)
-        waiters.push({ name, resolve })
-        void exit.then(({ code }) => reject(new Error(`exited ${code} first:\n${said.join("\n")}`)))
-      })
+    ...running,
+    waitFor: (name: string) => running.waitFor((event) => event.event === name)
   }
-}
-
-/** Runs the CLI to its end. */
-const cliRun = async (args: ReadonlyArray<string>) => {
-  const running = cli(args)
-  return { ...(await running.exit), events: running.events }
 }
 
 /** GET on the Engine at `socket`: the status code, or 0 when nothing answers. */
@@ -185,7 +142,7 @@ const leftRunning = async (dir: string): Promise<number> => {
 
 /** `scripts/build-images.sh busybox` into the daemon at `socket`. */
 const importBusybox = (socket: string) =>
-  run("bash", [BUILD_IMAGES, "busybox"], {
+  exec("bash", [BUILD_IMAGES, "busybox"], {
     env: { ...process.env, DOCKER_HOST: `unix://${socket}` }
   })
 
@@ -250,7 +207,7 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
     await importBusybox(`${dir}/docker.sock`)
 
     first.child.kill("SIGKILL")
-    expect(await first.exit).toEqual({ code: null, signal: "SIGKILL" })
+    expect(await first.closed).toEqual({ code: null, signal: "SIGKILL" })
     await until(() => dead(dockerd))
     await until(() => dead(containerd))
     expect(await Effect.runPromise(pidsMentioning(dir))).toEqual([])
@@ -267,7 +224,7 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
       await engineGet(`${dir}/docker.sock`, `/images/${encodeURIComponent(BUSYBOX_IMAGE)}/json`)
     ).toBe(200)
     second.child.kill("SIGTERM")
-    expect(await second.exit).toEqual({ code: 0, signal: null })
+    expect(await second.closed).toEqual({ code: 0, signal: null })
     expect(await Effect.runPromise(pidsMentioning(dir))).toEqual([])
     expect(await mountsUnder(dir)).toEqual([])
     expect(existsSync(`${dir}/docker.pid`)).toBe(false)
@@ -301,7 +258,7 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
     expect(await dead(container)).toBe(true)
     for (const pid of left.all) expect(await dead(pid)).toBe(true)
     second.child.kill("SIGTERM")
-    expect(await second.exit).toEqual({ code: 0, signal: null })
+    expect(await second.closed).toEqual({ code: 0, signal: null })
     expect(await Effect.runPromise(pidsMentioning(dir))).toEqual([])
     expect(await mountsUnder(dir)).toEqual([])
   })
@@ -310,7 +267,7 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
     const dir = newDir()
     const orphan = await leftRunning(dir)
 
-    const refused = await cliRun(["up", ...upArgs(dir)])
+    const refused = await run(["up", ...upArgs(dir)])
     expect(refused.code).toBe(2)
     const error = refused.events.find((e) => e.event === "error")
     expect(error).toMatchObject({
@@ -331,7 +288,7 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
     expect(await dead(orphan)).toBe(true)
     expect(await engineGet(`${dir}/docker.sock`, "/_ping")).toBe(200)
     replacing.child.kill("SIGTERM")
-    expect(await replacing.exit).toEqual({ code: 0, signal: null })
+    expect(await replacing.closed).toEqual({ code: 0, signal: null })
     expect(await Effect.runPromise(pidsMentioning(dir))).toEqual([])
     expect(await mountsUnder(dir)).toEqual([])
   })
@@ -345,7 +302,7 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
       const dir = newDir()
       const orphan = await leftRunning(dir)
       const path = option === "--pidfile" ? `${dir}/docker.pid` : `${dir}/docker.sock`
-      const down = await cliRun([
+      const down = await run([
         "down",
         `${option}=${path}`,
         `--data-root=${dir}/data`,
@@ -363,7 +320,7 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
       expect(existsSync(`${dir}/docker.sock`)).toBe(false)
 
       // Again: nothing runs, nothing to do.
-      const again = await cliRun(["down", `${option}=${path}`, "--json"])
+      const again = await run(["down", `${option}=${path}`, "--json"])
       expect(again.code).toBe(0)
       expect(again.events.map((e) => e.event)).toEqual(["not-running"])
     }
@@ -374,13 +331,13 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
     const other = spawn("sleep", ["3600"], { stdio: "ignore" })
     try {
       writeFileSync(`${dir}/docker.pid`, String(other.pid))
-      const up = await cliRun(["up", "--replace", ...upArgs(dir)])
+      const up = await run(["up", "--replace", ...upArgs(dir)])
       expect(up.code).toBe(2)
       expect(up.events.find((e) => e.event === "error")).toMatchObject({
         error: "PidfileInUse",
         pid: other.pid
       })
-      const down = await cliRun(["down", `--pidfile=${dir}/docker.pid`, "--json"])
+      const down = await run(["down", `--pidfile=${dir}/docker.pid`, "--json"])
       expect(down.code).toBe(2)
       expect(down.events.find((e) => e.event === "error")).toMatchObject({
         error: "PidfileInUse",
@@ -394,7 +351,7 @@ describe.skipIf(!real || !root)("nothing orphaned: a real dockerd", () => {
   })
 
   it("`down` without --socket or --pidfile exits 2 naming them, and looks for nothing", async () => {
-    const down = await cliRun(["down", "--json"])
+    const down = await run(["down", "--json"])
     expect(down.code).toBe(2)
     expect(down.events.find((e) => e.event === "error")).toMatchObject({
       error: "InvalidArguments",

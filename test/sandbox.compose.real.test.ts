@@ -221,6 +221,43 @@ services:
     )
 
     it.scoped(
+      "a version 1 file (services at the top level) builds and comes up on runc, with no override (docker-compose refuses to mix versions), and down removes its containers",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* dockerSandbox(host)
+          const written = yield* shell(
+            sandbox,
+            "mkdir -p /work/v1 && cat > /work/v1/Dockerfile",
+            `FROM ${host.image}\nRUN echo v1-step-marker\nCMD ["sleep", "3600"]\n`
+          )
+          expect(written.code).toBe(0)
+          const project = {
+            file: {
+              text: `app:\n  build: .\nweb:\n  image: ${host.image}\n  command: ["sleep", "3600"]\n`
+            },
+            project: "old",
+            projectDirectory: "/work/v1"
+          }
+          const up = yield* Effect.scoped(
+            Effect.flatMap(sandbox.docker.compose.up({ ...project, build: true }), (command) =>
+              Effect.zip(Stream.runCollect(command.lines), command.wait)
+            )
+          )
+          expect([...up[0]]).toContain("v1-step-marker")
+          const ps = yield* dockerLines(sandbox.docker.compose.ps(project))
+          expect(ps.some((line) => /^old_app_1\s.*\sUp/.test(line))).toBe(true)
+          expect(ps.some((line) => /^old_web_1\s.*\sUp/.test(line))).toBe(true)
+          yield* Effect.scoped(
+            Effect.flatMap(sandbox.docker.compose.down(project), (down) => down.wait)
+          )
+          expect((yield* shell(sandbox, "docker ps --all --quiet")).lines).toEqual([])
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
       "volumes: a named volume survives its container's removal, is listed and inspected, refuses rm while in use, and goes with volume rm",
       () =>
         Effect.gen(function* () {

@@ -40,12 +40,41 @@ describe("compose under gVisor: what is refused", () => {
     expect(error?.message).toContain("network_mode: host")
   })
 
-  it("a version 1 file is refused: its services always get a bridge", () => {
-    const error = SandboxCompose.networkSettingRefused("p", {
+  it("a version 1 file passes (its services' bridge is docker-compose's default, which the override replaces), unless it has links, another network_mode or a build", () => {
+    const v1 = (entries: Record<string, Record<string, unknown>>) => ({
       version: "1",
-      services: { web: { network_mode: "bridge" } }
+      services: entries
     })
-    expect(error?.setting).toContain("version 1")
+    expect(
+      SandboxCompose.networkSettingRefused(
+        "p",
+        v1({ web: { network_mode: "bridge" }, db: { network_mode: "host" } })
+      )
+    ).toBeUndefined()
+    expect(
+      SandboxCompose.networkSettingRefused("p", v1({ web: { network_mode: "none" } }))
+    ).toMatchObject({ service: "web", setting: "network_mode: none" })
+    expect(
+      SandboxCompose.networkSettingRefused("p", v1({ web: { links: ["db"] }, db: {} }))
+    ).toMatchObject({ service: "web", setting: "links" })
+    const build = SandboxCompose.networkSettingRefused(
+      "p",
+      v1({ app: { network_mode: "bridge", build: {} } })
+    )
+    expect(build).toMatchObject({ _tag: "ComposeNetworkUnsupported", service: "app" })
+    expect(build?.setting).toContain("version 1")
+    expect(build?.message).toContain('add `version: "2"`')
+    expect(build?.message).toContain("`services:` key")
+    expect(build?.message).not.toContain("Remove build")
+  })
+
+  it("a version 1 file's override is in version 1 (net: host for every service) under runsc, and none on runc", () => {
+    const config = { version: "1", services: { web: {}, app: { build: {} } } }
+    expect(JSON.parse(SandboxCompose.overrideFor(config, "runsc") ?? "")).toEqual({
+      web: { net: "host" },
+      app: { net: "host" }
+    })
+    expect(SandboxCompose.overrideFor(config, "runc")).toBeUndefined()
   })
 
   it("the runsc override keeps the file's version and gives every service network_mode host", () => {

@@ -44,6 +44,13 @@ export interface StartOptions {
   readonly nodeArgs?: ReadonlyArray<string>
   /** The child's environment (default: this process's). */
   readonly env?: NodeJS.ProcessEnv
+  /** Text for the child's standard input, which then ends (default: no standard input). */
+  readonly stdin?: string
+  /**
+   * A command line that runs the CLI as its child (`["sh", "-c", "\"$@\"; true", "sh"]`):
+   * the CLI's parent is then that command, not this process.
+   */
+  readonly via?: ReadonlyArray<string>
 }
 
 /** A line of JSON as an event, or undefined. */
@@ -56,12 +63,20 @@ export const parseEvent = (line: string): Event | undefined => {
   }
 }
 
-/** Starts `node BIN ...args`. */
+/** Starts `node BIN ...args` (through `via` when given). */
 export const start = (args: ReadonlyArray<string>, options: StartOptions = {}): Running => {
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), BIN, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
+  const [command, ...rest] = [
+    ...(options.via ?? []),
+    process.execPath,
+    ...(options.nodeArgs ?? []),
+    BIN,
+    ...args
+  ] as [string, ...Array<string>]
+  const child = spawn(command, rest, {
+    stdio: [options.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
     env: options.env ?? process.env
   })
+  if (options.stdin !== undefined) child.stdin!.end(options.stdin)
   const lines: Array<string> = []
   const stderr: Array<string> = []
   const events: Array<Event> = []

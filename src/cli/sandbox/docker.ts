@@ -5,7 +5,9 @@
  * (up, down, ps, logs, build) and volume (create, ls, inspect, rm).
  *
  * With `DOCKER_USERNAME` and `DOCKER_PASSWORD` in the sandbox's environment
- * it logs in first (the password through stdin, redacted everywhere). The
+ * it logs in first, unless the docker CLI inside already holds credentials
+ * for that registry (an earlier invocation's login), the password through
+ * stdin and redacted everywhere. The
  * output of pull, build and compose comes as it is printed, a line at a
  * time (`--json`: `line` events); the other commands' output is forwarded
  * as it comes (`output` events).
@@ -377,7 +379,8 @@ const answer = (json: boolean, event: string, fields: Record<string, unknown>, t
 
 /**
  * Runs `sandbox docker`: waits for Docker inside (lazily, `docker info`),
- * logs in when the sandbox's environment says so, runs the command through
+ * logs in when the sandbox's environment says so and the docker CLI inside
+ * has no credentials for that registry yet, runs the command through
  * `SandboxDocker`, prints its output.
  *
  * @since 0.1.0
@@ -387,7 +390,10 @@ export const execute = (dockerPlan: SandboxDockerPlan) =>
   Effect.gen(function* () {
     const { found, manager } = yield* attach(dockerPlan.engine, dockerPlan.sandbox)
     const waited = yield* Effect.cached(dockerReady(manager, found, dockerPlan.policy))
-    const ready = yield* SandboxDocker.readyAfterLogin(manager, waited, found.login)
+    // Every invocation attaches anew: log in only while the docker CLI inside has no credentials.
+    const ready = yield* SandboxDocker.readyAfterLogin(manager, waited, found.login, {
+      unlessStored: true
+    })
     const docker = SandboxDocker.make(manager, ready, { runtime: found.runtime })
     const { flags, json } = dockerPlan
     const [first = "", ...rest] = dockerPlan.args
@@ -508,5 +514,5 @@ export const command = Planned.command(
   "docker",
   config,
   plan,
-  "Run a docker command in a sandbox created with --docker: pull IMAGE, run IMAGE [CMD...] (put -- before a CMD with options), ps, images, logs CONTAINER, rm CONTAINER, rmi IMAGE, build --tag IMAGE CONTEXT, compose up|down|ps|logs|build --project NAME --file PATH|- [SERVICE...], volume create|ls|inspect|rm [NAME]. Waits for Docker inside first; logs in first when the sandbox's env has DOCKER_USERNAME and DOCKER_PASSWORD. pull, build and compose print their lines as they come (--json: line events). Image references, names and paths are checked, and a value starting with - is refused (exit 2). A docker command that fails exits 7."
+  "Run a docker command in a sandbox created with --docker: pull IMAGE, run IMAGE [CMD...] (put -- before a CMD with options), ps, images, logs CONTAINER, rm CONTAINER, rmi IMAGE, build --tag IMAGE CONTEXT, compose up|down|ps|logs|build --project NAME --file PATH|- [SERVICE...], volume create|ls|inspect|rm [NAME]. Waits for Docker inside first; logs in first when the sandbox's env has DOCKER_USERNAME and DOCKER_PASSWORD and the docker CLI inside has no credentials for that registry yet. pull, build and compose print their lines as they come (--json: line events). Image references, names and paths are checked, and a value starting with - is refused (exit 2). A docker command that fails exits 7."
 )
