@@ -317,6 +317,13 @@ export interface SandboxDocker {
     image: string,
     options?: { readonly quiet?: boolean }
   ) => Effect.Effect<PullCommand, DockerError, Scope.Scope>
+  /**
+   * Runs a container: over the inner Engine API when this machine reaches
+   * Docker inside (create, pulling a missing image first, attach, start,
+   * wait, remove; `process.pid` is 0), else `docker run` inside. Exit codes
+   * and error words are the docker CLI's either way. Closing the scope of
+   * a run still attached stops its container.
+   */
   readonly run: (
     image: string,
     command?: ReadonlyArray<string>,
