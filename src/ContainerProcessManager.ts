@@ -39,7 +39,6 @@
  * @since 0.1.0
  */
 import { constants } from "node:os"
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -52,7 +51,7 @@ import * as Stream from "effect/Stream"
 import * as DockerEngine from "./DockerEngine.js"
 import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
-import { FrameDecoder, type Frame } from "./internal/multiplexed.js"
+import { type Frame, framesOf } from "./internal/multiplexed.js"
 import * as Handle from "./internal/handle.js"
 import { makeOutputBuffer, type OutputBuffer } from "./internal/outputBuffer.js"
 import {
@@ -207,23 +206,6 @@ const signalNumber = (name: SignalName): number | undefined => SIGNALS[name]
 /** The name of a signal number, e.g. `SIGKILL` for 9. */
 const signalName = (number: number): string | undefined =>
   Object.keys(SIGNALS).find((name) => SIGNALS[name] === number)
-
-/** The frames of an upgraded exec connection; ends when the Engine closes it. */
-const framesOf = (connection: DockerEngine.UpgradedConnection): Stream.Stream<Frame> => {
-  const decoder = new FrameDecoder()
-  return Stream.succeed(connection.head).pipe(
-    Stream.concat(
-      NodeStream.fromReadable<unknown, Uint8Array>(
-        () => connection.socket,
-        (error) => error,
-        { closeOnDone: false }
-      )
-    ),
-    // A cut connection ends the output; the exit code says what happened.
-    Stream.catchAll(() => Stream.empty),
-    Stream.mapConcat((chunk) => decoder.push(chunk))
-  )
-}
 
 /**
  * Reads the start script's report from the head of stdout, then passes the

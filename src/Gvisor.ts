@@ -70,12 +70,13 @@ export const DAEMON_JSON = `{ "runtimes": { "runsc": { "path": "runsc", "runtime
 
 /**
  * Liveness of dockerd inside a gVisor sandbox reached by exec: every 2 s,
- * 10 s per check, 3 failures in a row. Each check is a `docker version` exec through the
- * engine and runsc; while dockerd inside copies vfs layers (a build, a
- * container create) on a loaded machine, such an exec took over 2 s three
- * times in a row, and the default policy stopped a working daemon. Over a
- * host socket (`--host-uds=create`) the default policy is used: under the
- * same load `/_ping` from the host answered within 0.4 s.
+ * 10 s per check, 3 failures in a row. Each check is a `docker version`
+ * exec through the engine and runsc; while dockerd inside copies vfs
+ * layers (a build, a container create) on a loaded machine, such an exec
+ * took over 2 s three times in a row, and the default policy stopped a
+ * working daemon. Over a host socket (`--host-uds=create`) the default
+ * policy is used: under the same load `/_ping` from the host answered
+ * within 0.4 s.
  *
  * @since 0.2.0
  * @category constants

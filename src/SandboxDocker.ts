@@ -28,6 +28,7 @@ import {
   plain,
   runDocker
 } from "./internal/dockerCommand.js"
+import { runOverApi } from "./internal/containerRun.js"
 import * as Handle from "./internal/handle.js"
 import { makeOutputBuffer } from "./internal/outputBuffer.js"
 import type { ProcessManagerShape } from "./ProcessManager.js"
@@ -223,7 +224,7 @@ const cliLine = (event: PullProgress): string | undefined =>
  */
 const pullOverApi = <E>(
   engine: DockerEngineClient,
-  ready: Effect.Effect<DockerDaemon, E>,
+  ready: Effect.Effect<unknown, E>,
   reference: string,
   quiet: boolean
 ): Effect.Effect<PullCommand, E, Scope.Scope> =>
@@ -316,6 +317,13 @@ export interface SandboxDocker {
     image: string,
     options?: { readonly quiet?: boolean }
   ) => Effect.Effect<PullCommand, DockerError, Scope.Scope>
+  /**
+   * Runs a container: over the inner Engine API when this machine reaches
+   * Docker inside (create, pulling a missing image first, attach, start,
+   * wait, remove; `process.pid` is 0), else `docker run` inside. Exit codes
+   * and error words are the docker CLI's either way. Closing the scope of
+   * a run still attached stops its container.
+   */
   readonly run: (
     image: string,
     command?: ReadonlyArray<string>,
@@ -478,7 +486,25 @@ export const make = (
         // The command runs inside the inner container: its words are its own,
         // after the image, where docker reads no options.
         for (const word of command) args.push(word)
-        return yield* docker(args)
+        if (engine === undefined || loggedIn) return yield* docker(args)
+        // Over the inner Engine API: no exec and no docker CLI inside.
+        return yield* runOverApi(
+          engine,
+          ready,
+          {
+            argv: ["docker", ...args],
+            image: valid,
+            command,
+            name: options.name,
+            detach: options.detach ?? false,
+            remove: options.remove ?? false,
+            volumes: options.volumes ?? [],
+            env: Object.entries(options.env ?? {}).map(([key, value]) => `${key}=${value}`),
+            network,
+            pid: options.pid ?? "host"
+          },
+          (reference) => pullOverApi(engine, Effect.void, reference, false)
+        )
       }),
     build: (options) =>
       Effect.gen(function* () {

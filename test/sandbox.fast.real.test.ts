@@ -34,6 +34,19 @@ const TIMEOUT = Duration.toMillis(Duration.minutes(10))
 /** What is read of an Engine event. */
 const EngineEvent = Schema.Struct({ Action: Schema.String })
 
+/** How many execs the host engine created in a container since `since` (unix seconds; its events). */
+const execsSince = (engine: DockerEngine.DockerEngineClient, container: string, since: number) =>
+  Effect.gen(function* () {
+    const until = Math.ceil(Date.now() / 1000) + 1
+    const filters = encodeURIComponent(JSON.stringify({ container: [container] }))
+    const lines = yield* Stream.runCollect(
+      engine.lines("GET", `/events?since=${since}&until=${until}&filters=${filters}`)
+    )
+    return Chunk.toReadonlyArray(lines)
+      .map((line) => Schema.decodeUnknownSync(EngineEvent)(JSON.parse(line)))
+      .filter((event) => event.Action.startsWith("exec_create")).length
+  })
+
 /** Runs `argv` in the sandbox; its output lines once it has ended. */
 const execLines = (sandbox: Sandbox.Sandbox, argv: readonly [string, ...Array<string>]) =>
   Effect.scoped(
@@ -251,6 +264,150 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
           expect(error._tag).toBe("DockerCommandFailed")
           expect(error.exitCode).toBe(1)
           expect(error.stderrTail.join("\n")).toMatch(/not found|manifest unknown/i)
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "run goes over the inner Engine API: an image not there is pulled first, stdout and stderr apart, the exit code, --rm leaves nothing, no exec in the sandbox",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const hostEngine = yield* DockerEngine.make(host.socket)
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          yield* sandbox.daemon
+          const inner = yield* DockerEngine.make(sandbox.dockerSocket ?? "")
+          const since = Math.floor(Date.now() / 1000)
+          const run = yield* sandbox.docker.run(
+            host.image,
+            ["sh", "-c", "echo to stdout; echo to stderr >&2; exit 3"],
+            { remove: true, env: { GREETING: "hi" } }
+          )
+          expect(run.process.pid).toBe(0)
+          expect(run.argv.slice(0, 2)).toEqual(["docker", "run"])
+          const lines = Chunk.toReadonlyArray(yield* Stream.runCollect(run.outputLines))
+          expect(yield* run.exitCode).toBe(3)
+          expect(lines).toContainEqual({
+            source: "stderr",
+            line: `Unable to find image '${host.image}' locally`
+          })
+          expect(lines).toContainEqual({ source: "stdout", line: "to stdout" })
+          expect(lines).toContainEqual({ source: "stderr", line: "to stderr" })
+          const error = yield* Effect.flip(run.wait)
+          expect(error).toMatchObject({ _tag: "DockerCommandFailed", exitCode: 3 })
+          expect(error.stderrTail).toContain("to stderr")
+          const left = yield* inner.request("GET", "/containers/json?all=true", {
+            schema: Schema.Array(Schema.Unknown)
+          })
+          expect(left).toEqual([])
+          expect(yield* execsSince(hostEngine, sandbox.id, since)).toBe(0)
+          // The env reached the container.
+          const env = yield* sandbox.docker.run(host.image, ["sh", "-c", "echo $GREETING"], {
+            remove: true,
+            env: { GREETING: "hi there" }
+          })
+          expect((yield* env.output).stdout).toBe("hi there\n")
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "run over the API fails as the docker CLI does: the same exit codes for a missing command (127), a refused option (125) and a missing image (125)",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          yield* sandbox.daemon
+          yield* Effect.flatMap(sandbox.docker.pull(host.image), (pull) => pull.wait)
+          const cases = [
+            {
+              command: ["no-such-command"],
+              volumes: [],
+              image: host.image,
+              said: "executable file not found"
+            },
+            {
+              command: ["true"],
+              volumes: ["/x:relative-target"],
+              image: host.image,
+              said: "invalid"
+            },
+            {
+              command: ["true"],
+              volumes: [],
+              image: "127.0.0.1:5000/demo/nothing-here:1",
+              said: "not found"
+            }
+          ]
+          for (const { command, image, said, volumes } of cases) {
+            const run = yield* sandbox.docker.run(image, command, { remove: true, volumes })
+            const error = yield* Effect.flip(run.wait)
+            // The docker CLI inside, given the same run.
+            const cli = yield* execLines(sandbox, [
+              "sh",
+              "-c",
+              'docker "$@" 2>&1; echo "exit $?"',
+              "sh",
+              ...run.argv.slice(1)
+            ])
+            expect(error.exitCode).toBe(Number(cli.at(-1)?.replace("exit ", "")))
+            expect(error.stderrTail.join("\n").toLowerCase()).toContain(said.toLowerCase())
+          }
+          yield* sandbox.remove
+        }),
+      TIMEOUT
+    )
+
+    it.scoped(
+      "run over the API: detached, the container id at once and the container running on; attached, closing the scope stops its container and --rm removes it",
+      () =>
+        Effect.gen(function* () {
+          const host = yield* Host
+          const sandbox = yield* Sandbox.create(
+            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+            { engineSocket: host.socket, stopGrace: "3 seconds" }
+          )
+          yield* sandbox.daemon
+          const inner = yield* DockerEngine.make(sandbox.dockerSocket ?? "")
+          const detached = yield* Effect.scoped(
+            Effect.flatMap(
+              sandbox.docker.run(host.image, ["sleep", "300"], { detach: true, name: "bg" }),
+              (run) => run.output
+            )
+          )
+          const state = yield* inner.request("GET", "/containers/bg/json", {
+            schema: Schema.Struct({
+              Id: Schema.String,
+              State: Schema.Struct({ Running: Schema.Boolean })
+            })
+          })
+          expect(detached.stdout.trim()).toBe(state.Id)
+          expect(state.State.Running).toBe(true)
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const run = yield* sandbox.docker.run(host.image, ["sleep", "300"], {
+                name: "fg",
+                remove: true
+              })
+              // Running: its container is there.
+              yield* inner
+                .request("GET", "/containers/fg/json", {
+                  schema: Schema.Struct({ State: Schema.Struct({ Running: Schema.Literal(true) }) })
+                })
+                .pipe(Effect.retry({ schedule: Schedule.spaced("100 millis"), times: 100 }))
+              return run
+            })
+          )
+          const gone = yield* Effect.flip(inner.request("GET", "/containers/fg/json"))
+          expect(gone).toMatchObject({ _tag: "EngineBadAnswer", status: 404 })
           yield* sandbox.remove
         }),
       TIMEOUT

@@ -6,7 +6,7 @@
  * their own.
  */
 import { execFile, execFileSync } from "node:child_process"
-import { lstatSync } from "node:fs"
+import { existsSync, lstatSync } from "node:fs"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import * as Path from "node:path"
 import { promisify } from "node:util"
@@ -235,7 +235,9 @@ describe.skipIf(!hasRunsc())("Docker inside gVisor (runsc)", () => {
 
     for (const dockerVia of ["host-socket", "exec"] as const)
       it.scoped(
-        `${dockerVia}: the inner dockerd killed after ready: sandbox.daemon and docker commands fail with DaemonDied (exit 137: SIGKILL from outside the process manager)`,
+        dockerVia === "exec"
+          ? "exec: the inner dockerd killed after ready: sandbox.daemon and docker commands fail with DaemonDied, exit 137 (SIGKILL from outside the process manager, as the exec's shell reports it)"
+          : "host-socket: the inner dockerd killed after ready: sandbox.daemon and docker commands fail with DaemonDied, signal SIGKILL (the dockerd the entrypoint started, adopted)",
         () =>
           Effect.gen(function* () {
             const sandbox = yield* gvisorSandboxVia(dockerVia)
@@ -247,7 +249,11 @@ describe.skipIf(!hasRunsc())("Docker inside gVisor (runsc)", () => {
               Effect.retry({ schedule: Schedule.spaced("200 millis") }),
               Effect.timeout("60 seconds")
             )
-            expect(error).toMatchObject({ _tag: "DaemonDied", pid: daemon.pid, exitCode: 137 })
+            expect(error).toMatchObject(
+              dockerVia === "exec"
+                ? { _tag: "DaemonDied", pid: daemon.pid, exitCode: 137 }
+                : { _tag: "DaemonDied", pid: daemon.pid, signal: "SIGKILL" }
+            )
             const ps = yield* Effect.flip(Effect.scoped(sandbox.docker.ps()))
             expect(ps._tag).toBe("DaemonDied")
           }),
@@ -289,15 +295,18 @@ describe.skipIf(!hasRunsc())("Docker inside gVisor (runsc)", () => {
     )
 
     it.scoped(
-      "remove: the sandbox's container and every process of it (runsc sandbox, gofer, shim, dockerd) are gone",
+      "remove: the sandbox's container, every process of it (runsc sandbox, gofer, shim, dockerd) and its host directory (the sockets made inside) are gone",
       () =>
         Effect.gen(function* () {
           const host = yield* Host
           const sandbox = yield* gvisorSandbox
           yield* sandbox.daemon
+          const shared = Path.dirname(sandbox.dockerSocket ?? "")
+          expect(existsSync(Path.join(shared, "docker.sock"))).toBe(true)
           expect(yield* pidsMentioning(sandbox.id)).not.toEqual([])
           yield* sandbox.remove
           expect(yield* pidsMentioning(sandbox.id)).toEqual([])
+          expect(existsSync(shared)).toBe(false)
           const engine = yield* DockerEngine.make(host.socket)
           const left = yield* engine.request("GET", "/containers/json?all=true", {
             schema: Schema.Array(Schema.Struct({ Id: Schema.String }))

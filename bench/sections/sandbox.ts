@@ -9,7 +9,8 @@
  * - a Docker-enabled sandbox per way of reaching Docker inside (runc
  *   `host-socket`: the inner socket in a bind-mounted directory of this
  *   machine; runc `exec`: `docker` commands through the Engine's exec API;
- *   `runsc`: gVisor, by exec), timed
+ *   `runsc-host-socket`: gVisor, its socket made inside a host socket by
+ *   runsc's `--host-uds=create`; `runsc-exec`: gVisor, by exec), timed
  *   from the call: `Sandbox.create` returned, Docker ready inside, the first
  *   `sandbox.docker.pull` of the registry's image done, the first `run` done;
  * - the limits, measured the same way: the host engine's create + start of
@@ -36,9 +37,10 @@ import { round, type Summary, summarize } from "../lib/stats.js"
 
 /**
  * The ways of reaching Docker inside that are compared: runc over the host
- * socket, runc by exec, and runsc (gVisor: by exec, its only way so far).
+ * socket, runc by exec, runsc (gVisor) over the host socket
+ * (`--host-uds=create`, as the bench's engine registers it) and by exec.
  */
-export const VIAS = ["host-socket", "exec", "runsc"] as const
+export const VIAS = ["host-socket", "exec", "runsc-host-socket", "runsc-exec"] as const
 
 /** One sandbox run: ms from the `Sandbox.create` call (null: not reached). */
 export interface SandboxRun {
@@ -96,10 +98,10 @@ const oneSandbox = (
     const start = now()
     const outcome = yield* Effect.gen(function* () {
       const sandbox = yield* Sandbox.create(
-        via === "runsc" ? { ...spec, runtime: "runsc" } : spec,
+        via.startsWith("runsc") ? { ...spec, runtime: "runsc" } : spec,
         {
           engineSocket,
-          dockerVia: via === "host-socket" ? "host-socket" : "exec",
+          dockerVia: via.endsWith("host-socket") ? "host-socket" : "exec",
           stopGrace: "5 seconds",
           onEvent: (event) => (event._tag === "Spawned" ? mark("spawned") : Effect.void)
         }
@@ -265,7 +267,7 @@ export const run = async (
             const one = yield* oneSandbox(host.socket, host.image, index, what)
             sandboxes.push(one)
             log(
-              `  sandbox ${index + 1}/${rounds} ${what.padEnd(11)} created ${one.createdMs} ms, ready ${one.readyMs} ms, pull ${one.pullMs} ms, run ${one.runMs} ms${one.error === null ? "" : ` (${one.error})`}`
+              `  sandbox ${index + 1}/${rounds} ${what.padEnd(17)} created ${one.createdMs} ms, ready ${one.readyMs} ms, pull ${one.pullMs} ms, run ${one.runMs} ms${one.error === null ? "" : ` (${one.error})`}`
             )
           }
         }

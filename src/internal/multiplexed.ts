@@ -6,6 +6,9 @@
  *
  * @internal
  */
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Stream from "effect/Stream"
+import type { UpgradedConnection } from "../DockerEngine.js"
 import type { OutputSource } from "./outputBuffer.js"
 
 /** One frame's payload and where it came from. */
@@ -54,4 +57,24 @@ const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
   joined.set(a, 0)
   joined.set(b, a.length)
   return joined
+}
+
+/**
+ * The frames of an upgraded exec or attach connection; ends when the
+ * Engine closes it.
+ */
+export const framesOf = (connection: UpgradedConnection): Stream.Stream<Frame> => {
+  const decoder = new FrameDecoder()
+  return Stream.succeed(connection.head).pipe(
+    Stream.concat(
+      NodeStream.fromReadable<unknown, Uint8Array>(
+        () => connection.socket,
+        (error) => error,
+        { closeOnDone: false }
+      )
+    ),
+    // A cut connection ends the output; the exit code says what happened.
+    Stream.catchAll(() => Stream.empty),
+    Stream.mapConcat((chunk) => decoder.push(chunk))
+  )
 }
