@@ -6,29 +6,16 @@
  * `network_mode: host`, set by the library's override file, and the
  * services reach each other on localhost.
  */
-import { execFileSync } from "node:child_process"
 import { describe, expect, layer } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
-import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as Dockerd from "../src/Dockerd.js"
 import * as Sandbox from "../src/Sandbox.js"
-import type * as SandboxDocker from "../src/SandboxDocker.js"
 import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "../scripts/seedScenario.js"
-
-const hasRunsc = (): boolean => {
-  try {
-    execFileSync("sh", ["-c", "command -v dockerd && command -v runsc"], { stdio: "ignore" })
-    return true
-  } catch {
-    if (process.env.CI === "true") throw new Error("CI=true but dockerd or runsc is not installed")
-    return false
-  }
-}
+import { firstLineWith, shell, twoServiceProject, volumeLifecycle } from "./support/compose.js"
+import { hasRunsc } from "./support/isolated.js"
 
 class Host extends Context.Tag("test/ComposeGvisorHost")<Host, HostEnvironment>() {}
 
@@ -50,54 +37,6 @@ const sandboxVia = (dockerVia?: "host-socket" | "exec") =>
   )
 const gvisorSandbox = sandboxVia()
 
-/** Runs a shell script in the sandbox to its end: exit code and output lines. */
-const shell = (sandbox: Sandbox.Sandbox, script: string) =>
-  Effect.scoped(
-    Effect.gen(function* () {
-      const handle = yield* sandbox.exec(["sh", "-c", script], { tailLines: 200 })
-      const status = yield* handle.awaitExit
-      return { code: status._tag === "Exited" ? status.code : -1, lines: yield* handle.logTail }
-    })
-  )
-
-/** stdout of a docker command in the sandbox, as lines. */
-const dockerLines = (command: Effect.Effect<SandboxDocker.DockerCommand, unknown, Scope.Scope>) =>
-  Effect.scoped(
-    Effect.flatMap(command, (handle) =>
-      Effect.map(handle.output, (output) =>
-        output.stdout.split("\n").filter((line) => line.trim() !== "")
-      )
-    )
-  )
-
-/** The first line of a stream that contains `text`, and whether the process still ran then. */
-const firstLineWith = (command: SandboxDocker.DockerCommand, text: string) =>
-  command.lines.pipe(
-    Stream.filter((line) => line.includes(text)),
-    Stream.mapEffect((line) =>
-      Effect.map(command.process.status, (status) => ({ line, running: status._tag === "Running" }))
-    ),
-    Stream.runHead,
-    Effect.map(Option.getOrThrow)
-  )
-
-/**
- * Two services and a named volume, as a user writes them for a shared
- * network: `client` reaches `web` on localhost.
- */
-const twoServices = (image: string) => `
-services:
-  web:
-    image: ${image}
-    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 18081 -h /www"]
-    volumes: ["data:/data"]
-  client:
-    image: ${image}
-    command: ["sh", "-c", "until out=$$(wget -qO- http://127.0.0.1:18081/ 2>/dev/null); do sleep 0.2; done; echo \\"client got: $$out\\"; exec sleep 3600"]
-volumes:
-  data: {}
-`
-
 describe.skipIf(!hasRunsc())("compose and volumes in a gVisor (runsc) sandbox", () => {
   layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
     // Either way in to Docker inside (the engine's socket through a host directory, or exec).
@@ -110,99 +49,18 @@ describe.skipIf(!hasRunsc())("compose and volumes in a gVisor (runsc) sandbox", 
             const sandbox = yield* sandboxVia(via)
             // gVisor's own kernel answers inside (runc's host kernel never prints this).
             expect((yield* shell(sandbox, "dmesg")).lines.join("\n")).toContain("gVisor")
-            const compose = sandbox.docker.compose
-            const project = { file: { text: twoServices(host.image) }, project: "demo" }
-
-            const up = yield* Effect.scoped(
-              Effect.flatMap(compose.up(project), (command) =>
-                Effect.zip(Stream.runCollect(command.lines), command.wait)
-              )
-            )
-            const upLines = [...up[0]]
-            expect(upLines.some((line) => /Creating demo_web_1/.test(line))).toBe(true)
-            expect(upLines.some((line) => /Creating demo_client_1/.test(line))).toBe(true)
-
-            const seen = yield* Effect.scoped(
-              Effect.flatMap(
-                compose.logs({ ...project, follow: true, services: ["client"] }),
-                (logs) => firstLineWith(logs, "client got: hello-from-web")
-              )
-            )
-            expect(seen.running).toBe(true)
-            expect(seen.line).toMatch(/^client_1\s+\| client got: hello-from-web$/)
-
-            const ps = yield* dockerLines(compose.ps(project))
-            expect(ps.some((line) => /^demo_web_1\s.*\sUp/.test(line))).toBe(true)
-            expect(ps.some((line) => /^demo_client_1\s.*\sUp/.test(line))).toBe(true)
-            // The override: both services on the sandbox's network, no network made for the project.
-            const modes = yield* shell(
-              sandbox,
-              "docker inspect --format '{{.HostConfig.NetworkMode}}' demo_web_1 demo_client_1"
-            )
-            expect(modes.lines).toEqual(["host", "host"])
-            const networks = yield* shell(sandbox, "docker network ls --format '{{.Name}}'")
-            expect([...networks.lines].sort()).toEqual(["host", "none"])
-            const volumes = yield* sandbox.docker.volume.ls()
-            expect(volumes.map((volume) => volume.Name)).toEqual(["demo_data"])
-
-            yield* Effect.scoped(
-              Effect.flatMap(compose.down({ ...project, volumes: true }), (down) => down.wait)
-            )
-            const after = yield* shell(
-              sandbox,
-              "docker ps --all --quiet; docker network ls --format '{{.Name}}'; docker volume ls --quiet"
-            )
-            expect(after.code).toBe(0)
-            expect([...after.lines].sort()).toEqual(["host", "none"])
-            const temps = yield* shell(sandbox, "ls /tmp | grep sandbox-docker-compose || true")
-            expect(temps.lines).toEqual([])
+            yield* twoServiceProject(sandbox, host.image, "runsc")
           }),
         TIMEOUT
       )
 
     it.scoped(
-      "on runsc a named volume survives its container's removal, refuses rm while in use, and goes with volume rm",
+      "on runsc a named volume survives its container's removal, is listed and inspected, refuses rm while in use, and goes with volume rm",
       () =>
         Effect.gen(function* () {
           const host = yield* Host
           const sandbox = yield* gvisorSandbox
-          const volume = sandbox.docker.volume
-          expect(yield* volume.create("keep-data")).toBe("keep-data")
-          const runWith = (argv: ReadonlyArray<string>) =>
-            Effect.scoped(
-              Effect.flatMap(
-                sandbox.docker.run(host.image, argv, {
-                  remove: true,
-                  volumes: ["keep-data:/data"]
-                }),
-                (container) => container.output
-              )
-            )
-          expect((yield* runWith(["sh", "-c", "echo kept > /data/file"])).exitCode).toBe(0)
-          // The container that wrote it is gone (--rm); the volume and its file are not.
-          expect(yield* shell(sandbox, "docker ps --all --quiet")).toMatchObject({ lines: [] })
-          expect((yield* runWith(["cat", "/data/file"])).stdout.trim()).toBe("kept")
-          expect((yield* volume.inspect("keep-data")).Name).toBe("keep-data")
-
-          yield* Effect.scoped(
-            Effect.flatMap(
-              sandbox.docker.run(host.image, ["true"], {
-                name: "holder",
-                volumes: ["keep-data:/data"]
-              }),
-              (container) => container.wait
-            )
-          )
-          expect(yield* Effect.flip(volume.rm("keep-data"))).toMatchObject({
-            _tag: "VolumeInUse",
-            volume: "keep-data"
-          })
-          yield* Effect.scoped(Effect.flatMap(sandbox.docker.rm("holder"), (rm) => rm.wait))
-          yield* volume.rm("keep-data")
-          expect(yield* volume.ls()).toEqual([])
-          expect(yield* Effect.flip(volume.inspect("keep-data"))).toMatchObject({
-            _tag: "VolumeNotFound"
-          })
+          yield* volumeLifecycle(sandbox, host.image)
         }),
       TIMEOUT
     )

@@ -11,7 +11,6 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
-import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Dockerd from "../src/Dockerd.js"
@@ -19,6 +18,13 @@ import * as Sandbox from "../src/Sandbox.js"
 import * as SandboxDocker from "../src/SandboxDocker.js"
 import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "../scripts/seedScenario.js"
 import { authRegistry } from "./support/authRegistry.js"
+import {
+  dockerLines,
+  firstLineWith,
+  shell,
+  twoServiceProject,
+  volumeLifecycle
+} from "./support/compose.js"
 import { hasDockerd } from "./support/isolated.js"
 
 const real = hasDockerd()
@@ -37,56 +43,6 @@ const dockerSandbox = (host: HostEnvironment, env: Record<string, string> = {}) 
     { engineSocket: host.socket, stopGrace: "3 seconds" }
   )
 
-/** Runs a command in the sandbox to its end: exit code and output lines. */
-const shell = (sandbox: Sandbox.Sandbox, script: string, stdin?: string) =>
-  Effect.scoped(
-    Effect.gen(function* () {
-      const handle = yield* sandbox.exec(["sh", "-c", script], {
-        tailLines: 200,
-        ...(stdin === undefined ? {} : { stdin })
-      })
-      const status = yield* handle.awaitExit
-      return {
-        code: status._tag === "Exited" ? status.code : -1,
-        lines: yield* handle.logTail
-      }
-    })
-  )
-
-/** stdout of a docker command in the sandbox, as lines. */
-const dockerLines = (command: Effect.Effect<SandboxDocker.DockerCommand, unknown, Scope.Scope>) =>
-  Effect.scoped(
-    Effect.flatMap(command, (handle) =>
-      Effect.map(handle.output, (output) =>
-        output.stdout.split("\n").filter((line) => line.trim() !== "")
-      )
-    )
-  )
-
-/** The first line of a stream that contains `text`, and whether the process still ran then. */
-const firstLineWith = (command: SandboxDocker.DockerCommand, text: string) =>
-  command.lines.pipe(
-    Stream.filter((line) => line.includes(text)),
-    Stream.mapEffect((line) =>
-      Effect.map(command.process.status, (status) => ({ line, running: status._tag === "Running" }))
-    ),
-    Stream.runHead,
-    Effect.map(Option.getOrThrow)
-  )
-
-const twoServices = (image: string) => `
-services:
-  web:
-    image: ${image}
-    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"]
-    volumes: ["data:/data"]
-  client:
-    image: ${image}
-    command: ["sh", "-c", "until out=$$(wget -qO- http://web:8080/ 2>/dev/null); do sleep 0.2; done; echo \\"client got: $$out\\"; exec sleep 3600"]
-volumes:
-  data: {}
-`
-
 describe.skipIf(!real)("compose, volumes, build and login in a sandbox (runc)", () => {
   layer(HostLive, { timeout: TIMEOUT, excludeTestServices: true })((it) => {
     it.scoped(
@@ -95,48 +51,7 @@ describe.skipIf(!real)("compose, volumes, build and login in a sandbox (runc)", 
         Effect.gen(function* () {
           const host = yield* Host
           const sandbox = yield* dockerSandbox(host)
-          const compose = sandbox.docker.compose
-          const project = { file: { text: twoServices(host.image) }, project: "demo" }
-
-          const up = yield* Effect.scoped(
-            Effect.flatMap(compose.up(project), (command) =>
-              Effect.zip(Stream.runCollect(command.lines), command.wait)
-            )
-          )
-          const upLines = [...up[0]]
-          expect(upLines.some((line) => /Creating demo_web_1/.test(line))).toBe(true)
-          expect(upLines.some((line) => /Creating network "demo_default"/.test(line))).toBe(true)
-
-          // `client` prints what it got from `web`; the follow stream shows it while it runs.
-          const seen = yield* Effect.scoped(
-            Effect.flatMap(
-              compose.logs({ ...project, follow: true, services: ["client"] }),
-              (logs) => firstLineWith(logs, "client got: hello-from-web")
-            )
-          )
-          expect(seen.running).toBe(true)
-          expect(seen.line).toMatch(/^client_1\s+\| client got: hello-from-web$/)
-
-          const ps = yield* dockerLines(compose.ps(project))
-          expect(ps.some((line) => /^demo_web_1\s.*\sUp/.test(line))).toBe(true)
-          expect(ps.some((line) => /^demo_client_1\s.*\sUp/.test(line))).toBe(true)
-          const volumes = yield* sandbox.docker.volume.ls()
-          expect(volumes.map((volume) => volume.Name)).toContain("demo_data")
-          const networks = yield* shell(sandbox, "docker network ls --format '{{.Name}}'")
-          expect(networks.lines).toContain("demo_default")
-
-          yield* Effect.scoped(
-            Effect.flatMap(compose.down({ ...project, volumes: true }), (down) => down.wait)
-          )
-          const after = yield* shell(
-            sandbox,
-            "docker ps --all --quiet; docker network ls --format '{{.Name}}'; docker volume ls --quiet"
-          )
-          expect(after.code).toBe(0)
-          expect([...after.lines].sort()).toEqual(["host", "none"])
-          // The compose text's temp directories went with their commands' scopes.
-          const temps = yield* shell(sandbox, "ls /tmp | grep sandbox-docker-compose || true")
-          expect(temps.lines).toEqual([])
+          yield* twoServiceProject(sandbox, host.image, "runc")
           yield* sandbox.remove
         }),
       TIMEOUT
@@ -263,60 +178,7 @@ services:
         Effect.gen(function* () {
           const host = yield* Host
           const sandbox = yield* dockerSandbox(host)
-          const volume = sandbox.docker.volume
-          expect(yield* volume.create("keep-data", { labels: { purpose: "test" } })).toBe(
-            "keep-data"
-          )
-          const write = yield* Effect.scoped(
-            Effect.flatMap(
-              sandbox.docker.run(host.image, ["sh", "-c", "echo kept > /data/file"], {
-                remove: true,
-                volumes: ["keep-data:/data"]
-              }),
-              (container) => container.output
-            )
-          )
-          expect(write.exitCode).toBe(0)
-          const read = yield* Effect.scoped(
-            Effect.flatMap(
-              sandbox.docker.run(host.image, ["cat", "/data/file"], {
-                remove: true,
-                volumes: ["keep-data:/data"]
-              }),
-              (container) => container.output
-            )
-          )
-          expect(read.stdout.trim()).toBe("kept")
-          const info = yield* volume.inspect("keep-data")
-          expect(info).toMatchObject({
-            Name: "keep-data",
-            Driver: "local",
-            Labels: { purpose: "test" }
-          })
-          expect((yield* volume.ls()).map((summary) => summary.Name)).toEqual(["keep-data"])
-
-          // In use by a container (stopped, not removed): rm refuses.
-          yield* Effect.scoped(
-            Effect.flatMap(
-              sandbox.docker.run(host.image, ["true"], {
-                name: "holder",
-                volumes: ["keep-data:/data"]
-              }),
-              (container) => container.wait
-            )
-          )
-          const inUse = yield* Effect.flip(volume.rm("keep-data"))
-          expect(inUse).toMatchObject({ _tag: "VolumeInUse", volume: "keep-data" })
-          yield* Effect.scoped(Effect.flatMap(sandbox.docker.rm("holder"), (rm) => rm.wait))
-
-          yield* volume.rm("keep-data")
-          expect(yield* volume.ls()).toEqual([])
-          const gone = yield* Effect.flip(volume.inspect("keep-data"))
-          expect(gone).toMatchObject({ _tag: "VolumeNotFound", volume: "keep-data" })
-          expect(gone.message).toContain("volume ls lists them")
-          expect(yield* Effect.flip(volume.rm("keep-data"))).toMatchObject({
-            _tag: "VolumeNotFound"
-          })
+          yield* volumeLifecycle(sandbox, host.image)
           yield* sandbox.remove
         }),
       TIMEOUT

@@ -5,7 +5,7 @@
  * by the tests that only use its Docker; tests that break Docker inside get
  * their own.
  */
-import { execFile, execFileSync } from "node:child_process"
+import { execFile } from "node:child_process"
 import { existsSync, lstatSync } from "node:fs"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import * as Path from "node:path"
@@ -27,21 +27,11 @@ import * as Gvisor from "../src/Gvisor.js"
 import * as Sandbox from "../src/Sandbox.js"
 import type * as SandboxDocker from "../src/SandboxDocker.js"
 import { type HostEnvironment, hostEnvironment, SANDBOX_IMAGE } from "../scripts/seedScenario.js"
-import { isolatedConfig } from "./support/isolated.js"
+import { hasRunsc, isolatedConfig } from "./support/isolated.js"
 import { withDir } from "./support/withDir.js"
 
 const run = promisify(execFile)
 const BUILD_IMAGES = new URL("../scripts/build-images.sh", import.meta.url).pathname
-
-const hasRunsc = (): boolean => {
-  try {
-    execFileSync("sh", ["-c", "command -v dockerd && command -v runsc"], { stdio: "ignore" })
-    return true
-  } catch {
-    if (process.env.CI === "true") throw new Error("CI=true but dockerd or runsc is not installed")
-    return false
-  }
-}
 
 class Host extends Context.Tag("test/Host")<Host, HostEnvironment>() {}
 

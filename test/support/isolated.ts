@@ -21,6 +21,17 @@ export const hasDockerd = (): boolean => {
   }
 }
 
+/** Whether dockerd and runsc are here; under CI=true their absence is an error, never a skip. */
+export const hasRunsc = (): boolean => {
+  try {
+    execFileSync("sh", ["-c", "command -v dockerd && command -v runsc"], { stdio: "ignore" })
+    return true
+  } catch {
+    if (process.env.CI === "true") throw new Error("CI=true but dockerd or runsc is not installed")
+    return false
+  }
+}
+
 /** A fresh temp directory (short, so socket paths stay under 107 bytes). */
 export const tempDir = (prefix = "sdt-"): string => mkdtempSync(`/tmp/${prefix}`)
 
