@@ -2,7 +2,8 @@
  * The pure parts of compose, login and output lines: what under gVisor is
  * refused and what the override says, the login read from an environment,
  * output split into lines per source. The real runs are in
- * sandbox.compose.real.test.ts.
+ * sandbox.compose.real.test.ts (runc) and sandbox.compose.gvisor.real.test.ts
+ * (runsc).
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
