@@ -3,10 +3,13 @@
  * runsc, resources and environment, and optionally Docker inside.
  *
  * Creating a sandbox never waits on Docker. With Docker enabled the sandbox
- * prepares cgroups, starts dockerd inside in the background and supervises it
- * with the same readiness runtime as a local daemon, probing with
- * `docker info` through the container's process manager. Docker commands
- * wait for that lazily and fail with the typed error when it cannot come.
+ * prepares cgroups and starts dockerd inside, which is supervised in the
+ * background with the same readiness runtime as a local daemon: over a
+ * directory of this machine shared with the sandbox, the entrypoint does both
+ * as the container starts and this machine probes dockerd's socket; by exec,
+ * both go through the container's process manager and probes run `docker
+ * info` inside. Docker commands wait for that lazily and fail with the typed
+ * error when it cannot come.
  *
  * Removing the sandbox (or closing its scope) kills and removes the inner
  * containers, stops dockerd and containerd (TERM, then KILL), then removes

@@ -28,6 +28,14 @@ class Host extends Context.Tag("test/FastHost")<Host, HostEnvironment>() {}
 
 const HostLive = Layer.scoped(Host, hostEnvironment()).pipe(Layer.provideMerge(Dockerd.layerNode))
 
+/** A Docker-enabled sandbox on the file's host engine, on its network (where the registry listens). */
+const dockerSandbox = Effect.flatMap(Host, (host) =>
+  Sandbox.create(
+    { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
+    { engineSocket: host.socket, stopGrace: "3 seconds" }
+  )
+)
+
 // The first run on a fresh machine builds the Debian image with debootstrap (~3 min).
 const TIMEOUT = Duration.toMillis(Duration.minutes(10))
 
@@ -136,11 +144,7 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
       "ready by socket, /_ping and containerd probed from this machine (no `docker info` exec); the directory goes with the sandbox",
       () =>
         Effect.gen(function* () {
-          const host = yield* Host
-          const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
-            { engineSocket: host.socket, stopGrace: "3 seconds" }
-          )
+          const sandbox = yield* dockerSandbox
           const socket = sandbox.dockerSocket
           expect(socket).toMatch(/\/docker\.sock$/)
           const daemon = yield* sandbox.daemon
@@ -184,10 +188,7 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
           const host = yield* Host
           const engine = yield* DockerEngine.make(host.socket)
           const since = Math.floor(Date.now() / 1000) - 1
-          const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
-            { engineSocket: host.socket, stopGrace: "3 seconds" }
-          )
+          const sandbox = yield* dockerSandbox
           const daemon = yield* sandbox.daemon
           const execsUntilNow = Effect.gen(function* () {
             const until = Math.ceil(Date.now() / 1000) + 1
@@ -214,11 +215,7 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
       "the entrypoint's dockerd killed after ready: sandbox.daemon and docker commands fail with DaemonDied (SIGKILL), its last log lines in the error",
       () =>
         Effect.gen(function* () {
-          const host = yield* Host
-          const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
-            { engineSocket: host.socket, stopGrace: "3 seconds" }
-          )
+          const sandbox = yield* dockerSandbox
           const daemon = yield* sandbox.daemon
           yield* execLines(sandbox, ["sh", "-c", `kill -KILL ${daemon.pid}`])
           const error = yield* Effect.flip(sandbox.daemon).pipe(
@@ -242,10 +239,7 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
       () =>
         Effect.gen(function* () {
           const host = yield* Host
-          const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
-            { engineSocket: host.socket, stopGrace: "3 seconds" }
-          )
+          const sandbox = yield* dockerSandbox
           const pull = yield* sandbox.docker.pull(host.image)
           const events = Chunk.toReadonlyArray(yield* Stream.runCollect(pull.progress))
           yield* pull.wait
@@ -275,10 +269,7 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
         Effect.gen(function* () {
           const host = yield* Host
           const hostEngine = yield* DockerEngine.make(host.socket)
-          const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
-            { engineSocket: host.socket, stopGrace: "3 seconds" }
-          )
+          const sandbox = yield* dockerSandbox
           yield* sandbox.daemon
           const inner = yield* DockerEngine.make(sandbox.dockerSocket ?? "")
           const since = Math.floor(Date.now() / 1000)
@@ -321,10 +312,7 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
       () =>
         Effect.gen(function* () {
           const host = yield* Host
-          const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
-            { engineSocket: host.socket, stopGrace: "3 seconds" }
-          )
+          const sandbox = yield* dockerSandbox
           yield* sandbox.daemon
           yield* Effect.flatMap(sandbox.docker.pull(host.image), (pull) => pull.wait)
           const cases = [
@@ -371,10 +359,7 @@ describe.skipIf(!real)("Docker inside a runc sandbox, reached over its host sock
       () =>
         Effect.gen(function* () {
           const host = yield* Host
-          const sandbox = yield* Sandbox.create(
-            { image: SANDBOX_IMAGE, dockerEnabled: true, network: "host" },
-            { engineSocket: host.socket, stopGrace: "3 seconds" }
-          )
+          const sandbox = yield* dockerSandbox
           yield* sandbox.daemon
           const inner = yield* DockerEngine.make(sandbox.dockerSocket ?? "")
           const detached = yield* Effect.scoped(
