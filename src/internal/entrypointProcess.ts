@@ -188,7 +188,7 @@ const logReader = (fs: FileSystem.FileSystem, path: string, output: OutputBuffer
  * process is stopped as a ProcessManager stops one: SIGTERM, the grace,
  * SIGKILL.
  */
-export const adopt = Effect.fn("Sandbox.adoptDockerd")(function* (
+export const adopt = Effect.fn("EntrypointProcess.adopt")(function* (
   options: AdoptOptions,
   execOptions: ExecOptions = {}
 ) {
