@@ -38,7 +38,6 @@
  *
  * @since 0.1.0
  */
-import { constants } from "node:os"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -53,7 +52,8 @@ import { BinaryNotFound, SpawnFailed } from "./errors.js"
 import { stopGracefully } from "./internal/gracefulStop.js"
 import { type Frame, framesOf } from "./internal/multiplexed.js"
 import * as Handle from "./internal/handle.js"
-import { makeOutputBuffer, type OutputBuffer } from "./internal/outputBuffer.js"
+import { makeOutputBuffer, Texts } from "./internal/outputBuffer.js"
+import { signalName, signalNumber } from "./internal/signals.js"
 import {
   DEFAULT_KILL_GRACE,
   DEFAULT_TAIL_LINES,
@@ -197,15 +197,6 @@ const AFTER_OUTPUT_ENDED: Polling = { initial: 5, max: 250, checkContainer: true
  * answer says so at once.
  */
 const WHILE_OUTPUT_OPEN: Polling = { initial: 50, max: 500, checkContainer: false }
-
-const SIGNALS = constants.signals as Readonly<Partial<Record<string, number>>>
-
-/** The kernel's number of a signal. */
-const signalNumber = (name: SignalName): number | undefined => SIGNALS[name]
-
-/** The name of a signal number, e.g. `SIGKILL` for 9. */
-const signalName = (number: number): string | undefined =>
-  Object.keys(SIGNALS).find((name) => SIGNALS[name] === number)
 
 /**
  * Reads the start script's report from the head of stdout, then passes the
@@ -531,35 +522,6 @@ export const make = (options: Options): Effect.Effect<ProcessManagerShape, never
 
     return { exec }
   })
-
-/** UTF-8 decoding per source, characters split across frames included. */
-class Texts {
-  private readonly decoders = {
-    stdout: new TextDecoder("utf-8"),
-    stderr: new TextDecoder("utf-8")
-  }
-
-  constructor(private readonly output: OutputBuffer) {}
-
-  publish(source: "stdout" | "stderr", bytes: Uint8Array): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      const text = this.decoders[source].decode(bytes, { stream: true })
-      return text.length === 0 ? Effect.void : this.output.publish({ source, text })
-    })
-  }
-
-  /** Publishes what the decoders still hold (an incomplete last character). */
-  readonly flush: Effect.Effect<void> = Effect.suspend(() =>
-    Effect.forEach(
-      ["stdout", "stderr"] as const,
-      (source) => {
-        const text = this.decoders[source].decode()
-        return text.length === 0 ? Effect.void : this.output.publish({ source, text })
-      },
-      { discard: true }
-    )
-  )
-}
 
 /**
  * The ProcessManager of one container on the Engine at `socket`.

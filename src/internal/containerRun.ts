@@ -23,7 +23,7 @@ import { Exited, type ExitStatus, Signaled } from "../ProcessStatus.js"
 import { commandOf, type DockerCommand } from "./dockerCommand.js"
 import * as Handle from "./handle.js"
 import { framesOf } from "./multiplexed.js"
-import { makeOutputBuffer } from "./outputBuffer.js"
+import { makeOutputBuffer, Texts } from "./outputBuffer.js"
 
 /** A validated run, as `SandboxDocker.run` builds it. */
 export interface RunRequest {
@@ -119,7 +119,7 @@ export const runOverApi = <E>(
     const exited = yield* Deferred.make<ExitStatus>()
     const container = yield* Ref.make(Option.none<string>())
     const print = (source: "stdout" | "stderr", text: string) => output.publish({ source, text })
-    const decoders = { stdout: new TextDecoder("utf-8"), stderr: new TextDecoder("utf-8") }
+    const texts = new Texts(output)
     const query = request.name === undefined ? "" : `?name=${encodeURIComponent(request.name)}`
 
     const create = engine.request("POST", `/containers/create${query}`, {
@@ -170,12 +170,8 @@ export const runOverApi = <E>(
         .upgrade(`/containers/${id}/attach?stream=1&stdout=1&stderr=1`, {})
         .pipe(Effect.mapError((error) => new RunRefused(125, daemonSaid(error))))
       const reading = yield* framesOf(connection).pipe(
-        Stream.runForEach((frame) =>
-          Effect.suspend(() => {
-            const text = decoders[frame.source].decode(frame.payload, { stream: true })
-            return text.length === 0 ? Effect.void : print(frame.source, text)
-          })
-        ),
+        Stream.runForEach((frame) => texts.publish(frame.source, frame.payload)),
+        Effect.zipRight(texts.flush),
         Effect.fork
       )
       yield* start(id)

@@ -14,7 +14,6 @@
  * @internal
  */
 import * as Path from "node:path"
-import { constants } from "node:os"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -38,7 +37,8 @@ import {
 import { Exited, type ExitStatus, Signaled } from "../ProcessStatus.js"
 import { stopGracefully } from "./gracefulStop.js"
 import * as Handle from "./handle.js"
-import { makeOutputBuffer, type OutputBuffer } from "./outputBuffer.js"
+import { makeOutputBuffer, type OutputBuffer, Texts } from "./outputBuffer.js"
+import { signalName } from "./signals.js"
 
 /** The markers the entrypoint writes into the shared directory (names as in ENTRY_SCRIPT). */
 const PID = "dockerd.pid"
@@ -149,10 +149,8 @@ const appeared = (
 
 /** A `wait` status as an exit: `128 + n` is the death by signal `n`. */
 const exitStatus = (code: number): ExitStatus => {
-  const signal = Object.entries(constants.signals).find(([, number]) => number === code - 128)
-  return code > 128 && signal !== undefined
-    ? new Signaled({ signal: signal[0] })
-    : new Exited({ code })
+  const signal = code > 128 ? signalName(code - 128) : undefined
+  return signal === undefined ? new Exited({ code }) : new Signaled({ signal })
 }
 
 /**
@@ -162,22 +160,18 @@ const exitStatus = (code: number): ExitStatus => {
 const logReader = (fs: FileSystem.FileSystem, path: string, output: OutputBuffer) =>
   Effect.gen(function* () {
     const file = yield* fs.open(path, { flag: "r" })
-    const decoder = new TextDecoder("utf-8")
+    const texts = new Texts(output)
     const lock = yield* Effect.makeSemaphore(1)
     const drain: Effect.Effect<void> = file.readAlloc(64 * 1024).pipe(
       Effect.flatMap(
         Option.match({
           onNone: () => Effect.void,
-          onSome: (bytes) =>
-            Effect.zipRight(
-              output.publish({ source: "stderr", text: decoder.decode(bytes, { stream: true }) }),
-              drain
-            )
+          onSome: (bytes) => Effect.zipRight(texts.publish("stderr", bytes), drain)
         })
       ),
       Effect.ignore
     )
-    return lock.withPermits(1)(drain)
+    return { read: lock.withPermits(1)(drain), flush: texts.flush }
   })
 
 /**
@@ -232,7 +226,7 @@ export const adopt = Effect.fn("EntrypointProcess.adopt")(function* (
   const pid = yield* readInteger(PID)
 
   const output = yield* makeOutputBuffer(execOptions.tailLines ?? DEFAULT_TAIL_LINES)
-  const readLog = yield* logReader(fs, marker(LOG), output).pipe(
+  const log = yield* logReader(fs, marker(LOG), output).pipe(
     Effect.mapError((error) => spawnFailed(`cannot read its log: ${error.message}`))
   )
   const exited = yield* Deferred.make<ExitStatus>()
@@ -261,12 +255,12 @@ export const adopt = Effect.fn("EntrypointProcess.adopt")(function* (
     )
   const logFollower = fs.watch(marker(LOG)).pipe(
     Stream.catchAllCause(() => Stream.empty),
-    Stream.runForEach(() => readLog)
+    Stream.runForEach(() => log.read)
   )
   yield* Effect.raceFirst(exitMarker, containerStopped).pipe(
     Effect.raceFirst(Effect.zipRight(logFollower, Effect.never)),
     // Its last words are in the tail before its end is told.
-    Effect.tap(() => Effect.zipRight(readLog, output.end)),
+    Effect.tap(() => Effect.zipRight(Effect.zipRight(log.read, log.flush), output.end)),
     Effect.flatMap((status) => Deferred.succeed(exited, status)),
     Effect.interruptible,
     Effect.forkScoped
@@ -297,7 +291,7 @@ export const adopt = Effect.fn("EntrypointProcess.adopt")(function* (
   // The tail asked for is the log as it is now, whether or not a change was seen.
   return {
     ...Handle.make({ pid, argv, exited, output, deliver }),
-    logTail: Effect.zipRight(readLog, output.tail)
+    logTail: Effect.zipRight(log.read, output.tail)
   }
 })
 

@@ -133,3 +133,35 @@ export const makeOutputBuffer = (tailLines: number, keepBytes = 0): Effect.Effec
       tail: Effect.sync(() => tail.snapshot())
     }
   })
+
+/**
+ * Bytes of a process's stdout and stderr decoded as UTF-8 into `output`,
+ * a character split across chunks included.
+ */
+export class Texts {
+  private readonly decoders = {
+    stdout: new TextDecoder("utf-8"),
+    stderr: new TextDecoder("utf-8")
+  }
+
+  constructor(private readonly output: OutputBuffer) {}
+
+  publish(source: OutputSource, bytes: Uint8Array): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const text = this.decoders[source].decode(bytes, { stream: true })
+      return text.length === 0 ? Effect.void : this.output.publish({ source, text })
+    })
+  }
+
+  /** Publishes what the decoders still hold (an incomplete last character). */
+  readonly flush: Effect.Effect<void> = Effect.suspend(() =>
+    Effect.forEach(
+      ["stdout", "stderr"] as const,
+      (source) => {
+        const text = this.decoders[source].decode()
+        return text.length === 0 ? Effect.void : this.output.publish({ source, text })
+      },
+      { discard: true }
+    )
+  )
+}

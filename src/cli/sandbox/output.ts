@@ -4,9 +4,9 @@
  *
  * @since 0.1.0
  */
-import { constants } from "node:os"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
+import { signalNumber } from "../../internal/signals.js"
 import type { OutputChunk, ProcessHandle } from "../../ProcessManager.js"
 
 /**
@@ -38,6 +38,3 @@ export const exitCodeOf = (handle: ProcessHandle) =>
   Effect.map(handle.awaitExit, (status) =>
     status._tag === "Exited" ? status.code : 128 + (signalNumber(status.signal) ?? 0)
   )
-
-const signalNumber = (name: string): number | undefined =>
-  (constants.signals as Readonly<Partial<Record<string, number>>>)[name]
